@@ -1,0 +1,414 @@
+"""ChatStream: send on first use, decode events, accumulate the answer, resume, release.
+
+A ``ChatStream`` is returned at once by ``chat.create``/``chat.continue_``; the request
+is sent on the first iteration (or on ``async with``/``await``). It is a plain class,
+not an async generator, so that every exit path can release the connection itself:
+
+- the body is read to the end: the connection goes back to the pool;
+- ``aclose()``, leaving ``async with``, an exception or a cancellation inside
+  ``__anext__``: the connection is closed at once;
+- ``break`` (or an exception in the caller's loop body) and the stream dropped:
+  ``__del__`` closes the connection, which CPython runs as soon as the loop lets go.
+
+A dropped connection is resumed (SPEC §1.7) when the server gave ``Content-Location``:
+``GET`` it with ``Last-Event-ID`` and go on, so the caller sees each event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Generator
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import msgspec
+
+from ._config import RetryPolicy, Timeout
+from ._transport import Api, Transport, deadline_for, read_capped
+from .errors import APIConnectionError, APITimeoutError, StreamError
+from .models import (
+    ChatEvent,
+    ChatResponse,
+    ChatResult,
+    Citation,
+    Message,
+    MessageChunk,
+    RecordsCited,
+    UnknownEvent,
+)
+from .sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
+
+__all__ = ["ChatStream"]
+
+log = logging.getLogger("chatsdk")
+
+# Built once per type (msgspec's advice): a Decoder caches its type's validation plan.
+_CHUNK = msgspec.json.Decoder(MessageChunk)
+_CITED = msgspec.json.Decoder(RecordsCited)
+_RESPONSE = msgspec.json.Decoder(ChatResponse)
+
+# A non-streaming answer is read whole; bound it like the decoder bounds one event.
+MAX_JSON_BODY = 8 * 1024 * 1024
+
+
+class ChatStream:
+    """The answer to one chat call: an async iterator of events and an async context manager.
+
+    Iterate it for :class:`MessageChunk`, :class:`RecordsCited` and :class:`UnknownEvent`
+    values, use :attr:`text_stream` for the text alone, or ``await`` it (or
+    :meth:`final_result`) for the whole :class:`ChatResult`::
+
+        async with client.chat.create(integration_id="docs", messages=[...]) as stream:
+            async for text in stream.text_stream:
+                print(text, end="")
+            result = await stream.final_result()
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        api: Api,
+        url: str,
+        body: bytes,
+        timeout: Timeout,
+        retries: RetryPolicy,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+    ):
+        self._transport = transport
+        self._api: Api = api
+        self._url = url
+        self._body = body
+        self._timeout = timeout
+        self._retries = retries
+        self._max_event_size = max_event_size
+        self._response: aiohttp.ClientResponse | None = None
+        self._decoder: SSEDecoder | None = None
+        self._deadline: float | None = None
+        self._started = False
+        self._done = False
+        self._pending: list[ChatEvent] = []
+        self._pos = 0
+        # What the caller has been given so far, for final_result().
+        self._text: list[str] = []
+        self._citations: list[Citation] = []
+        self._chat_session_id: str | None = None
+        self._finish_reason: str | None = None
+        # Resumption state (SPEC §1.7).
+        self._resume_url: str | None = None
+        self._last_event_id = ""
+        self._retry_ms: int | None = None
+        self._failed_resumes = 0
+        self.resumes = 0
+        """How many times this stream reconnected after a dropped connection."""
+
+    # -- public surface ---------------------------------------------------------------
+
+    @property
+    def chat_session_id(self) -> str | None:
+        """The chat session this answer belongs to, once the server has said it."""
+        return self._chat_session_id
+
+    @property
+    def text_stream(self) -> AsyncIterator[str]:
+        """The answer's text pieces as they arrive (non-empty ``content_chunk`` values)."""
+        return self._texts()
+
+    async def _texts(self) -> AsyncIterator[str]:
+        async for event in self:
+            if type(event) is MessageChunk and event.content_chunk:
+                yield event.content_chunk
+
+    async def final_result(self) -> ChatResult:
+        """Read the rest of the stream and return the whole answer."""
+        while True:
+            try:
+                await self.__anext__()
+            except StopAsyncIteration:
+                break
+        return ChatResult(
+            chat_session_id=self._chat_session_id,
+            message=Message(
+                role="assistant",
+                content="".join(self._text),
+                records_cited=RecordsCited(self._citations) if self._citations else None,
+            ),
+            citations=list(self._citations),
+            finish_reason=self._finish_reason,
+        )
+
+    def __await__(self) -> Generator[Any, None, ChatResult]:
+        return self.final_result().__await__()
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> ChatEvent:
+        while self._pos >= len(self._pending):
+            if self._done:
+                raise StopAsyncIteration
+            self._pending = []
+            self._pos = 0
+            try:
+                await self._read_events()
+            except BaseException:
+                # An error or a cancellation mid-read: nothing more will be read.
+                self._done = True
+                self._close_connection()
+                raise
+        event = self._pending[self._pos]
+        self._pos += 1
+        return event
+
+    async def __aenter__(self) -> ChatStream:
+        if not self._started:
+            try:
+                await self._open()
+            except BaseException:
+                self._done = True
+                raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop reading and release the connection (closing it if the body was unfinished)."""
+        self._done = True
+        self._pending = []
+        self._close_connection()
+
+    def __del__(self) -> None:
+        # A stream abandoned after `break` ends here; close rather than leak the socket.
+        response = self._response
+        if response is not None and not response.closed:
+            response.close()
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else ("open" if self._started else "not started")
+        return f"<ChatStream {self._url.split('?')[0]!r} {state}>"
+
+    # -- connection ---------------------------------------------------------------------
+
+    def _close_connection(self) -> None:
+        response, self._response = self._response, None
+        if response is not None and not response.closed:
+            response.close()
+
+    async def _open(self) -> None:
+        self._started = True
+        self._deadline = deadline_for(self._timeout)
+        response = await self._transport.send(
+            "POST",
+            self._url,
+            api=self._api,
+            body=self._body,
+            headers={"Accept": "text/event-stream, application/json"},
+            timeout=self._timeout,
+            retries=self._retries,
+            deadline=self._deadline,
+        )
+        await self._accept(response)
+
+    async def _accept(self, response: aiohttp.ClientResponse) -> None:
+        """Take a response: an event stream to read, or a whole JSON answer to replay."""
+        self._response = response
+        content_type = response.content_type
+        if content_type == "text/event-stream":
+            location = response.headers.get("Content-Location")
+            if location:
+                self._resume_url = _same_origin_url(self._url, location)
+            self._decoder = SSEDecoder(
+                max_line_size=self._max_event_size, max_event_size=self._max_event_size
+            )
+            return
+        if content_type == "application/json" or content_type.endswith("+json"):
+            body = await self._read_whole(response)
+            try:
+                answer = _RESPONSE.decode(body)
+            except msgspec.DecodeError as exc:
+                raise StreamError(f"invalid JSON answer: {exc}", received=body) from exc
+            events: list[ChatEvent] = [
+                MessageChunk(
+                    content_chunk=answer.message.content,
+                    chat_session_id=answer.chat_session_id,
+                    finish_reason="stop",
+                )
+            ]
+            if answer.message.records_cited is not None:
+                events.append(answer.message.records_cited)
+            self._done = True
+            self._take(events)
+            return
+        preview = await read_capped(response, 512)
+        raise StreamError(
+            f"expected an event stream, got Content-Type {response.headers.get('Content-Type')!r}",
+            received=preview,
+        )
+
+    async def _read_whole(self, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                body = await response.content.read(MAX_JSON_BODY + 1)
+        except TimeoutError as exc:
+            raise APITimeoutError("timed out reading the answer") from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError("the connection broke while reading the answer") from exc
+        if len(body) > MAX_JSON_BODY:
+            raise StreamError(f"answer larger than {MAX_JSON_BODY} bytes", received=body[:512])
+        response.release()
+        self._response = None
+        return body
+
+    async def _resume(self, cause: BaseException) -> None:
+        """Reconnect after a drop with ``Last-Event-ID``, or raise StreamError if we cannot."""
+        self._close_connection()
+        if self._resume_url is None:
+            raise StreamError(
+                "the connection dropped mid-stream and the server did not make the stream "
+                "resumable (no Content-Location)",
+                event=None,
+            ) from cause
+        if self._failed_resumes >= self._retries.max_resumes:
+            raise StreamError(
+                f"the connection dropped mid-stream; gave up after {self._failed_resumes} "
+                "reconnects without a new event"
+            ) from cause
+        delay = (
+            self._retry_ms / 1000
+            if self._retry_ms is not None
+            else self._retries.backoff(self._failed_resumes)
+        )
+        if self._deadline is not None:
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time + delay >= self._deadline:
+                raise APITimeoutError(
+                    "total timeout expired while resuming a dropped stream"
+                ) from cause
+        self._failed_resumes += 1
+        self.resumes += 1
+        log.debug(
+            "stream dropped (%s); resuming after event id %r",
+            type(cause).__name__,
+            self._last_event_id,
+        )
+        await asyncio.sleep(delay)
+        headers = {"Accept": "text/event-stream"}
+        if self._last_event_id:
+            headers["Last-Event-ID"] = self._last_event_id
+        response = await self._transport.send(
+            "GET",
+            self._resume_url,
+            api=self._api,
+            headers=headers,
+            timeout=self._timeout,
+            retries=self._retries,
+            deadline=self._deadline,
+        )
+        await self._accept(response)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _read_events(self) -> None:
+        """Read until at least one event is ready or the body ends."""
+        if not self._started:
+            await self._open()
+            if self._pending or self._done:
+                return
+        loop = asyncio.get_running_loop()
+        idle = self._timeout.idle
+        wait_until = None if idle is None else loop.time() + idle
+        if self._deadline is not None and (wait_until is None or self._deadline < wait_until):
+            wait_until = self._deadline
+        while True:
+            response, decoder = self._response, self._decoder
+            assert response is not None and decoder is not None
+            try:
+                async with asyncio.timeout_at(wait_until):
+                    chunk = await response.content.readany()
+            except aiohttp.ServerTimeoutError as exc:
+                raise APITimeoutError(
+                    f"no bytes from the server for {self._timeout.read} s (read timeout)"
+                ) from exc
+            except TimeoutError as exc:
+                if self._deadline is not None and loop.time() >= self._deadline:
+                    raise APITimeoutError("total timeout expired while streaming") from exc
+                raise APITimeoutError(
+                    f"no event from the server for {idle} s (idle timeout; pings do not count)"
+                ) from exc
+            except aiohttp.ClientError as exc:
+                await self._resume(exc)
+                continue
+            if not chunk:
+                if not decoder.at_event_boundary:
+                    if self._resume_url is not None:
+                        await self._resume(StreamError("the body ended mid-event"))
+                        continue
+                    raise StreamError("the event stream ended in the middle of an event")
+                self._done = True
+                self._response = None
+                response.release()
+                return
+            events = decoder.feed(chunk)
+            self._retry_ms = decoder.retry
+            if decoder.last_event_id != self._last_event_id:
+                self._last_event_id = decoder.last_event_id
+                self._failed_resumes = 0
+            if events:
+                self._failed_resumes = 0
+                self._take(self._decode(events))
+                if self._pending:
+                    return
+
+    def _decode(self, events: list[ServerSentEvent]) -> list[ChatEvent]:
+        out: list[ChatEvent] = []
+        append = out.append
+        decode_chunk = _CHUNK.decode
+        for sse in events:
+            name = sse.event
+            try:
+                if name == "message_chunk":
+                    append(decode_chunk(sse.data))
+                elif name == "records_cited":
+                    append(_CITED.decode(sse.data))
+                else:
+                    append(UnknownEvent(event=name, data=sse.data))
+            except msgspec.DecodeError as exc:
+                raise StreamError(
+                    f"invalid {name} payload: {exc}", event=name, received=sse.data
+                ) from exc
+        return out
+
+    def _take(self, events: list[ChatEvent]) -> None:
+        """Queue events for the caller and fold them into the result."""
+        for event in events:
+            if type(event) is MessageChunk:
+                self._text.append(event.content_chunk)
+                if event.chat_session_id is not None:
+                    self._chat_session_id = event.chat_session_id
+                if event.finish_reason is not None:
+                    self._finish_reason = event.finish_reason
+            elif type(event) is RecordsCited:
+                self._citations.extend(event.citations)
+        self._pending = events
+        self._pos = 0
+
+
+def _same_origin_url(request_url: str, location: str) -> str | None:
+    """``location`` resolved against the request URL, or None if it points at another origin.
+
+    Credentials go with the resume request, so it must stay on the server that was asked.
+    """
+    resolved = urljoin(request_url, location)
+    a, b = urlsplit(request_url), urlsplit(resolved)
+    if (a.scheme, a.netloc) != (b.scheme, b.netloc):
+        return None
+    return resolved

@@ -1,0 +1,430 @@
+"""The one aiohttp session: auth headers, idempotency keys, the retry loop, error mapping.
+
+Everything that turns an aiohttp or msgspec failure into a chatsdk error before a
+response body is handed on lives here (the stream body is ``_streaming``'s job).
+Nothing here logs or formats a credential: log lines carry the method, the path
+without its query, the status and the attempt number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeAlias
+
+import aiohttp
+import msgspec
+
+from ._config import RetryPolicy, Settings, Timeout, check_header_value
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ValidationError,
+    excerpt,
+    status_error_class,
+)
+from .models import ChatSessionToken
+from .sse import DEFAULT_MAX_EVENT_SIZE
+
+__all__ = ["Transport", "TokenProvider", "USER_AGENT"]
+
+log = logging.getLogger("chatsdk")
+
+USER_AGENT = "chatsdk-python/0.1.0"
+
+#: An async callable the client calls for a fresh client token.
+TokenProvider: TypeAlias = Callable[[], Awaitable["str | ChatSessionToken"]]
+
+Api: TypeAlias = Literal["tokens", "chat"]
+
+# Refresh a client token this long before it expires: the public chat widget re-fetches
+# within 30 s of `exp`, which leaves room for a slow mint and clock skew.
+REFRESH_MARGIN = 30.0
+
+# An error body is read for its message and kept on the exception; cap it so a server
+# answering an error with a huge body cannot make us buffer it.
+MAX_ERROR_BODY = 64 * 1024
+
+
+class _TokenSource:
+    """Holds the client token: a fixed string, or one fetched (and refreshed) from a provider."""
+
+    def __init__(self, static: str | None, provider: TokenProvider | None):
+        self._provider = provider
+        self._token = static
+        self._expires_at = _jwt_expiry(static) if static else None
+        self._lock = asyncio.Lock()
+
+    @property
+    def refreshable(self) -> bool:
+        return self._provider is not None
+
+    @property
+    def configured(self) -> bool:
+        return self._provider is not None or self._token is not None
+
+    async def get(self, *, stale: str | None = None) -> str | None:
+        """The token to send: a new one when missing, about to expire, or equal to ``stale``."""
+        if self._provider is None:
+            return self._token
+        if self._usable(stale):
+            return self._token
+        async with self._lock:
+            if self._usable(stale):  # another task refreshed while this one waited
+                return self._token
+            fetched = await self._provider()
+            if isinstance(fetched, ChatSessionToken):
+                token = fetched.client_token
+                expires_at: float | None = _jwt_expiry(token) or (
+                    time.time() + fetched.expires_after
+                )
+            elif isinstance(fetched, str):
+                token = fetched
+                expires_at = _jwt_expiry(token)
+            else:
+                raise ValidationError(
+                    "session_token provider must return a str or ChatSessionToken, "
+                    f"got {type(fetched).__name__}"
+                )
+            check_header_value("session_token", token)
+            self._token, self._expires_at = token, expires_at
+            return token
+
+    def _usable(self, stale: str | None) -> bool:
+        if self._token is None or self._token == stale:
+            return False
+        return self._expires_at is None or time.time() < self._expires_at - REFRESH_MARGIN
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying it (only the server can verify)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = msgspec.json.decode(base64.urlsafe_b64decode(payload))
+    except (ValueError, msgspec.DecodeError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+class Transport:
+    """One aiohttp ``ClientSession`` shared by every call of a client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout: Timeout,
+        retries: RetryPolicy,
+        token_provider: TokenProvider | None = None,
+        max_connections: int = 100,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        session: aiohttp.ClientSession | None = None,
+    ):
+        self.max_event_size = max_event_size
+        self.settings = settings
+        self.timeout = timeout
+        self.retries = retries
+        self._tokens = _TokenSource(settings.session_token, token_provider)
+        self._max_connections = max_connections
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise APIConnectionError("the client is closed")
+        if self._session is None or self._session.closed:
+            # Created lazily so that a client can be built outside a running loop.
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT},
+                json_serialize=lambda obj: msgspec.json.encode(obj).decode(),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the connection pool (only when this transport created it)."""
+        self._closed = True
+        if self._session is not None and self._owns_session and not self._session.closed:
+            await self._session.close()
+
+    # -- auth ---------------------------------------------------------------------------
+
+    async def _auth_headers(self, api: Api, *, refresh_from: str | None = None) -> dict[str, str]:
+        s = self.settings
+        headers = dict(s.headers)
+        if api == "tokens":
+            if s.api_key is None or s.project is None:
+                raise ValidationError(
+                    "token operations need the secret API key and the project: pass "
+                    "api_key=... and project=... (or set CHATSDK_API_KEY and CHATSDK_PROJECT)"
+                )
+            headers["Gram-Key"] = s.api_key
+            headers["Gram-Project"] = s.project
+            return headers
+        if s.api_key is not None:
+            headers["Authorization"] = f"Bearer {s.api_key}"
+        elif self._tokens.configured:
+            if s.project is None:
+                raise ValidationError(
+                    "a client token must be sent with its project: pass project=... "
+                    "(or set CHATSDK_PROJECT)"
+                )
+            token = await self._tokens.get(stale=refresh_from)
+            if token is None:  # pragma: no cover - configured implies a token or a provider
+                raise ValidationError("no client token available")
+            headers["Gram-Chat-Session"] = token
+            headers["Gram-Project"] = s.project
+        else:
+            raise ValidationError(
+                "chat operations need api_key=... (server side) or session_token=... "
+                "(a client token from tokens.create, or an async callable returning one)"
+            )
+        if s.origin is not None:
+            headers["Origin"] = s.origin
+        return headers
+
+    # -- requests -----------------------------------------------------------------------
+
+    def url(self, api: Api, path: str) -> str:
+        """The absolute URL of ``path`` on the server of ``api``."""
+        base = self.settings.tokens_base_url if api == "tokens" else self.settings.chat_base_url
+        return base + path
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        api: Api,
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout,
+        retries: RetryPolicy,
+        deadline: float | None,
+        idempotent_post: bool = True,
+        retried_400_ok: bool = False,
+    ) -> aiohttp.ClientResponse:
+        """Send a request, retrying per ``retries``; return the response with its body unread.
+
+        Raises the mapped :class:`APIStatusError` for an error status, and
+        :class:`APIConnectionError` / :class:`APITimeoutError` when no response came.
+        ``deadline`` is a ``loop.time()`` by which everything must be done.
+        With ``retried_400_ok``, a 400 answering a retry counts as success (a revoke
+        whose first attempt went through but whose answer was lost).
+        """
+        session = self._get_session()
+        request_headers: dict[str, str] = {}
+        if body is not None:
+            request_headers["Content-Type"] = "application/json"
+        if method == "POST" and idempotent_post:
+            # One key per logical call, the same across its retries (SPEC §1.7).
+            request_headers["Idempotency-Key"] = str(uuid.uuid4())
+        if headers:
+            request_headers.update(headers)
+        client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout.connect, sock_read=timeout.read
+        )
+        path_for_log = url.split("?", 1)[0]
+        attempt = 0
+        refreshed_token: str | None = None
+        while True:
+            auth = await self._auth_headers(api, refresh_from=refreshed_token)
+            sent_token = auth.get("Gram-Chat-Session")
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await session.request(
+                        method,
+                        url,
+                        data=body,
+                        params=params,
+                        headers={**auth, **request_headers},
+                        timeout=client_timeout,
+                        allow_redirects=False,
+                    )
+            except TimeoutError as exc:
+                if _past(deadline):
+                    raise APITimeoutError(
+                        f"{method} {path_for_log}: total timeout expired"
+                    ) from exc
+                error: APIConnectionError = APITimeoutError(
+                    f"{method} {path_for_log}: timed out waiting for the server"
+                )
+                cause: BaseException = exc
+                retry_after = None
+            except aiohttp.ClientError as exc:
+                error = APIConnectionError(f"{method} {path_for_log}: {_describe(exc)}")
+                cause = exc
+                retry_after = None
+            else:
+                status = response.status
+                log.debug("%s %s -> %d (attempt %d)", method, path_for_log, status, attempt + 1)
+                if status < 400 or (retried_400_ok and status == 400 and attempt > 0):
+                    return response
+                if (
+                    status == 401
+                    and api == "chat"
+                    and self._tokens.refreshable
+                    and sent_token is not None
+                    and refreshed_token is None
+                ):
+                    # One refresh on a 401: the token may have expired or been revoked.
+                    response.release()
+                    refreshed_token = sent_token
+                    continue
+                try:
+                    status_error = await _status_error(response, method, path_for_log)
+                finally:
+                    response.release()
+                retry_after = response.headers.get("Retry-After")
+                if not retries.is_retryable_status(status) or attempt >= retries.max_retries:
+                    raise status_error
+                delay = retries.delay_for(attempt, retry_after)
+                if delay is None or _would_pass(deadline, delay):
+                    raise status_error
+                log.debug("retrying %s %s in %.2fs after %d", method, path_for_log, delay, status)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            if attempt >= retries.max_retries:
+                raise error from cause
+            delay = retries.backoff(attempt)
+            if _would_pass(deadline, delay):
+                raise error from cause
+            log.debug(
+                "retrying %s %s in %.2fs after a connection error", method, path_for_log, delay
+            )
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        api: Api,
+        body: bytes | None,
+        params: Mapping[str, str] | None = None,
+        timeout: Timeout,
+        retries: RetryPolicy,
+        retried_400_ok: bool = False,
+    ) -> bytes:
+        """Send a request and read its whole (successful) body, within ``timeout.total``."""
+        deadline = deadline_for(timeout)
+        response = await self.send(
+            method,
+            url,
+            api=api,
+            body=body,
+            params=params,
+            timeout=timeout,
+            retries=retries,
+            deadline=deadline,
+            retried_400_ok=retried_400_ok,
+        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await response.read()
+        except TimeoutError as exc:
+            raise APITimeoutError(f"{method}: timed out reading the response body") from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(f"{method}: {_describe(exc)}") from exc
+        finally:
+            response.release()
+
+
+def deadline_for(timeout: Timeout) -> float | None:
+    """The ``loop.time()`` by which a call with this timeout must be done, or None."""
+    if timeout.total is None:
+        return None
+    return asyncio.get_running_loop().time() + timeout.total
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and asyncio.get_running_loop().time() >= deadline
+
+
+def _would_pass(deadline: float | None, delay: float) -> bool:
+    return deadline is not None and asyncio.get_running_loop().time() + delay >= deadline
+
+
+def _describe(exc: BaseException) -> str:
+    """A short description of an aiohttp error that cannot contain a URL's query or headers."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut off"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Its own message includes the request URL; keep only the status and reason.
+        return f"invalid response ({exc.status} {exc.message})"
+    return type(exc).__name__ + (f": {exc}" if str(exc) and "://" not in str(exc) else "")
+
+
+async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """Up to ``cap`` bytes of a body, for an error report; a broken read keeps what came."""
+    parts: list[bytes] = []
+    size = 0
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        while size < cap:
+            data = await response.content.read(cap - size)
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+    return b"".join(parts)
+
+
+async def _status_error(response: aiohttp.ClientResponse, method: str, path: str) -> APIStatusError:
+    """The typed error for an error response, carrying its parsed body (read up to a cap)."""
+    raw = await read_capped(response, MAX_ERROR_BODY)
+    body: Any = None
+    if raw:
+        if "json" in response.content_type:
+            try:
+                body = msgspec.json.decode(raw)
+            except msgspec.DecodeError:
+                body = raw.decode("utf-8", "replace")
+        else:
+            body = raw.decode("utf-8", "replace")
+    cls = status_error_class(response.status)
+    return cls(
+        f"{response.reason or 'error'} from {method} {path}: {_message_of(body)}",
+        status=response.status,
+        body=body,
+        request_id=response.headers.get("X-Request-Id"),
+        headers=dict(response.headers),
+    )
+
+
+def _message_of(body: Any) -> str:
+    """The human message in an error body: ServiceError ``message``, 422 ``detail``, or text."""
+    if isinstance(body, dict):
+        if isinstance(body.get("message"), str):
+            return excerpt(body["message"], 300)
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return excerpt(detail, 300)
+        if isinstance(detail, list):
+            parts = []
+            for item in detail[:5]:
+                if isinstance(item, dict):
+                    loc = ".".join(str(p) for p in item.get("loc", []))
+                    parts.append(f"{loc}: {item.get('msg', '')}")
+            return "; ".join(parts) or "invalid request"
+    if isinstance(body, str) and body.strip():
+        return excerpt(body.strip(), 300)
+    return "no details"

@@ -1,0 +1,427 @@
+"""ChatClient against the reference server on loopback: every operation and error class."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import jwt
+import msgspec
+import pytest
+
+import chatsdk
+from chatsdk.server import Faults, ReferenceServer
+from tests.scripted import Reply, ScriptedServer, sse
+
+pytestmark = pytest.mark.anyio
+
+KEY = "chatsdk-test-key"
+PROJECT = "demo"
+ORIGIN = "https://docs.example.com"
+QUESTION = "How do I retry a failed request?"
+FAST = chatsdk.RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ReferenceServer]:
+    async with ReferenceServer(api_key=KEY, project=PROJECT) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def client(server: ReferenceServer) -> AsyncIterator[chatsdk.ChatClient]:
+    async with chatsdk.ChatClient(
+        KEY, project=PROJECT, base_url=server.base_url, retries=FAST
+    ) as c:
+        yield c
+
+
+def token_client(server: ReferenceServer, token: str, **kw: object) -> chatsdk.ChatClient:
+    return chatsdk.ChatClient(
+        session_token=token,
+        project=PROJECT,
+        base_url=server.base_url,
+        retries=FAST,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+async def test_tokens_create_returns_a_jwt_bound_to_the_origin(client: chatsdk.ChatClient) -> None:
+    tok = await client.tokens.create(embed_origin=ORIGIN, expires_after=900, user_identifier="u1")
+    assert isinstance(tok, chatsdk.ChatSessionToken)
+    assert tok.embed_origin == ORIGIN and tok.expires_after == 900
+    assert tok.user_identifier == "u1" and tok.status
+    claims = jwt.decode(tok.client_token, options={"verify_signature": False})
+    assert claims["aud"] == [ORIGIN]
+    assert claims["exp"] - claims["iat"] == 900
+    assert tok.client_token not in repr(tok) and tok.client_token not in str(tok)
+
+
+async def test_tokens_revoke_is_idempotent(client: chatsdk.ChatClient) -> None:
+    tok = await client.tokens.create(embed_origin=ORIGIN)
+    await client.tokens.revoke(tok.client_token)
+    await client.tokens.revoke(tok)  # a second revoke is not an error
+
+
+async def test_tokens_need_the_api_key(server: ReferenceServer) -> None:
+    async with token_client(server, "x.y.z") as c:
+        with pytest.raises(chatsdk.ValidationError, match="API key"):
+            await c.tokens.create(embed_origin=ORIGIN)
+
+
+async def test_wrong_api_key_is_an_authentication_error(server: ReferenceServer) -> None:
+    async with chatsdk.ChatClient("wrong-key", project=PROJECT, base_url=server.base_url) as c:
+        with pytest.raises(chatsdk.AuthenticationError) as info:
+            await c.tokens.create(embed_origin=ORIGIN)
+    err = info.value
+    assert err.status == 401 and err.name == "unauthorized"
+    assert isinstance(err.body, dict) and err.body["fault"] is False
+    assert err.request_id and err.headers.get("goa-error") == "unauthorized"
+    assert "wrong-key" not in str(err)
+
+
+async def test_wrong_project_is_permission_denied(server: ReferenceServer) -> None:
+    async with chatsdk.ChatClient(KEY, project="other", base_url=server.base_url) as c:
+        with pytest.raises(chatsdk.PermissionDeniedError):
+            await c.tokens.create(embed_origin=ORIGIN)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"embed_origin": "docs.example.com"}, "origin"),
+        ({"embed_origin": "https://docs.example.com/path"}, "origin"),
+        ({"embed_origin": ORIGIN, "expires_after": 0}, "expires_after"),
+        ({"embed_origin": ORIGIN, "expires_after": 3601}, "expires_after"),
+        ({"embed_origin": ORIGIN, "expires_after": True}, "expires_after"),
+    ],
+)
+async def test_tokens_create_validates_before_sending(
+    client: chatsdk.ChatClient, kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(chatsdk.ValidationError, match=match):
+        await client.tokens.create(**kwargs)  # type: ignore[arg-type]
+
+
+# -- chat --------------------------------------------------------------------------------
+
+
+async def test_chat_create_streams_chunks_then_citations(client: chatsdk.ChatClient) -> None:
+    events = [
+        e
+        async for e in client.chat.create(
+            integration_id="docs", messages=[chatsdk.Message(role="user", content=QUESTION)]
+        )
+    ]
+    chunks = [e for e in events if isinstance(e, chatsdk.MessageChunk)]
+    assert len(chunks) > 3
+    assert chunks[-1].content_chunk == "" and chunks[-1].finish_reason == "stop"
+    assert all(c.chat_session_id == chunks[0].chat_session_id for c in chunks)
+    assert isinstance(events[-1], chatsdk.RecordsCited)
+    assert events[-1].citations and events[-1].citations[0].record.url
+    assert "retr" in "".join(c.content_chunk for c in chunks).lower()
+
+
+async def test_final_result_text_stream_and_await_agree(client: chatsdk.ChatClient) -> None:
+    whole = await client.chat.create(integration_id="docs", messages=QUESTION)
+    async with client.chat.create(integration_id="docs", messages=QUESTION) as stream:
+        texts = [t async for t in stream.text_stream]
+        result = await stream.final_result()
+    assert "".join(texts) == result.text == whole.text
+    assert result.message.role == "assistant"
+    assert result.finish_reason == "stop"
+    assert result.citations == whole.citations and result.citations
+    assert result.chat_session_id and stream.chat_session_id == result.chat_session_id
+    assert result.chat_session_id != whole.chat_session_id  # two create calls, two sessions
+
+
+async def test_continue_sees_the_history(client: chatsdk.ChatClient) -> None:
+    first = await client.chat.create(integration_id="docs", messages=QUESTION)
+    assert first.chat_session_id
+    follow = await client.chat.continue_(
+        first.chat_session_id, integration_id="docs", message="Tell me more."
+    )
+    assert follow.chat_session_id == first.chat_session_id
+    alone = await client.chat.create(integration_id="docs", messages="Tell me more.")
+    assert follow.text != alone.text  # the answer depends on the first turn
+
+
+async def test_non_streaming_answer_is_decoded_by_content_type(client: chatsdk.ChatClient) -> None:
+    stream = client.chat.create(integration_id="docs", messages=QUESTION, stream=False)
+    events = [e async for e in stream]
+    assert isinstance(events[0], chatsdk.MessageChunk) and events[0].content_chunk
+    result = await stream.final_result()
+    assert result.text == events[0].content_chunk and result.chat_session_id
+
+
+async def test_continue_unknown_session_is_not_found(client: chatsdk.ChatClient) -> None:
+    with pytest.raises(chatsdk.NotFoundError) as info:
+        await client.chat.continue_("no-such-session", integration_id="docs", message="hi")
+    assert info.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"integration_id": "", "messages": "q"}, "integration_id"),
+        ({"integration_id": "docs", "messages": []}, "messages"),
+        ({"integration_id": "docs", "messages": [chatsdk.Message("system", "x")]}, "role"),
+        ({"integration_id": "docs", "messages": [chatsdk.Message("assistant", "x")]}, "last"),
+        ({"integration_id": "docs", "messages": [{"role": "user"}]}, "content"),
+    ],
+)
+async def test_chat_create_validates_before_sending(
+    client: chatsdk.ChatClient, kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(chatsdk.ValidationError, match=match):
+        client.chat.create(**kwargs)  # type: ignore[arg-type]
+
+
+# -- client tokens (the browser's path) --------------------------------------------------
+
+
+async def test_chat_with_a_client_token(client: chatsdk.ChatClient, server: ReferenceServer) -> None:
+    tok = await client.tokens.create(embed_origin=ORIGIN)
+    async with token_client(server, tok.client_token, origin=ORIGIN) as browser:
+        first = await browser.chat.create(integration_id="docs", messages=QUESTION)
+        assert first.chat_session_id and first.text
+        more = await browser.chat.continue_(
+            first.chat_session_id, integration_id="docs", message="Tell me more."
+        )
+        assert more.text
+        assert "Tell me more" not in repr(browser) and tok.client_token not in repr(browser)
+
+
+async def test_revoked_token_is_refused(client: chatsdk.ChatClient, server: ReferenceServer) -> None:
+    tok = await client.tokens.create(embed_origin=ORIGIN)
+    await client.tokens.revoke(tok.client_token)
+    async with token_client(server, tok.client_token) as browser:
+        with pytest.raises(chatsdk.AuthenticationError) as info:
+            await browser.chat.create(integration_id="docs", messages=QUESTION)
+    assert info.value.status == 401
+    assert tok.client_token not in str(info.value)
+
+
+async def test_expired_token_is_refused(client: chatsdk.ChatClient, server: ReferenceServer) -> None:
+    tok = await client.tokens.create(embed_origin=ORIGIN, expires_after=1)
+    claims = jwt.decode(tok.client_token, options={"verify_signature": False})
+    wait = claims["exp"] - time.time() + 1.05
+    if wait > 0:
+        time.sleep(wait)
+    async with token_client(server, tok.client_token) as browser:
+        with pytest.raises(chatsdk.AuthenticationError):
+            await browser.chat.create(integration_id="docs", messages=QUESTION)
+
+
+async def test_wrong_origin_is_permission_denied(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    tok = await client.tokens.create(embed_origin=ORIGIN)
+    async with token_client(server, tok.client_token, origin="https://evil.example.net") as c:
+        with pytest.raises(chatsdk.PermissionDeniedError) as info:
+            await c.chat.create(integration_id="docs", messages=QUESTION)
+    assert "does not match" in str(info.value)
+    assert isinstance(info.value.body, str)  # a plain-text error body is kept as text
+
+
+async def test_token_provider_is_called_and_refreshed_on_401(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    minted: list[str] = []
+
+    async def provider() -> chatsdk.ChatSessionToken:
+        tok = await client.tokens.create(embed_origin=ORIGIN)
+        minted.append(tok.client_token)
+        return tok
+
+    async with chatsdk.ChatClient(
+        session_token=provider, project=PROJECT, base_url=server.base_url, retries=FAST
+    ) as browser:
+        await browser.chat.create(integration_id="docs", messages=QUESTION)
+        assert len(minted) == 1
+        await browser.chat.create(integration_id="docs", messages=QUESTION)
+        assert len(minted) == 1  # still fresh: reused
+        await client.tokens.revoke(minted[0])
+        await browser.chat.create(integration_id="docs", messages=QUESTION)
+        assert len(minted) == 2  # refused once, refreshed, retried
+
+
+async def test_token_provider_gives_up_after_one_refresh(server: ReferenceServer) -> None:
+    calls = 0
+
+    async def bad_provider() -> str:
+        nonlocal calls
+        calls += 1
+        return "not.a.token"
+
+    async with chatsdk.ChatClient(
+        session_token=bad_provider, project=PROJECT, base_url=server.base_url, retries=FAST
+    ) as browser:
+        with pytest.raises(chatsdk.AuthenticationError):
+            await browser.chat.create(integration_id="docs", messages=QUESTION)
+    assert calls == 2
+
+
+async def test_token_near_expiry_is_refreshed_before_use(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    lifetimes: list[int] = []
+
+    async def provider() -> chatsdk.ChatSessionToken:
+        # The first token is inside the 30 s refresh margin, so it is replaced at once.
+        tok = await client.tokens.create(embed_origin=ORIGIN, expires_after=20 if not lifetimes else 600)
+        lifetimes.append(tok.expires_after)
+        return tok
+
+    async with chatsdk.ChatClient(
+        session_token=provider, project=PROJECT, base_url=server.base_url, retries=FAST
+    ) as browser:
+        await browser.chat.create(integration_id="docs", messages=QUESTION)
+        await browser.chat.create(integration_id="docs", messages=QUESTION)
+    assert lifetimes == [20, 600]
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATSDK_API_KEY", "env-key")
+    monkeypatch.setenv("CHATSDK_PROJECT", "env-project")
+    monkeypatch.setenv("CHATSDK_BASE_URL", "http://127.0.0.1:9/")
+    c = chatsdk.ChatClient()
+    assert c.base_url == "http://127.0.0.1:9"
+    assert "env-key" not in repr(c) and "env-project" in repr(c)
+
+
+def test_missing_base_url_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHATSDK_BASE_URL", raising=False)
+    with pytest.raises(chatsdk.ValidationError, match="CHATSDK_BASE_URL"):
+        chatsdk.ChatClient("k")
+
+
+@pytest.mark.parametrize("bad", ["key\r\nX-Evil: 1", "key\n", "k\x00y"])
+def test_control_characters_in_credentials_are_refused(bad: str) -> None:
+    with pytest.raises(chatsdk.ValidationError) as info:
+        chatsdk.ChatClient(bad, project="p", base_url="http://127.0.0.1:9")
+    assert bad not in str(info.value)
+    with pytest.raises(chatsdk.ValidationError):
+        chatsdk.ChatClient("k", project=bad, base_url="http://127.0.0.1:9")
+    with pytest.raises(chatsdk.ValidationError):
+        chatsdk.ChatClient(session_token=bad, project="p", base_url="http://127.0.0.1:9")
+    with pytest.raises(chatsdk.ValidationError):
+        chatsdk.ChatClient("k", headers={"X-Extra": bad}, base_url="http://127.0.0.1:9")
+
+
+# -- error mapping and retries (purpose-built server) ------------------------------------
+
+SERVICE_ERROR = msgspec.json.encode(
+    {"name": "x", "id": "abc", "message": "nope", "temporary": False, "timeout": False, "fault": False}
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, chatsdk.BadRequestError),
+        (401, chatsdk.AuthenticationError),
+        (403, chatsdk.PermissionDeniedError),
+        (404, chatsdk.NotFoundError),
+        (409, chatsdk.ConflictError),
+        (418, chatsdk.APIStatusError),
+        (422, chatsdk.UnprocessableEntityError),
+        (429, chatsdk.RateLimitError),
+        (500, chatsdk.InternalServerError),
+        (503, chatsdk.InternalServerError),
+    ],
+)
+async def test_each_status_maps_to_its_error(status: int, cls: type[chatsdk.APIStatusError]) -> None:
+    async with ScriptedServer(
+        [Reply(status=status, body=SERVICE_ERROR, headers={"X-Request-Id": "req-1"})]
+    ) as srv:
+        async with chatsdk.ChatClient(
+            KEY, project=PROJECT, base_url=srv.url, retries=0
+        ) as c:
+            with pytest.raises(cls) as info:
+                await c.tokens.create(embed_origin=ORIGIN)
+    err = info.value
+    assert type(err) is cls
+    assert err.status == status and err.request_id == "req-1"
+    assert err.body["id"] == "abc" and err.id == "abc" and err.name == "x"
+    assert "nope" in str(err)
+
+
+async def test_422_detail_is_exposed() -> None:
+    detail = {"detail": [{"loc": ["body", "integration_id"], "msg": "field required", "type": "missing"}]}
+    async with ScriptedServer([Reply(status=422, body=msgspec.json.encode(detail))]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
+            with pytest.raises(chatsdk.UnprocessableEntityError) as info:
+                await c.chat.create(integration_id="docs", messages="q")
+    assert info.value.detail == detail["detail"]
+    assert "body.integration_id: field required" in str(info.value)
+
+
+async def test_retries_keep_one_idempotency_key_and_honour_retry_after() -> None:
+    ok = sse(("message_chunk", '{"chat_session_id":"s","content_chunk":"hi","finish_reason":"stop"}'))
+    async with ScriptedServer(
+        [
+            Reply(status=503, body=b"busy", headers={"Retry-After": "0"}),
+            Reply(status=429, body=b"slow down", headers={"Retry-After": "0"}),
+            Reply(body=ok, content_type="text/event-stream"),
+        ]
+    ) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as c:
+            result = await c.chat.create(integration_id="docs", messages="q")
+    assert result.text == "hi"
+    keys = {s.headers["Idempotency-Key"] for s in srv.seen}
+    assert len(srv.seen) == 3 and len(keys) == 1
+    assert srv.seen[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+async def test_retry_after_longer_than_the_cap_is_not_waited_for() -> None:
+    async with ScriptedServer([Reply(status=429, body=b"", headers={"Retry-After": "3600"})]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=5) as c:
+            with pytest.raises(chatsdk.RateLimitError) as info:
+                await c.chat.create(integration_id="docs", messages="q")
+    assert len(srv.seen) == 1 and info.value.headers["Retry-After"] == "3600"
+
+
+async def test_non_retryable_status_is_not_retried() -> None:
+    async with ScriptedServer([Reply(status=400, body=SERVICE_ERROR)]) as srv:
+        async with chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=FAST) as c:
+            with pytest.raises(chatsdk.BadRequestError):
+                await c.tokens.create(embed_origin=ORIGIN)
+    assert len(srv.seen) == 1
+
+
+async def test_retried_revoke_whose_first_attempt_succeeded_is_not_an_error() -> None:
+    # The public server answers 400 "invalid token" for an already revoked token.
+    async with ScriptedServer(
+        [Reply(status=503, body=b""), Reply(status=400, body=SERVICE_ERROR)]
+    ) as srv:
+        async with chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=FAST) as c:
+            await c.tokens.revoke("a.b/c+d=e&f")
+    assert srv.seen[0].query == {"token": "a.b/c+d=e&f"}  # encoded, not spliced
+
+
+async def test_server_reference_faults_retry_then_succeed(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(fail_first=2, fail_status=503, retry_after="0")
+    result = await client.chat.create(integration_id="docs", messages=QUESTION)
+    assert result.text
+    server.faults = Faults(fail_first=5, fail_status=503, retry_after="0")
+    with pytest.raises(chatsdk.InternalServerError):
+        await client.chat.create(integration_id="docs", messages=QUESTION)
+
+
+async def test_unreachable_server_is_a_connection_error() -> None:
+    async with ScriptedServer([Reply()]) as srv:
+        url = srv.url
+    async with chatsdk.ChatClient(KEY, project=PROJECT, base_url=url, retries=FAST) as c:
+        with pytest.raises(chatsdk.APIConnectionError) as info:
+            await c.tokens.create(embed_origin=ORIGIN)
+    assert not isinstance(info.value, chatsdk.APITimeoutError)
+    assert "cannot connect" in str(info.value)

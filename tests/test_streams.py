@@ -1,0 +1,284 @@
+"""Stream guarantees: release on every exit path, timeouts, exactly-once resume, clear failures."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import warnings
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+import chatsdk
+from chatsdk.server import Faults, ReferenceServer
+from tests.scripted import Reply, ScriptedServer, sse
+
+pytestmark = pytest.mark.anyio
+
+KEY = "chatsdk-test-key"
+PROJECT = "demo"
+QUESTION = "How do I resume a dropped stream?"
+FAST = chatsdk.RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
+POOL = 2
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ReferenceServer]:
+    async with ReferenceServer(api_key=KEY, project=PROJECT) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def client(server: ReferenceServer) -> AsyncIterator[chatsdk.ChatClient]:
+    async with chatsdk.ChatClient(
+        KEY, project=PROJECT, base_url=server.base_url, retries=FAST, max_connections=POOL
+    ) as c:
+        yield c
+
+
+def busy_connections(client: chatsdk.ChatClient) -> int:
+    """Connections the pool has handed out and not had back (aiohttp's own bookkeeping)."""
+    session = client._transport._session
+    assert session is not None
+    connector = session.connector
+    assert isinstance(connector, aiohttp.TCPConnector)
+    return len(connector._acquired)
+
+
+def start(client: chatsdk.ChatClient) -> chatsdk.ChatStream:
+    return client.chat.create(integration_id="docs", messages=QUESTION)
+
+
+# -- 1. release on every exit path -------------------------------------------------------
+
+ABANDONED = 200
+
+
+async def test_hundreds_of_abandoned_streams_never_exhaust_a_small_pool(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(event_delay=0.005)  # a slow server: streams are mid-body when left
+    exits = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with asyncio.timeout(60):  # a leak would block on the pool of 2: fail, not hang
+            for i in range(ABANDONED):
+                mode = i % 5
+                if mode == 0:  # break out of async for
+                    async for _ in start(client):
+                        break
+                elif mode == 1:  # an exception in the loop body
+                    with pytest.raises(KeyError):
+                        async for _ in start(client):
+                            raise KeyError("consumer failed")
+                elif mode == 2:  # aclose()
+                    stream = start(client)
+                    await stream.__anext__()
+                    await stream.aclose()
+                elif mode == 3:  # leaving async with early
+                    async with start(client) as stream:
+                        await stream.__anext__()
+                else:  # started, then simply dropped
+                    stream = start(client)
+                    await stream.__anext__()
+                    del stream
+                exits += 1
+        gc.collect()
+        await asyncio.sleep(0.05)
+    assert exits == ABANDONED
+    assert busy_connections(client) == 0
+    assert not [w for w in caught if "Unclosed" in str(w.message)]
+
+
+async def test_cancellation_mid_stream_releases_the_connection(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(event_delay=0.05)
+
+    async def consume() -> None:
+        async for _ in start(client):
+            pass
+
+    for _ in range(2 * POOL + 1):
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.12)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert busy_connections(client) == 0
+    server.faults = Faults()
+    assert (await start(client)).text  # the pool still works
+
+
+async def test_a_finished_stream_returns_its_connection_for_reuse(
+    client: chatsdk.ChatClient,
+) -> None:
+    for _ in range(5):
+        await start(client)
+    session = client._transport._session
+    assert session is not None and isinstance(session.connector, aiohttp.TCPConnector)
+    assert busy_connections(client) == 0
+    assert sum(len(v) for v in session.connector._conns.values()) >= 1  # kept alive
+
+
+# -- 2. timeouts -------------------------------------------------------------------------
+
+
+async def test_pings_do_not_reset_the_idle_timeout(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(pings_only=True, ping_interval=0.02)
+    began = time.monotonic()
+    with pytest.raises(chatsdk.APITimeoutError, match="idle"):
+        await client.chat.create(
+            integration_id="docs", messages=QUESTION, timeout=chatsdk.Timeout(idle=0.3)
+        )
+    assert time.monotonic() - began < 5
+    assert busy_connections(client) == 0
+
+
+async def test_total_timeout_bounds_the_whole_call(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(event_delay=0.05)
+    with pytest.raises(chatsdk.APITimeoutError, match="total"):
+        await client.chat.create(
+            integration_id="docs", messages=QUESTION, timeout=chatsdk.Timeout(total=0.3)
+        )
+
+
+async def test_a_slow_healthy_stream_is_not_killed(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(event_delay=0.02)
+    result = await client.chat.create(
+        integration_id="docs", messages=QUESTION, timeout=chatsdk.Timeout(read=0.5, idle=0.5)
+    )
+    assert result.finish_reason == "stop"
+
+
+# -- 3. resume, exactly once -------------------------------------------------------------
+
+
+async def events_of(stream: chatsdk.ChatStream) -> list[chatsdk.ChatEvent]:
+    return [e async for e in stream]
+
+
+async def test_dropped_streams_resume_with_every_event_exactly_once(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    reference = await events_of(start(client))
+    server.faults = Faults(drop_after_events=3)
+    resumed = 0
+    for _ in range(10):
+        stream = start(client)
+        got = await events_of(stream)
+        resumed += stream.resumes
+        # Same answer, same order; only the session id differs between runs.
+        assert [strip(e) for e in got] == [strip(e) for e in reference]
+        assert len({e.chat_session_id for e in got if isinstance(e, chatsdk.MessageChunk)}) == 1
+    assert resumed >= 10 * (len(reference) // 3 - 1)
+
+
+def strip(event: chatsdk.ChatEvent) -> object:
+    if isinstance(event, chatsdk.MessageChunk):
+        return (event.content_chunk, event.finish_reason)
+    return event
+
+
+async def test_resume_honours_the_servers_retry_field(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(drop_after_events=4, drop_times=1, retry_ms=200)
+    stream = start(client)
+    began = time.monotonic()
+    await stream.final_result()
+    assert stream.resumes == 1
+    assert time.monotonic() - began >= 0.2
+
+
+async def test_a_drop_without_content_location_is_a_stream_error(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(drop_after_events=3, no_content_location=True)
+    stream = start(client)
+    seen = []
+    with pytest.raises(chatsdk.StreamError, match="not resumable|did not make"):
+        async for event in stream:
+            seen.append(event)
+    assert len(seen) == 3
+    assert busy_connections(client) == 0
+
+
+async def test_a_retried_create_does_not_make_a_second_session(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    # The first answer is lost before any event: the client resumes the same result.
+    server.faults = Faults(drop_after_events=0, drop_times=1)
+    result = await start(client)
+    assert result.text and result.chat_session_id
+    follow = await client.chat.continue_(
+        result.chat_session_id, integration_id="docs", message="Tell me more."
+    )
+    assert follow.chat_session_id == result.chat_session_id
+
+
+# -- 5. clear failures from the server ---------------------------------------------------
+
+
+async def test_malformed_payload_names_the_event_and_what_arrived(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(malformed_after=2)
+    with pytest.raises(chatsdk.StreamError) as info:
+        await start(client)
+    assert info.value.event == "message_chunk"
+    assert "{not json" in info.value.received
+    assert busy_connections(client) == 0
+
+
+async def test_wrong_content_type_is_a_stream_error(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(wrong_content_type=True)
+    with pytest.raises(chatsdk.StreamError, match="Content-Type"):
+        await start(client)
+
+
+async def test_body_ending_mid_event_is_a_stream_error() -> None:
+    body = sse(("message_chunk", '{"content_chunk":"a"}')) + b"event: message_chunk\ndata: {"
+    async with ScriptedServer([Reply(body=body, content_type="text/event-stream")]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
+            got = []
+            with pytest.raises(chatsdk.StreamError, match="middle of an event"):
+                async for event in c.chat.create(integration_id="docs", messages="q"):
+                    got.append(event)
+    assert got == [chatsdk.MessageChunk(content_chunk="a")]
+
+
+async def test_oversized_event_is_refused_without_buffering_it() -> None:
+    pieces = [b"event: message_chunk\ndata: " + b"x" * 4096] * 64  # 256 KiB, no line end
+    async with ScriptedServer(
+        [Reply(pieces=pieces, content_type="text/event-stream", delay=0.001)]
+    ) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0, max_event_size=10_000) as c:
+            with pytest.raises(chatsdk.StreamError) as info:
+                await c.chat.create(integration_id="docs", messages="q")
+    assert len(info.value.received) < 1000
+
+
+async def test_unknown_events_are_surfaced_not_fatal() -> None:
+    body = sse(
+        ("ping_v2", '{"t": 1}'),
+        ("message_chunk", '{"content_chunk":"ok","finish_reason":"stop","extra":[1]}'),
+        ("records_cited", '{"citations":[{"record":{"type":"brand_new_type","url":null}}]}'),
+    )
+    async with ScriptedServer([Reply(body=body, content_type="text/event-stream")]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url) as c:
+            stream = c.chat.create(integration_id="docs", messages="q")
+            events = [e async for e in stream]
+            result = await stream.final_result()
+    assert events[0] == chatsdk.UnknownEvent(event="ping_v2", data='{"t": 1}')
+    assert result.text == "ok" and result.citations[0].record.type == "brand_new_type"

@@ -1,0 +1,253 @@
+"""SyncChatClient against the reference server running in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import chatsdk
+from chatsdk import SyncChatClient
+from chatsdk.server import Faults, ReferenceServer
+
+KEY = "sync-test-secret-key-51c9"
+PROJECT = "sync-project"
+ORIGIN = "https://docs.example.com"
+QUESTION = "How do client tokens work?"
+FOLLOW_UP = "Tell me more."
+FAST = chatsdk.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ReferenceServer]:
+    with ReferenceServer(api_key=KEY, project=PROJECT).serve_in_thread() as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: ReferenceServer) -> Iterator[SyncChatClient]:
+    with SyncChatClient(KEY, project=PROJECT, base_url=server.base_url, retries=FAST) as c:
+        yield c
+
+
+@pytest.fixture
+def slow_streams(server: ReferenceServer) -> Iterator[None]:
+    """Streams that take seconds to finish, so a stream left early is still open."""
+    server.faults = Faults(event_delay=0.05)
+    try:
+        yield
+    finally:
+        server.faults = Faults()
+
+
+def portal_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "chatsdk-sync"]
+
+
+def test_iterating_yields_typed_events(client: SyncChatClient) -> None:
+    stream = client.chat.create(integration_id="docs", messages=QUESTION)
+    events = list(stream)
+    chunks = [e for e in events if isinstance(e, chatsdk.MessageChunk)]
+    cited = [e for e in events if isinstance(e, chatsdk.RecordsCited)]
+    assert len(chunks) > 5 and len(cited) == 1
+    assert "".join(c.content_chunk for c in chunks).startswith("A client token")
+    assert chunks[-1].finish_reason == "stop"
+    assert cited[0].citations[0].record.title == "Client tokens and origins"
+    assert stream.chat_session_id is not None
+    assert list(stream) == []  # exhausted
+
+
+def test_text_stream_final_result_and_continue(client: SyncChatClient) -> None:
+    with client.chat.create(
+        integration_id="docs", messages=[chatsdk.Message(role="user", content=QUESTION)]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        result = stream.final_result()
+    assert result.text == text and text.startswith("A client token")
+    assert result.chat_session_id == stream.chat_session_id is not None
+    assert [c.record.url for c in result.citations] == ["https://chatsdk.dev/docs/client-tokens"]
+
+    follow = client.chat.continue_(result.chat_session_id, integration_id="docs", message=FOLLOW_UP)
+    answer = follow.final_result()
+    assert answer.text.startswith("Continuing on Client tokens and origins:")
+    assert answer.chat_session_id == result.chat_session_id
+
+
+def test_partly_read_stream_gives_the_whole_final_result(client: SyncChatClient) -> None:
+    stream = client.chat.create(integration_id="docs", messages=QUESTION)
+    first = next(iter(stream))
+    assert isinstance(first, chatsdk.MessageChunk)
+    whole = stream.final_result()
+    assert whole.text.startswith(first.content_chunk) and whole.citations
+
+
+def test_non_streaming_answer(client: SyncChatClient) -> None:
+    result = client.chat.create(integration_id="docs", messages=QUESTION, stream=False)
+    assert result.final_result().text.startswith("A client token")
+
+
+def test_tokens_and_chat_with_a_client_token(
+    client: SyncChatClient, server: ReferenceServer
+) -> None:
+    token = client.tokens.create(embed_origin=ORIGIN, expires_after=600, user_identifier="u1")
+    assert token.expires_after == 600 and token.embed_origin == ORIGIN
+    with SyncChatClient(
+        session_token=token.client_token,
+        project=PROJECT,
+        base_url=server.base_url,
+        origin=ORIGIN,
+        retries=FAST,
+    ) as browser:
+        assert token.client_token not in repr(browser)
+        answer = browser.chat.create(integration_id="docs", messages=QUESTION).final_result()
+        assert answer.text.startswith("A client token")
+        client.tokens.revoke(token)
+        client.tokens.revoke(token.client_token)  # twice is fine
+        with pytest.raises(chatsdk.AuthenticationError):
+            browser.chat.create(integration_id="docs", messages=QUESTION).final_result()
+
+
+def test_plain_callable_token_provider(client: SyncChatClient, server: ReferenceServer) -> None:
+    calls: list[int] = []
+
+    def mint() -> chatsdk.ChatSessionToken:
+        calls.append(1)
+        return client.tokens.create(embed_origin=ORIGIN)  # blocking is fine here
+
+    with SyncChatClient(
+        session_token=mint, project=PROJECT, base_url=server.base_url, origin=ORIGIN
+    ) as browser:
+        for _ in range(2):
+            assert browser.chat.create(integration_id="docs", messages=QUESTION).final_result()
+    assert calls == [1]  # fetched once, reused while fresh
+
+
+def test_errors_surface_as_chatsdk_errors(client: SyncChatClient, server: ReferenceServer) -> None:
+    with pytest.raises(chatsdk.NotFoundError):
+        client.chat.continue_("no-such-session", integration_id="docs", message="hi").final_result()
+    with (
+        pytest.raises(chatsdk.NotFoundError),
+        client.chat.continue_("no-such-session", integration_id="docs", message="hi"),
+    ):
+        pass  # the request is sent on entering the block
+    with pytest.raises(chatsdk.ValidationError):
+        client.chat.create(integration_id="docs", messages=[])
+    with pytest.raises(chatsdk.ValidationError):
+        client.tokens.create(embed_origin="not an origin")
+    with SyncChatClient("wrong-key", project=PROJECT, base_url=server.base_url) as wrong:
+        with pytest.raises(chatsdk.AuthenticationError) as caught:
+            wrong.tokens.create(embed_origin=ORIGIN)
+        assert "wrong-key" not in str(caught.value)
+
+
+@pytest.mark.usefixtures("slow_streams")
+def test_leaving_streams_early_releases_their_connections(server: ReferenceServer) -> None:
+    # One connection in the pool: a stream that kept its connection would make the next
+    # call wait for the pool until its total timeout.
+    with SyncChatClient(
+        KEY,
+        project=PROJECT,
+        base_url=server.base_url,
+        max_connections=1,
+        timeout=chatsdk.Timeout(total=5),
+    ) as client:
+        for _ in range(8):  # break, and the stream is dropped
+            for _event in client.chat.create(integration_id="docs", messages=QUESTION):
+                break
+        for _ in range(3):  # break out of text_stream
+            for _text in client.chat.create(integration_id="docs", messages=QUESTION).text_stream:
+                break
+        for _ in range(3):  # an exception inside `with`
+            with (
+                pytest.raises(KeyError),
+                client.chat.create(integration_id="docs", messages=QUESTION) as stream,
+            ):
+                next(stream)
+                raise KeyError("boom")
+        for _ in range(3):  # close() with the stream still referenced
+            kept = client.chat.create(integration_id="docs", messages=QUESTION)
+            next(kept)
+            kept.close()
+            kept.close()
+            assert list(kept) == []
+        server.faults = Faults()
+        answer = client.chat.create(integration_id="docs", messages=QUESTION).final_result()
+        assert answer.text.startswith("A client token")
+
+
+@pytest.mark.usefixtures("slow_streams")
+def test_close_closes_open_streams_and_stops_the_thread(server: ReferenceServer) -> None:
+    before = len(portal_threads())
+    client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
+    assert len(portal_threads()) == before + 1
+    stream = client.chat.create(integration_id="docs", messages=QUESTION)
+    next(stream)
+    client.close()
+    client.close()  # idempotent
+    assert client.closed and len(portal_threads()) == before
+    with pytest.raises(chatsdk.APIConnectionError, match="closed"):
+        next(stream)
+    with pytest.raises(chatsdk.APIConnectionError, match="closed"):
+        client.tokens.create(embed_origin=ORIGIN)
+    del stream
+    gc.collect()
+
+
+def test_an_unclosed_client_stops_its_thread_when_collected(server: ReferenceServer) -> None:
+    before = len(portal_threads())
+    client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
+    client.tokens.create(embed_origin=ORIGIN)
+    del client
+    gc.collect()
+    assert len(portal_threads()) == before
+
+
+def test_refused_inside_a_running_event_loop(server: ReferenceServer) -> None:
+    async def build() -> None:
+        SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
+
+    with pytest.raises(chatsdk.ValidationError, match="ChatClient"):
+        asyncio.run(build())
+
+    with SyncChatClient(KEY, project=PROJECT, base_url=server.base_url) as client:
+
+        async def call() -> None:
+            client.tokens.create(embed_origin=ORIGIN)
+
+        with pytest.raises(chatsdk.ValidationError, match=r"async chatsdk\.ChatClient"):
+            asyncio.run(call())
+        stream = client.chat.create(integration_id="docs", messages=QUESTION)
+
+        async def iterate() -> None:
+            next(stream)
+
+        with pytest.raises(chatsdk.ValidationError):
+            asyncio.run(iterate())
+        assert stream.final_result().text  # still usable from plain code
+
+
+@pytest.mark.anyio
+async def test_refused_inside_an_anyio_test(server: ReferenceServer) -> None:
+    with pytest.raises(chatsdk.ValidationError, match="running event loop"):
+        SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
+
+
+def test_bad_arguments_fail_before_a_thread_starts() -> None:
+    before = len(portal_threads())
+    with pytest.raises(chatsdk.ValidationError):
+        SyncChatClient(KEY, project=PROJECT, base_url="not a url")
+    with pytest.raises(chatsdk.ValidationError):
+        SyncChatClient(KEY, project=PROJECT, base_url="http://x", max_connections=-1)
+    assert len(portal_threads()) == before
+
+
+def test_repr_shows_no_secret(server: ReferenceServer) -> None:
+    with SyncChatClient(KEY, project=PROJECT, base_url=server.base_url) as client:
+        text = repr(client)
+        stream = client.chat.create(integration_id="docs", messages=QUESTION)
+        text += repr(stream)
+        stream.close()
+    assert KEY not in text and "SyncChatClient" in text and "closed" in repr(client)
