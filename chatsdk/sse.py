@@ -329,20 +329,33 @@ class SSEDecoder:
         else:
             return pos
         # The run is known to be well formed, so splitting it at LF puts each field at
-        # a fixed line of every event: one column of lines per field.
+        # a fixed line of every event.
         lines = text[pos : run.end()].split("\n")
         stride = shape.stride
         stop = len(lines) - 1  # the last item is the empty string after the final LF
-        data = list(map(shape.data_value, lines[shape.data_line : stop : stride]))
+        if stop == stride:
+            # One event, as when each read brings one: build it directly.
+            event_type = "message"
+            if shape.event_line >= 0:
+                event_type = shape.event_value(lines[shape.event_line])
+            if shape.id_line >= 0:
+                self._id_buffer = shape.id_value(lines[shape.id_line])
+            self._last_event_id = self._id_buffer
+            data = shape.data_value(lines[shape.data_line])
+            events.append(ServerSentEvent(event_type, data, self._id_buffer, self._retry))
+            return run.end()
+        # Many events: take each field as a column of lines, and build them all in C.
+        datas = list(map(shape.data_value, lines[shape.data_line : stop : stride]))
         event_types: Iterable[str] = repeat("message")
         if shape.event_line >= 0:
             event_types = list(map(shape.event_value, lines[shape.event_line : stop : stride]))
         ids: Iterable[str] = repeat(self._id_buffer)
         if shape.id_line >= 0:
-            ids = list(map(shape.id_value, lines[shape.id_line : stop : stride]))
-            self._id_buffer = shape.id_value(lines[stop - stride + shape.id_line])
+            id_column = list(map(shape.id_value, lines[shape.id_line : stop : stride]))
+            self._id_buffer = id_column[-1]
+            ids = id_column
         self._last_event_id = self._id_buffer
-        events.extend(map(ServerSentEvent, event_types, data, ids, repeat(self._retry)))
+        events.extend(map(ServerSentEvent, event_types, datas, ids, repeat(self._retry)))
         return run.end()
 
     def _buffer_partial(self, piece: str) -> None:

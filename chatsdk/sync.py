@@ -84,6 +84,9 @@ class _Runner:
         self.portal: BlockingPortal = self._portal_cm.__enter__()
         self.closed = False
         self._lock = threading.Lock()
+        self._loop_thread = self.portal.call(threading.get_ident)
+        self.streams: weakref.WeakSet[ChatStream] = weakref.WeakSet()
+        """The async streams handed out and not yet collected; closed with the client."""
 
     def call(self, func: Callable[[], Awaitable[T]]) -> T:
         """Run ``func()`` in the loop and wait for its result (or exception).
@@ -119,6 +122,14 @@ class _Runner:
             if self.closed:
                 return
             self.closed = True
+        if threading.get_ident() == self._loop_thread:
+            # A garbage collection inside the loop dropped the last handle: the loop
+            # cannot wait for itself, so another thread does the waiting.
+            threading.Thread(target=self._stop, args=(last,), daemon=True).start()
+        else:
+            self._stop(last)
+
+    def _stop(self, last: Callable[[], Awaitable[object]] | None) -> None:
         try:
             if last is not None:
                 with suppress(Exception):  # closing must not stop halfway
@@ -127,6 +138,23 @@ class _Runner:
                 self.portal.call(self.portal.stop, True)
         finally:
             self._portal_cm.__exit__(None, None, None)
+
+
+class _Handle:
+    """Held by a client, its ``tokens``/``chat`` and every stream it handed out.
+
+    When the last holder is gone (or :meth:`SyncChatClient.close` runs), the streams and
+    the connection pool are closed and the loop thread stops. Nothing it refers to refers
+    back to a holder, so plain reference counting finalizes it, in the thread that lets
+    go last, rather than whichever thread a cyclic garbage collection happens to run in.
+    """
+
+    __slots__ = ("__weakref__", "close")
+
+    def __init__(self, runner: _Runner, client: ChatClient):
+        self.close = weakref.finalize(
+            self, runner.shutdown, partial(_close_all, client, runner.streams)
+        )
 
 
 class SyncChatStream:
@@ -143,13 +171,13 @@ class SyncChatStream:
     ...         print(text, end="")
     """
 
-    def __init__(self, runner: _Runner, stream: ChatStream, owner: SyncChatClient):
+    def __init__(self, runner: _Runner, stream: ChatStream, handle: _Handle):
         self._runner = runner
         self._stream = stream
         self._closed = False
-        # Keeps the client (and so its loop) alive while a stream of it is in use.
-        self._owner = owner
-        owner._streams.add(stream)
+        # Keeps the loop alive while a stream of it is in use.
+        self._handle = handle
+        runner.streams.add(stream)
 
     @property
     def chat_session_id(self) -> str | None:
@@ -221,9 +249,10 @@ class SyncChatStream:
 class SyncTokens:
     """Token operations; they need the secret API key and the project (server side only)."""
 
-    def __init__(self, runner: _Runner, client: ChatClient):
+    def __init__(self, runner: _Runner, client: ChatClient, handle: _Handle):
         self._runner = runner
         self._client = client
+        self._handle = handle
 
     def create(
         self,
@@ -265,10 +294,10 @@ class SyncTokens:
 class SyncChat:
     """Chat operations; authenticated by the API key or by a client token."""
 
-    def __init__(self, runner: _Runner, client: ChatClient, owner: SyncChatClient):
+    def __init__(self, runner: _Runner, client: ChatClient, handle: _Handle):
         self._runner = runner
         self._client = client
-        self._owner = owner
+        self._handle = handle
 
     def create(
         self,
@@ -300,7 +329,7 @@ class SyncChat:
             timeout=timeout,
             retries=retries,
         )
-        return SyncChatStream(self._runner, async_stream, self._owner)
+        return SyncChatStream(self._runner, async_stream, self._handle)
 
     def continue_(
         self,
@@ -322,7 +351,7 @@ class SyncChat:
             timeout=timeout,
             retries=retries,
         )
-        return SyncChatStream(self._runner, async_stream, self._owner)
+        return SyncChatStream(self._runner, async_stream, self._handle)
 
 
 def _async_provider(
@@ -393,16 +422,13 @@ class SyncChatClient:
         runner = _Runner()
         self._runner = runner
         self._client = client
-        # Streams not yet garbage collected; closed with the client.
-        self._streams: weakref.WeakSet[ChatStream] = weakref.WeakSet()
-        self.tokens = SyncTokens(runner, client)
+        # A client that is never closed still stops its thread once it and everything it
+        # handed out are collected, or at interpreter exit.
+        self._handle = _Handle(runner, client)
+        self.tokens = SyncTokens(runner, client, self._handle)
         """Mint and revoke client tokens (``tokens.create``, ``tokens.revoke``)."""
-        self.chat = SyncChat(runner, client, self)
+        self.chat = SyncChat(runner, client, self._handle)
         """Stream chat answers (``chat.create``, ``chat.continue_``)."""
-        # A client that is never closed still stops its thread when collected, or at exit.
-        self._finalizer = weakref.finalize(
-            self, runner.shutdown, partial(_close_all, client, self._streams)
-        )
 
     @property
     def base_url(self) -> str:
@@ -417,7 +443,7 @@ class SyncChatClient:
     def close(self) -> None:
         """Close open streams and the connection pool, and stop the background loop."""
         _refuse_running_loop()
-        self._finalizer()
+        self._handle.close()
 
     def __enter__(self) -> SyncChatClient:
         return self

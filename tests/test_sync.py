@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import chatsdk
-from chatsdk import SyncChatClient
+from chatsdk import ChatStream, SyncChatClient
 from chatsdk.server import Faults, ReferenceServer
 
 KEY = "sync-test-secret-key-51c9"
@@ -70,6 +70,7 @@ def test_text_stream_final_result_and_continue(client: SyncChatClient) -> None:
     assert result.chat_session_id == stream.chat_session_id is not None
     assert [c.record.url for c in result.citations] == ["https://chatsdk.dev/docs/client-tokens"]
 
+    assert result.chat_session_id is not None
     follow = client.chat.continue_(result.chat_session_id, integration_id="docs", message=FOLLOW_UP)
     answer = follow.final_result()
     assert answer.text.startswith("Continuing on Client tokens and origins:")
@@ -179,6 +180,27 @@ def test_leaving_streams_early_releases_their_connections(server: ReferenceServe
 
 
 @pytest.mark.usefixtures("slow_streams")
+def test_a_dropped_stream_is_closed_on_the_client_loop(
+    client: SyncChatClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiohttp objects are not thread-safe: the close must run in the client's loop thread.
+    closed_in: list[str] = []
+    done = threading.Event()
+    original = ChatStream.aclose
+
+    async def recording_aclose(self: ChatStream) -> None:
+        closed_in.append(threading.current_thread().name)
+        await original(self)
+        done.set()
+
+    monkeypatch.setattr(ChatStream, "aclose", recording_aclose)
+    for _event in client.chat.create(integration_id="docs", messages=QUESTION):
+        break
+    assert done.wait(5)
+    assert closed_in == ["chatsdk-sync"]
+
+
+@pytest.mark.usefixtures("slow_streams")
 def test_close_closes_open_streams_and_stops_the_thread(server: ReferenceServer) -> None:
     before = len(portal_threads())
     client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
@@ -200,8 +222,16 @@ def test_an_unclosed_client_stops_its_thread_when_collected(server: ReferenceSer
     before = len(portal_threads())
     client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
     client.tokens.create(embed_origin=ORIGIN)
-    del client
-    gc.collect()
+    del client  # no gc.collect(): nothing keeps it in a reference cycle
+    assert len(portal_threads()) == before
+
+    # A stream keeps its client's loop alive.
+    stream = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url).chat.create(
+        integration_id="docs", messages=QUESTION
+    )
+    assert stream.final_result().text.startswith("A client token")
+    assert len(portal_threads()) == before + 1
+    del stream
     assert len(portal_threads()) == before
 
 

@@ -57,7 +57,8 @@ def keys_equal(given: str | None, expected: str) -> bool:
     """Compare a presented secret with the expected one in constant time."""
     if given is None:
         return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # "replace": a header with undecodable bytes must compare unequal, not crash.
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
 def origin_error(value: str) -> str | None:

@@ -18,7 +18,7 @@ from typing import Final
 
 from chatsdk.models import Citation, Message, Record, RecordsCited
 
-__all__ = ["DOCUMENTS", "Answer", "Document", "answer", "split_words"]
+__all__ = ["DOCUMENTS", "NO_MATCH", "Answer", "Document", "answer", "split_words"]
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,7 @@ DOCUMENTS: Final[tuple[Document, ...]] = (
     ),
 )
 
+#: The fixed answer when no document matches (sent with an empty records_cited).
 NO_MATCH: Final = (
     "I could not find anything about that in the chatsdk documentation. Try asking about"
     " client tokens, streaming, retries, timeouts, resuming streams, errors, testing or the"
