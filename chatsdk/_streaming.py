@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -90,13 +90,10 @@ class ChatStream:
         self._deadline: float | None = None
         self._started = False
         self._done = False
-        self._pending: list[ChatEvent] = []
-        self._pos = 0
-        # What the caller has been given so far, for final_result().
-        self._text: list[str] = []
-        self._citations: list[Citation] = []
+        self._pending: Iterator[ChatEvent] = iter(())
+        # Every batch of events handed to the caller, folded into final_result().
+        self._batches: list[list[ChatEvent]] = []
         self._chat_session_id: str | None = None
-        self._finish_reason: str | None = None
         # Resumption state (SPEC §1.7).
         self._resume_url: str | None = None
         self._last_event_id = ""
@@ -129,39 +126,67 @@ class ChatStream:
                 await self.__anext__()
             except StopAsyncIteration:
                 break
+        text: list[str] = []
+        citations: list[Citation] = []
+        finish_reason = None
+        for batch in self._batches:
+            for event in batch:
+                if type(event) is MessageChunk:
+                    text.append(event.content_chunk)
+                    if event.finish_reason is not None:
+                        finish_reason = event.finish_reason
+                elif type(event) is RecordsCited:
+                    citations.extend(event.citations)
         return ChatResult(
             chat_session_id=self._chat_session_id,
             message=Message(
                 role="assistant",
-                content="".join(self._text),
-                records_cited=RecordsCited(self._citations) if self._citations else None,
+                content="".join(text),
+                records_cited=RecordsCited(citations) if citations else None,
             ),
-            citations=list(self._citations),
-            finish_reason=self._finish_reason,
+            citations=citations,
+            finish_reason=finish_reason,
         )
 
     def __await__(self) -> Generator[Any, None, ChatResult]:
         return self.final_result().__await__()
 
-    def __aiter__(self) -> ChatStream:
-        return self
+    def __aiter__(self) -> AsyncIterator[ChatEvent]:
+        # `async for` gets an async generator over the same state: CPython resumes one
+        # far more cheaply per item than it calls a Python-level __anext__. Abandoning
+        # it is safe: the connection belongs to this stream, whose exits all release it.
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ChatEvent]:
+        while True:
+            for event in self._pending:
+                yield event
+            if self._done:
+                return
+            await self._read_batch()
 
     async def __anext__(self) -> ChatEvent:
-        while self._pos >= len(self._pending):
-            if self._done:
-                raise StopAsyncIteration
-            self._pending = []
-            self._pos = 0
-            try:
-                await self._read_events()
-            except BaseException:
-                # An error or a cancellation mid-read: nothing more will be read.
-                self._done = True
-                self._close_connection()
-                raise
-        event = self._pending[self._pos]
-        self._pos += 1
-        return event
+        # The hot path: hand out the next decoded event (a for loop is the cheapest way
+        # to take one item from an iterator); read more only when the batch is used up.
+        for event in self._pending:
+            return event
+        return await self._next_batch()
+
+    async def _next_batch(self) -> ChatEvent:
+        while not self._done:
+            await self._read_batch()
+            for event in self._pending:
+                return event
+        raise StopAsyncIteration
+
+    async def _read_batch(self) -> None:
+        try:
+            await self._read_events()
+        except BaseException:
+            # An error or a cancellation mid-read: nothing more will be read.
+            self._done = True
+            self._close_connection()
+            raise
 
     async def __aenter__(self) -> ChatStream:
         if not self._started:
@@ -183,7 +208,7 @@ class ChatStream:
     async def aclose(self) -> None:
         """Stop reading and release the connection (closing it if the body was unfinished)."""
         self._done = True
-        self._pending = []
+        self._pending = iter(())
         self._close_connection()
 
     def __del__(self) -> None:
@@ -321,7 +346,7 @@ class ChatStream:
         """Read until at least one event is ready or the body ends."""
         if not self._started:
             await self._open()
-            if self._pending or self._done:
+            if self._done:  # a whole JSON answer, already queued
                 return
         loop = asyncio.get_running_loop()
         idle = self._timeout.idle
@@ -365,41 +390,42 @@ class ChatStream:
             if events:
                 self._failed_resumes = 0
                 self._take(self._decode(events))
-                if self._pending:
-                    return
+                return
 
     def _decode(self, events: list[ServerSentEvent]) -> list[ChatEvent]:
-        out: list[ChatEvent] = []
-        append = out.append
         decode_chunk = _CHUNK.decode
-        for sse in events:
-            name = sse.event
+        try:
+            # The hot path: one comprehension, message chunks decoded inline.
+            return [
+                decode_chunk(e.data) if e.event == "message_chunk" else _decode_other(e)
+                for e in events
+            ]
+        except msgspec.DecodeError:
+            pass
+        for e in events:  # find the culprit, to report it precisely
             try:
-                if name == "message_chunk":
-                    append(decode_chunk(sse.data))
-                elif name == "records_cited":
-                    append(_CITED.decode(sse.data))
-                else:
-                    append(UnknownEvent(event=name, data=sse.data))
+                decode_chunk(e.data) if e.event == "message_chunk" else _decode_other(e)
             except msgspec.DecodeError as exc:
                 raise StreamError(
-                    f"invalid {name} payload: {exc}", event=name, received=sse.data
+                    f"invalid {e.event} payload: {exc}", event=e.event, received=e.data
                 ) from exc
-        return out
+        raise AssertionError("unreachable: a payload failed to decode only once")  # pragma: no cover
 
     def _take(self, events: list[ChatEvent]) -> None:
-        """Queue events for the caller and fold them into the result."""
-        for event in events:
-            if type(event) is MessageChunk:
-                self._text.append(event.content_chunk)
-                if event.chat_session_id is not None:
+        """Queue events for the caller; they are folded into the result when it is asked for."""
+        self._batches.append(events)
+        if self._chat_session_id is None:
+            for event in events:
+                if type(event) is MessageChunk and event.chat_session_id is not None:
                     self._chat_session_id = event.chat_session_id
-                if event.finish_reason is not None:
-                    self._finish_reason = event.finish_reason
-            elif type(event) is RecordsCited:
-                self._citations.extend(event.citations)
-        self._pending = events
-        self._pos = 0
+                    break
+        self._pending = iter(events)
+
+
+def _decode_other(event: ServerSentEvent) -> ChatEvent:
+    if event.event == "records_cited":
+        return _CITED.decode(event.data)
+    return UnknownEvent(event=event.event, data=event.data)
 
 
 def _same_origin_url(request_url: str, location: str) -> str | None:

@@ -73,7 +73,7 @@ class RecordsCited(msgspec.Struct, frozen=True):
     citations: list[Citation] = []
 
 
-class MessageChunk(msgspec.Struct, frozen=True):
+class MessageChunk(msgspec.Struct, frozen=True, gc=False):
     """The ``message_chunk`` event: a piece of the answer text.
 
     The last chunk usually has ``content_chunk == ""`` and ``finish_reason == "stop"``.
@@ -84,7 +84,7 @@ class MessageChunk(msgspec.Struct, frozen=True):
     finish_reason: str | None = None
 
 
-class UnknownEvent(msgspec.Struct, frozen=True):
+class UnknownEvent(msgspec.Struct, frozen=True, gc=False):
     """An event whose name this SDK does not know; ``data`` is the raw payload."""
 
     event: str

@@ -1,0 +1,64 @@
+"""Usage examples type-checked by mypy --strict (tests/test_public_api.py): the public API's types."""
+
+from __future__ import annotations
+
+import chatsdk
+from chatsdk.server import Faults, ReferenceServer
+from chatsdk.sse import ServerSentEvent, SSEDecoder
+
+
+async def backend(url: str) -> str:
+    async with chatsdk.ChatClient(
+        "key", project="demo", base_url=url, timeout=chatsdk.Timeout(idle=30), retries=3
+    ) as client:
+        tok: chatsdk.ChatSessionToken = await client.tokens.create(
+            embed_origin="https://docs.example.com", expires_after=900
+        )
+        await client.tokens.revoke(tok.client_token)
+        stream: chatsdk.ChatStream = client.chat.create(
+            integration_id="docs", messages=[chatsdk.Message(role="user", content="q")]
+        )
+        async for event in stream:
+            match event:
+                case chatsdk.MessageChunk(content_chunk=text):
+                    print(text)
+                case chatsdk.RecordsCited(citations=cites):
+                    print([c.record.url for c in cites])
+                case chatsdk.UnknownEvent(event=name, data=data):
+                    print(name, data)
+        session_id: str | None = stream.chat_session_id
+        assert session_id is not None
+        async with client.chat.continue_(session_id, integration_id="docs", message="more") as s:
+            async for piece in s.text_stream:
+                print(piece)
+            result: chatsdk.ChatResult = await s.final_result()
+        again: chatsdk.ChatResult = await client.chat.create(integration_id="d", messages="q")
+        return result.message.content + again.text
+
+
+async def browser(url: str) -> None:
+    async def fresh() -> str:
+        return "token"
+
+    async with chatsdk.ChatClient(session_token=fresh, project="demo", base_url=url) as client:
+        try:
+            await client.chat.create(integration_id="docs", messages="q")
+        except chatsdk.UnprocessableEntityError as exc:
+            print(exc.detail, exc.status, exc.request_id)
+        except chatsdk.APIStatusError as exc:
+            print(exc.status, exc.body, exc.headers)
+        except chatsdk.StreamError as exc:
+            print(exc.event, exc.received)
+
+
+def sync_use(url: str) -> None:
+    with chatsdk.SyncChatClient("key", project="demo", base_url=url) as client:
+        for event in client.chat.create(integration_id="docs", messages="q"):
+            print(event)
+
+
+async def decoder_and_server() -> None:
+    events: list[ServerSentEvent] = SSEDecoder().feed(b"data: x\n\n")
+    print(events[0].data, events[0].event, events[0].id, events[0].retry)
+    async with ReferenceServer(faults=Faults(drop_after_events=3)) as server:
+        print(server.base_url)
