@@ -409,7 +409,7 @@ class ChatStream:
                 raise StreamError(
                     f"invalid {e.event} payload: {exc}", event=e.event, received=e.data
                 ) from exc
-        raise AssertionError("unreachable: a payload failed to decode only once")  # pragma: no cover
+        raise AssertionError("unreachable: a payload failed only once")  # pragma: no cover
 
     def _take(self, events: list[ChatEvent]) -> None:
         """Queue events for the caller; they are folded into the result when it is asked for."""
