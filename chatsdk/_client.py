@@ -76,6 +76,7 @@ class ChatClient:
             chat_base_url=chat_base_url,
             origin=origin,
             headers=headers,
+            token_provider=provider is not None,
         )
         self._transport = Transport(
             settings,

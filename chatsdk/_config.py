@@ -157,8 +157,17 @@ def parse_retry_after(value: str) -> float | None:
 
 
 # Header values may not contain CR, LF or other control characters (header injection);
-# tab is allowed by RFC 9110 but never appears in a key or token.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# tab is allowed by RFC 9110 but never appears in a key or token. C1 controls (NEL
+# among them) and the Unicode line and paragraph separators are refused too: some
+# proxies, log viewers and str.splitlines() treat them as line breaks.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# RFC 9110 §5.1: a field name is a token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 3986 host (reg-name or IP literal) and optional port: what an origin's part after
+# "scheme://" may be. No userinfo, no empty port, no whitespace, nothing after it.
+_ORIGIN_AUTHORITY = re.compile(
+    r"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
 
 
 def check_header_value(name: str, value: str) -> str:
@@ -174,10 +183,18 @@ def check_header_value(name: str, value: str) -> str:
 
 def check_base_url(name: str, url: str) -> str:
     """``url`` without a trailing slash, if it is an absolute http(s) URL."""
+    if not isinstance(url, str):
+        raise ValidationError(f"{name} must be a string URL, got {type(url).__name__}")
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Never echoed: the part before "@" is a password more often than not. Every
+        # error message carries the URL, so credentials in it would leak everywhere.
+        raise ValidationError(
+            f"{name} must not contain credentials (user:password@); pass api_key=... instead"
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL.search(url):
         raise ValidationError(f"{name} must be an absolute http:// or https:// URL, got {url!r}")
-    if parts.query or parts.fragment:
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise ValidationError(f"{name} must not have a query or fragment, got {url!r}")
     return url.rstrip("/")
 
@@ -216,9 +233,15 @@ class Settings:
         chat_base_url: str | None,
         origin: str | None,
         headers: Mapping[str, str] | None,
+        token_provider: bool = False,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
-        """Read each unset argument from the environment and validate all of them."""
+        """Read each unset argument from the environment and validate all of them.
+
+        Explicit arguments always beat the environment: a ``session_token`` argument
+        (or provider) means no API key is taken from ``CHATSDK_API_KEY``, and a
+        ``base_url`` argument beats the per-API URL variables.
+        """
         env = os.environ if environ is None else environ
 
         def pick(value: str | None, name: str) -> str | None:
@@ -227,12 +250,18 @@ class Settings:
             found = env.get(ENV_PREFIX + name)
             return found if found else None
 
-        api_key = pick(api_key, "API_KEY")
+        token_given = session_token is not None or token_provider
+        if api_key is None and not token_given:
+            api_key = pick(None, "API_KEY")
         project = pick(project, "PROJECT")
-        session_token = pick(session_token, "SESSION_TOKEN")
-        base = pick(base_url, "BASE_URL")
-        tokens_url = pick(tokens_base_url, "TOKENS_BASE_URL") or base
-        chat_url = pick(chat_base_url, "CHAT_BASE_URL") or base
+        if api_key is None and not token_given:
+            session_token = pick(None, "SESSION_TOKEN")
+
+        def url(explicit: str | None, name: str) -> str | None:
+            return explicit or base_url or pick(None, name) or pick(None, "BASE_URL")
+
+        tokens_url = url(tokens_base_url, "TOKENS_BASE_URL")
+        chat_url = url(chat_base_url, "CHAT_BASE_URL")
         origin = pick(origin, "ORIGIN")
         if tokens_url is None or chat_url is None:
             raise ValidationError(
@@ -249,7 +278,7 @@ class Settings:
             check_origin("origin", origin)
         extra: dict[str, str] = {}
         for key, value in (headers or {}).items():
-            if not isinstance(key, str) or not key or _CONTROL.search(key) or ":" in key:
+            if not isinstance(key, str) or not _HEADER_NAME.fullmatch(key):
                 raise ValidationError(f"invalid header name {key!r}")
             extra[key] = check_header_value(f"header {key}", value)
         return cls(
@@ -267,20 +296,22 @@ def check_origin(name: str, origin: str) -> str:
     """``origin`` if it is ``scheme://host[:port]`` with no path, query or fragment."""
     if not isinstance(origin, str):
         raise ValidationError(f"{name} must be a string like 'https://docs.example.com'")
-    parts = urlsplit(origin)
     try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        parts = urlsplit(origin)  # raises ValueError on a malformed IPv6 literal
+        parts.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
     except ValueError:
-        raise ValidationError(f"{name} has an invalid port: {origin!r}") from None
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.path not in ("",)
-        or parts.query
-        or parts.fragment
-        or parts.username is not None
-        or _CONTROL.search(origin)
-    ):
+        valid = False
+    else:
+        valid = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and origin.startswith(f"{parts.scheme}://")
+            # The whole rest must be host[:port]: this also refuses a path, a query or
+            # fragment (even an empty one: "https://a.example?"), userinfo, whitespace
+            # and control characters, none of which a browser puts in an Origin header.
+            and _ORIGIN_AUTHORITY.fullmatch(origin[len(parts.scheme) + 3 :]) is not None
+        )
+    if not valid:
         raise ValidationError(
             f"{name} must be an origin like 'https://docs.example.com' (scheme://host[:port], "
             f"no path), got {origin!r}"

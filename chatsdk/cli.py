@@ -23,9 +23,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn, TextIO
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import msgspec
 
@@ -34,7 +35,9 @@ from ._client import ChatClient
 from .errors import ChatSDKError, ValidationError
 from .models import Citation
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+T = TypeVar("T")
 
 PROG = "chatsdk"
 DEFAULT_INTEGRATION_ID = "docs"
@@ -44,6 +47,10 @@ ENV_PREFIX = "CHATSDK_"
 
 class _UsageError(Exception):
     """Bad command-line usage: reported in one line, exit status 2."""
+
+
+class _Failure(Exception):
+    """A command failed for a reason the CLI itself describes: exit status 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -380,8 +387,10 @@ def _client(args: argparse.Namespace, *, token_ops: bool) -> ChatClient:
 # -- commands -------------------------------------------------------------------------------
 
 
-def _run(runner: asyncio.Runner, client: ChatClient, work: Callable[[], Any]) -> Any:
-    """Run ``work()`` (a coroutine factory) with ``client``, closing the client after."""
+def _run(
+    runner: asyncio.Runner, client: ChatClient, work: Callable[[], Coroutine[Any, Any, T]]
+) -> T:
+    """Run ``work()`` with ``client``, closing the client after."""
     try:
         return runner.run(work())
     finally:
@@ -528,31 +537,45 @@ def _cmd_serve(args: argparse.Namespace, runner: asyncio.Runner) -> int:
     key_note = "default test API key" if api_key == DEFAULT_API_KEY else "API key as configured"
 
     async def serve() -> None:
-        await server.start()
-        try:
-            print(
-                f"chatsdk reference server on {server.base_url} (project {project}, {key_note})",
-                flush=True,
-            )
-            if given:
-                print(f"faults: {', '.join(f'{k}={v}' for k, v in given.items())}", flush=True)
-            if args.host not in ("127.0.0.1", "localhost", "::1"):
+        with _stop_signals() as stop:
+            try:
+                await server.start()
+            except sqlite3.Error as exc:
+                raise _Failure(f"cannot open the database {args.db}: {exc}") from exc
+            except OSError as exc:
+                where = f"{args.host}:{args.port}"
+                raise _Failure(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+            try:
+                if args.host not in ("127.0.0.1", "localhost", "::1"):
+                    print(
+                        f"{PROG}: warning: listening on {args.host}: the reference server is "
+                        "for demos and tests",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if given:
+                    print(f"faults: {', '.join(f'{k}={v}' for k, v in given.items())}")
                 print(
-                    f"{PROG}: warning: listening on {args.host}: the reference server is for "
-                    "demos and tests",
-                    file=sys.stderr,
+                    f"chatsdk reference server on {server.base_url} "
+                    f"(project {project}, {key_note})",
                     flush=True,
                 )
-            await _until_stopped()
-        finally:
-            await server.close()
+                await stop.wait()
+            finally:
+                await server.close()
 
     runner.run(serve())
     return 0
 
 
-async def _until_stopped() -> None:
-    """Wait for SIGINT or SIGTERM (or a cancellation, where signals cannot be handled)."""
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[asyncio.Event]:
+    """An event that SIGINT or SIGTERM sets, for as long as the block runs.
+
+    Installed before the server announces itself, so that a signal sent as soon as the
+    address is printed stops it cleanly. Where loop signal handlers are unavailable
+    (not the main thread, Windows), Ctrl-C still ends the command, as a cancellation.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed: list[signal.Signals] = []
@@ -560,10 +583,10 @@ async def _until_stopped() -> None:
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError, ValueError):
-            continue  # not the main thread, or a platform without loop signal handlers
+            continue
         installed.append(sig)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -616,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         _fail(str(exc), _secrets(args))
         return 2
-    except ChatSDKError as exc:
+    except (ChatSDKError, _Failure) as exc:
         _fail(str(exc), _secrets(args))
         return 1
     except BrokenPipeError:

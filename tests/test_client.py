@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -183,7 +184,9 @@ async def test_chat_create_validates_before_sending(
 # -- client tokens (the browser's path) --------------------------------------------------
 
 
-async def test_chat_with_a_client_token(client: chatsdk.ChatClient, server: ReferenceServer) -> None:
+async def test_chat_with_a_client_token(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
     tok = await client.tokens.create(embed_origin=ORIGIN)
     async with token_client(server, tok.client_token, origin=ORIGIN) as browser:
         first = await browser.chat.create(integration_id="docs", messages=QUESTION)
@@ -195,7 +198,9 @@ async def test_chat_with_a_client_token(client: chatsdk.ChatClient, server: Refe
         assert "Tell me more" not in repr(browser) and tok.client_token not in repr(browser)
 
 
-async def test_revoked_token_is_refused(client: chatsdk.ChatClient, server: ReferenceServer) -> None:
+async def test_revoked_token_is_refused(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
     tok = await client.tokens.create(embed_origin=ORIGIN)
     await client.tokens.revoke(tok.client_token)
     async with token_client(server, tok.client_token) as browser:
@@ -205,12 +210,14 @@ async def test_revoked_token_is_refused(client: chatsdk.ChatClient, server: Refe
     assert tok.client_token not in str(info.value)
 
 
-async def test_expired_token_is_refused(client: chatsdk.ChatClient, server: ReferenceServer) -> None:
+async def test_expired_token_is_refused(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
     tok = await client.tokens.create(embed_origin=ORIGIN, expires_after=1)
     claims = jwt.decode(tok.client_token, options={"verify_signature": False})
     wait = claims["exp"] - time.time() + 1.05
     if wait > 0:
-        time.sleep(wait)
+        await asyncio.sleep(wait)
     async with token_client(server, tok.client_token) as browser:
         with pytest.raises(chatsdk.AuthenticationError):
             await browser.chat.create(integration_id="docs", messages=QUESTION)
@@ -272,7 +279,9 @@ async def test_token_near_expiry_is_refreshed_before_use(
 
     async def provider() -> chatsdk.ChatSessionToken:
         # The first token is inside the 30 s refresh margin, so it is replaced at once.
-        tok = await client.tokens.create(embed_origin=ORIGIN, expires_after=20 if not lifetimes else 600)
+        tok = await client.tokens.create(
+            embed_origin=ORIGIN, expires_after=20 if not lifetimes else 600
+        )
         lifetimes.append(tok.expires_after)
         return tok
 
@@ -318,7 +327,14 @@ def test_control_characters_in_credentials_are_refused(bad: str) -> None:
 # -- error mapping and retries (purpose-built server) ------------------------------------
 
 SERVICE_ERROR = msgspec.json.encode(
-    {"name": "x", "id": "abc", "message": "nope", "temporary": False, "timeout": False, "fault": False}
+    {
+        "name": "x",
+        "id": "abc",
+        "message": "nope",
+        "temporary": False,
+        "timeout": False,
+        "fault": False,
+    }
 )
 
 
@@ -337,15 +353,14 @@ SERVICE_ERROR = msgspec.json.encode(
         (503, chatsdk.InternalServerError),
     ],
 )
-async def test_each_status_maps_to_its_error(status: int, cls: type[chatsdk.APIStatusError]) -> None:
+async def test_each_status_maps_to_its_error(
+    status: int, cls: type[chatsdk.APIStatusError]
+) -> None:
     async with ScriptedServer(
         [Reply(status=status, body=SERVICE_ERROR, headers={"X-Request-Id": "req-1"})]
-    ) as srv:
-        async with chatsdk.ChatClient(
-            KEY, project=PROJECT, base_url=srv.url, retries=0
-        ) as c:
-            with pytest.raises(cls) as info:
-                await c.tokens.create(embed_origin=ORIGIN)
+    ) as srv, chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=0) as c:
+        with pytest.raises(cls) as info:
+            await c.tokens.create(embed_origin=ORIGIN)
     err = info.value
     assert type(err) is cls
     assert err.status == status and err.request_id == "req-1"
@@ -354,7 +369,9 @@ async def test_each_status_maps_to_its_error(status: int, cls: type[chatsdk.APIS
 
 
 async def test_422_detail_is_exposed() -> None:
-    detail = {"detail": [{"loc": ["body", "integration_id"], "msg": "field required", "type": "missing"}]}
+    detail = {
+        "detail": [{"loc": ["body", "integration_id"], "msg": "field required", "type": "missing"}]
+    }
     async with ScriptedServer([Reply(status=422, body=msgspec.json.encode(detail))]) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
             with pytest.raises(chatsdk.UnprocessableEntityError) as info:
@@ -364,16 +381,17 @@ async def test_422_detail_is_exposed() -> None:
 
 
 async def test_retries_keep_one_idempotency_key_and_honour_retry_after() -> None:
-    ok = sse(("message_chunk", '{"chat_session_id":"s","content_chunk":"hi","finish_reason":"stop"}'))
+    ok = sse(
+        ("message_chunk", '{"chat_session_id":"s","content_chunk":"hi","finish_reason":"stop"}')
+    )
     async with ScriptedServer(
         [
             Reply(status=503, body=b"busy", headers={"Retry-After": "0"}),
             Reply(status=429, body=b"slow down", headers={"Retry-After": "0"}),
             Reply(body=ok, content_type="text/event-stream"),
         ]
-    ) as srv:
-        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as c:
-            result = await c.chat.create(integration_id="docs", messages="q")
+    ) as srv, chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as c:
+        result = await c.chat.create(integration_id="docs", messages="q")
     assert result.text == "hi"
     keys = {s.headers["Idempotency-Key"] for s in srv.seen}
     assert len(srv.seen) == 3 and len(keys) == 1
@@ -381,10 +399,11 @@ async def test_retries_keep_one_idempotency_key_and_honour_retry_after() -> None
 
 
 async def test_retry_after_longer_than_the_cap_is_not_waited_for() -> None:
-    async with ScriptedServer([Reply(status=429, body=b"", headers={"Retry-After": "3600"})]) as srv:
-        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=5) as c:
-            with pytest.raises(chatsdk.RateLimitError) as info:
-                await c.chat.create(integration_id="docs", messages="q")
+    async with ScriptedServer(
+        [Reply(status=429, body=b"", headers={"Retry-After": "3600"})]
+    ) as srv, chatsdk.ChatClient(KEY, base_url=srv.url, retries=5) as c:
+        with pytest.raises(chatsdk.RateLimitError) as info:
+            await c.chat.create(integration_id="docs", messages="q")
     assert len(srv.seen) == 1 and info.value.headers["Retry-After"] == "3600"
 
 
@@ -400,9 +419,8 @@ async def test_retried_revoke_whose_first_attempt_succeeded_is_not_an_error() ->
     # The public server answers 400 "invalid token" for an already revoked token.
     async with ScriptedServer(
         [Reply(status=503, body=b""), Reply(status=400, body=SERVICE_ERROR)]
-    ) as srv:
-        async with chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=FAST) as c:
-            await c.tokens.revoke("a.b/c+d=e&f")
+    ) as srv, chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=FAST) as c:
+        await c.tokens.revoke("a.b/c+d=e&f")
     assert srv.seen[0].query == {"token": "a.b/c+d=e&f"}  # encoded, not spliced
 
 
@@ -425,3 +443,16 @@ async def test_unreachable_server_is_a_connection_error() -> None:
             await c.tokens.create(embed_origin=ORIGIN)
     assert not isinstance(info.value, chatsdk.APITimeoutError)
     assert "cannot connect" in str(info.value)
+
+
+def test_explicit_arguments_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATSDK_API_KEY", "env-key")
+    monkeypatch.setenv("CHATSDK_CHAT_BASE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("CHATSDK_TOKENS_BASE_URL", "http://127.0.0.1:2")
+    c = chatsdk.ChatClient(session_token="tok", project="p", base_url="http://127.0.0.1:3")
+    settings = c._transport.settings
+    assert settings.api_key is None  # the explicit client token is what gets sent
+    assert settings.chat_base_url == settings.tokens_base_url == "http://127.0.0.1:3"
+    env_only = chatsdk.ChatClient()
+    assert env_only._transport.settings.api_key == "env-key"
+    assert env_only._transport.settings.chat_base_url == "http://127.0.0.1:1"

@@ -205,7 +205,7 @@ async def test_a_drop_without_content_location_is_a_stream_error(
     server.faults = Faults(drop_after_events=3, no_content_location=True)
     stream = start(client)
     seen = []
-    with pytest.raises(chatsdk.StreamError, match="not resumable|did not make"):
+    with pytest.raises(chatsdk.StreamError, match=r"not resumable|did not make"):
         async for event in stream:
             seen.append(event)
     assert len(seen) == 3
@@ -262,10 +262,9 @@ async def test_oversized_event_is_refused_without_buffering_it() -> None:
     pieces = [b"event: message_chunk\ndata: " + b"x" * 4096] * 64  # 256 KiB, no line end
     async with ScriptedServer(
         [Reply(pieces=pieces, content_type="text/event-stream", delay=0.001)]
-    ) as srv:
-        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0, max_event_size=10_000) as c:
-            with pytest.raises(chatsdk.StreamError) as info:
-                await c.chat.create(integration_id="docs", messages="q")
+    ) as srv, chatsdk.ChatClient(KEY, base_url=srv.url, retries=0, max_event_size=10_000) as c:
+        with pytest.raises(chatsdk.StreamError) as info:
+            await c.chat.create(integration_id="docs", messages="q")
     assert len(info.value.received) < 1000
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -198,6 +199,27 @@ def test_a_dropped_stream_is_closed_on_the_client_loop(
         break
     assert done.wait(5)
     assert closed_in == ["chatsdk-sync"]
+
+
+def test_ctrl_c_while_waiting_cancels_the_read(
+    client: SyncChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(event_delay=1.0)
+    try:
+        stream = client.chat.create(integration_id="docs", messages=QUESTION)
+        next(stream)  # the next event is a second away
+        main = threading.main_thread().ident
+        assert main is not None and threading.get_ident() == main
+        timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)
+        timer.join()
+    finally:
+        server.faults = Faults()
+    # The interrupted read was cancelled in the loop: the stream is over, the client fine.
+    assert list(stream) == []
+    assert client.chat.create(integration_id="docs", messages=QUESTION).final_result().text
 
 
 @pytest.mark.usefixtures("slow_streams")

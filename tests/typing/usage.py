@@ -1,4 +1,4 @@
-"""Usage examples type-checked by mypy --strict (tests/test_public_api.py): the public API's types."""
+"""Usage examples that tests/test_public_api.py type-checks with mypy --strict."""
 
 from __future__ import annotations
 
