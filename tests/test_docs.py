@@ -1,0 +1,282 @@
+"""Every ```python block of README.md and docs/*.md runs, so the docs cannot rot.
+
+The blocks of one file run in order, in one namespace, with top-level ``await`` allowed,
+against a reference server (on a thread of its own) whose address, API key and project are
+pre-defined as ``URL``, ``KEY`` and ``PROJECT``. Blocks without ``await`` run as plain
+synchronous code, outside any event loop (so the sync client works there too); the others
+run on one event loop kept for the whole file. A block preceded by ``<!-- skip -->`` is not
+run (kept for things that cannot run here).
+
+Blocks may define pytest fixtures and tests, as a user's conftest.py would: afterwards,
+every ``test_*`` function the file defined runs with its fixtures (function scope, set up
+and torn down around it), and every fixture no test used is set up and torn down once.
+
+``sh`` blocks are not run; the ``chatsdk`` command lines in them are checked against
+``chatsdk <command> --help``, and every ``examples/`` path the docs name must exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import chatsdk
+from chatsdk.server import ReferenceServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+KEY = "docs-test-key"
+PROJECT = "demo"
+SKIP_MARK = "<!-- skip -->"
+# The skip mark is for the rare block that cannot run; more than this per file is rot.
+MAX_SKIPPED_PER_FILE = 2
+
+_FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[ \t]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block of a Markdown file."""
+
+    path: Path
+    line: int  # of the block's first code line, 1-based
+    lang: str
+    code: str
+    skip: bool
+
+    def compile(self) -> Any:
+        # Padding keeps the line numbers of tracebacks those of the Markdown file.
+        source = "\n" * (self.line - 1) + self.code
+        return compile(
+            source, str(self.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+        )
+
+
+def blocks_of(path: Path) -> list[Block]:
+    text = path.read_text(encoding="utf-8")
+    found = []
+    for match in _FENCE.finditer(text):
+        before = text[: match.start()].rstrip().rsplit("\n", 1)[-1].strip()
+        line = text.count("\n", 0, match.start("code")) + 1
+        found.append(
+            Block(path, line, match["lang"].lower(), match["code"], skip=before == SKIP_MARK)
+        )
+    return found
+
+
+def doc_id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+# -- fixtures and tests defined by the docs ---------------------------------------------------
+
+
+def fixture_function(value: object) -> Callable[..., Any] | None:
+    """The function behind a ``@pytest.fixture`` object, or None if ``value`` is not one."""
+    unwrap = getattr(value, "_get_wrapped_function", None)  # pytest >= 8.4
+    if callable(unwrap) and hasattr(value, "_fixture_function_marker"):
+        function: Callable[..., Any] = unwrap()
+        return function
+    if hasattr(value, "_pytestfixturefunction") and callable(value):  # older pytest
+        inner: Callable[..., Any] = getattr(value, "__wrapped__", value)
+        return inner
+    return None
+
+
+class DocFixtures:
+    """Function-scoped fixture values for one test, resolved by parameter name like pytest."""
+
+    def __init__(
+        self,
+        runner: asyncio.Runner,
+        fixtures: dict[str, Callable[..., Any]],
+        builtin: dict[str, Any],
+    ):
+        self._runner = runner
+        self._fixtures = fixtures
+        self._values = dict(builtin)
+        self._teardowns: list[Callable[[], None]] = []
+        self.used: set[str] = set()
+
+    def call(self, function: Callable[..., Any]) -> Any:
+        """Call ``function`` with its parameters' fixtures; await it if it is async."""
+        kwargs = {name: self.value(name) for name in inspect.signature(function).parameters}
+        result = function(**kwargs)
+        if inspect.isasyncgen(result):
+            value = self._runner.run(anext(result))
+            self._teardowns.append(lambda: self._runner.run(_exhaust_async(result)))
+            return value
+        if inspect.isgenerator(result):
+            value = next(result)
+            self._teardowns.append(lambda: _exhaust(result))
+            return value
+        if inspect.iscoroutine(result):
+            return self._runner.run(result)
+        return result
+
+    def value(self, name: str) -> Any:
+        if name not in self._values:
+            if name not in self._fixtures:
+                raise LookupError(f"the docs use a fixture they do not define: {name!r}")
+            self.used.add(name)
+            self._values[name] = self.call(self._fixtures[name])
+        return self._values[name]
+
+    def teardown(self) -> None:
+        while self._teardowns:
+            self._teardowns.pop()()
+
+
+def _exhaust(generator: Iterator[Any]) -> None:
+    for _ in generator:
+        raise AssertionError("a fixture must yield once")
+
+
+async def _exhaust_async(generator: Any) -> None:
+    async for _ in generator:
+        raise AssertionError("a fixture must yield once")
+
+
+def run_defined_tests(
+    namespace: dict[str, Any], runner: asyncio.Runner, builtin: dict[str, Any]
+) -> list[str]:
+    """Run the doc's ``test_*`` functions, then its fixtures no test used; their names."""
+    fixtures = {
+        name: function
+        for name, value in namespace.items()
+        if (function := fixture_function(value)) is not None
+    }
+    tests = {
+        name: value
+        for name, value in namespace.items()
+        if name.startswith("test_") and inspect.isfunction(value)
+    }
+    used: set[str] = set()
+    for function in tests.values():
+        resolver = DocFixtures(runner, fixtures, builtin)
+        try:
+            resolver.call(function)
+        finally:
+            resolver.teardown()
+        used |= resolver.used
+    for name in fixtures.keys() - used:
+        resolver = DocFixtures(runner, fixtures, builtin)
+        try:
+            resolver.value(name)
+        finally:
+            resolver.teardown()
+    return [*tests, *fixtures]
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_server() -> Iterator[ReferenceServer]:
+    with ReferenceServer(api_key=KEY, project=PROJECT).serve_in_thread() as server:
+        yield server
+
+
+@pytest.mark.parametrize("path", DOCS, ids=doc_id)
+def test_python_blocks_run(path: Path, reference_server: ReferenceServer, tmp_path: Path) -> None:
+    blocks = [b for b in blocks_of(path) if b.lang in ("python", "py")]
+    assert blocks, f"{doc_id(path)} has no Python example"
+    assert sum(b.skip for b in blocks) <= MAX_SKIPPED_PER_FILE
+    namespace: dict[str, Any] = {
+        "__name__": f"docs_{path.stem.lower()}",
+        "URL": reference_server.base_url,
+        "KEY": KEY,
+        "PROJECT": PROJECT,
+    }
+    with asyncio.Runner() as runner:
+        try:
+            for block in blocks:
+                if block.skip:
+                    continue
+                code = block.compile()
+                if code.co_flags & inspect.CO_COROUTINE:
+                    runner.run(eval(code, namespace))
+                else:
+                    exec(code, namespace)
+            run_defined_tests(namespace, runner, {"tmp_path": tmp_path})
+            unclosed = [
+                name
+                for name, value in namespace.items()
+                if isinstance(value, chatsdk.ChatClient) and not value._transport._closed
+            ]
+            assert not unclosed, f"{doc_id(path)} leaves clients open: {unclosed}"
+        finally:
+            for value in list(namespace.values()):
+                if isinstance(value, chatsdk.ChatClient):
+                    runner.run(value.aclose())
+
+
+def test_docs_define_tests_that_run() -> None:
+    """docs/testing.md's fixtures and tests are picked up (the runner above is not a no-op)."""
+    namespace: dict[str, Any] = {}
+    for block in blocks_of(ROOT / "docs" / "testing.md"):
+        if block.lang == "python" and not block.skip and "@pytest" in block.code:
+            namespace.setdefault("__name__", "docs_probe")
+            # Definitions only: nothing is awaited at the top level of these blocks.
+            code = block.compile()
+            assert not code.co_flags & inspect.CO_COROUTINE
+            exec(code, namespace)
+    fixtures = [n for n, v in namespace.items() if fixture_function(v) is not None]
+    tests = [n for n, v in namespace.items() if n.startswith("test_")]
+    assert "chat_server" in fixtures and "chat_client" in fixtures
+    assert len(tests) >= 3
+
+
+# -- shell blocks ----------------------------------------------------------------------------
+
+_COMMANDS_WITH_SUBCOMMANDS = {"token"}
+
+
+def chatsdk_command_lines() -> list[tuple[str, list[str]]]:
+    found = []
+    for path in DOCS:
+        for block in blocks_of(path):
+            if block.lang not in ("sh", "bash", "console", "shell"):
+                continue
+            for line in block.code.splitlines():
+                words = shlex.split(line, comments=True)
+                if words[:1] == ["chatsdk"]:
+                    found.append((f"{doc_id(path)}:{block.line}", words[1:]))
+    return found
+
+
+def test_chatsdk_command_lines_in_the_docs_are_accepted() -> None:
+    lines = chatsdk_command_lines()
+    assert lines, "the docs show no chatsdk command line"
+    helps: dict[tuple[str, ...], str] = {}
+    for where, words in lines:
+        command = tuple(words[:2] if words[0] in _COMMANDS_WITH_SUBCOMMANDS else words[:1])
+        if command not in helps:
+            done = subprocess.run(
+                [sys.executable, "-m", "chatsdk", *command, "--help"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=ROOT,
+            )
+            assert done.returncode == 0, f"{where}: chatsdk {' '.join(command)}: {done.stderr}"
+            helps[command] = done.stdout
+        for option in (w.split("=", 1)[0] for w in words if w.startswith("--")):
+            assert option in helps[command], f"{where}: chatsdk {command} has no {option}"
+
+
+def test_example_paths_named_in_the_docs_exist() -> None:
+    for path in DOCS:
+        for name in re.findall(r"examples/[\w./-]*\w", path.read_text(encoding="utf-8")):
+            assert (ROOT / name).exists(), f"{doc_id(path)} names {name}, which does not exist"

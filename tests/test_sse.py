@@ -1,0 +1,954 @@
+"""The sans-IO event-stream decoder, byte by byte: WHATWG conformance, limits, chunking."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import accumulate
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatsdk.errors import StreamError
+from chatsdk.sse import (
+    DEFAULT_MAX_EVENT_SIZE,
+    DEFAULT_MAX_LINE_SIZE,
+    ServerSentEvent,
+    SSEDecoder,
+)
+
+BOM = "\ufeff".encode()
+E = ServerSentEvent
+
+# Every behavioural test runs on both paths: the fast path on, and the reference alone.
+both_paths = pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "general"])
+
+
+def feed_in(decoder: SSEDecoder, data: bytes, cuts: Sequence[int] = ()) -> list[ServerSentEvent]:
+    """Feed data cut at the given offsets; return every event, in order."""
+    events: list[ServerSentEvent] = []
+    start = 0
+    for cut in [*sorted(cuts), len(data)]:
+        events += decoder.feed(data[start:cut])
+        start = max(start, cut)
+    return events
+
+
+def parse(
+    data: bytes, *, fast_path: bool = True, cuts: Sequence[int] = ()
+) -> list[ServerSentEvent]:
+    """The events of a whole stream."""
+    return feed_in(SSEDecoder(fast_path=fast_path), data, cuts)
+
+
+def outcome(
+    data: bytes,
+    cuts: Sequence[int] = (),
+    *,
+    fast_path: bool = True,
+    max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+    max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+) -> tuple[list[ServerSentEvent], str, int | None, bool] | str:
+    """Everything observable after feeding a stream, or "raised" if a limit was hit."""
+    decoder = SSEDecoder(
+        fast_path=fast_path, max_line_size=max_line_size, max_event_size=max_event_size
+    )
+    try:
+        events = feed_in(decoder, data, cuts)
+    except StreamError:
+        return "raised"
+    return events, decoder.last_event_id, decoder.retry, decoder.at_event_boundary
+
+
+Step = tuple[list[ServerSentEvent] | list[tuple[str, str]], str, int | None, bool]
+
+
+def per_chunk(
+    data: bytes,
+    cuts: Sequence[int] = (),
+    *,
+    runs: bool = False,
+    fast_path: bool = True,
+    max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+    max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+) -> list[Step | str]:
+    """Chunk by chunk: the events each completed (from feed, or from feed_runs as
+    (type, data) pairs) and the state after it; "raised" once a limit was hit."""
+    decoder = SSEDecoder(
+        fast_path=fast_path, max_line_size=max_line_size, max_event_size=max_event_size
+    )
+    steps: list[Step | str] = []
+    start = 0
+    try:
+        for cut in [*sorted(cuts), len(data)]:
+            chunk = data[start:cut]
+            start = max(start, cut)
+            events: list[ServerSentEvent] | list[tuple[str, str]]
+            if runs:
+                got = decoder.feed_runs(chunk)
+                assert all(datas for _, datas in got), "a run is never empty"
+                events = [(event, data) for event, datas in got for data in datas]
+            else:
+                events = decoder.feed(chunk)
+            steps.append((events, decoder.last_event_id, decoder.retry, decoder.at_event_boundary))
+    except StreamError:
+        steps.append("raised")
+    return steps
+
+
+def type_and_data(steps: list[Step | str]) -> list[Step | str]:
+    """per_chunk steps of feed as those of feed_runs look."""
+    return [
+        step
+        if isinstance(step, str)
+        else ([(e.event, e.data) for e in step[0] if isinstance(e, ServerSentEvent)], *step[1:])
+        for step in steps
+    ]
+
+
+def bytewise(data: bytes) -> list[int]:
+    return list(range(1, len(data)))
+
+
+# --- the WHATWG specification's own examples -------------------------------------------
+
+
+@both_paths
+def test_spec_stock_ticker_data_lines_are_joined(fast_path: bool) -> None:
+    assert parse(b"data: YHOO\ndata: +2\ndata: 10\n\n", fast_path=fast_path) == [
+        E(data="YHOO\n+2\n10")
+    ]
+
+
+@both_paths
+def test_spec_four_blocks_and_last_event_id(fast_path: bool) -> None:
+    stream = (
+        b": test stream\n\n"
+        b"data: first event\nid: 1\n\n"
+        b"data:second event\nid\n\n"
+        b"data:  third event\n\n"
+    )
+    decoder = SSEDecoder(fast_path=fast_path)
+    events = decoder.feed(stream)
+    assert events == [
+        E(data="first event", id="1"),
+        E(data="second event", id=""),
+        E(data=" third event", id=""),
+    ]
+    assert decoder.last_event_id == ""
+
+
+@both_paths
+def test_spec_empty_data_and_unterminated_last_event(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"data\n\ndata\ndata\n\ndata:") == [E(data=""), E(data="\n")]
+    assert not decoder.at_event_boundary
+
+
+@both_paths
+def test_spec_space_after_colon_is_optional(fast_path: bool) -> None:
+    first, second = parse(b"data:test\n\ndata: test\n\n", fast_path=fast_path)
+    assert first == second == E(data="test")
+
+
+# --- line ends -------------------------------------------------------------------------
+
+
+@both_paths
+@pytest.mark.parametrize("eol", [b"\n", b"\r", b"\r\n"], ids=["LF", "CR", "CRLF"])
+def test_each_line_end(fast_path: bool, eol: bytes) -> None:
+    stream = b"event: e" + eol + b"data: a" + eol + b"data: b" + eol + eol
+    assert parse(stream, fast_path=fast_path) == [E(event="e", data="a\nb")]
+
+
+@both_paths
+def test_mixed_line_ends(fast_path: bool) -> None:
+    stream = b"data: a\rdata: b\r\ndata: c\n\r\ndata: d\r\r"
+    assert parse(stream, fast_path=fast_path) == [E(data="a\nb\nc"), E(data="d")]
+
+
+@both_paths
+def test_crlf_split_across_chunks_is_one_line_end(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"\ndata: b\r") == []  # the LF pairs with the CR: no blank line
+    assert decoder.feed(b"\n") == []
+    assert decoder.feed(b"\r\n") == [E(data="a\nb")]
+
+
+@both_paths
+def test_cr_then_cr_in_next_chunk_is_two_line_ends(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"\r") == [E(data="a")]
+
+
+@both_paths
+def test_lf_after_pending_cr_only_once(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    decoder.feed(b"data: a\r")
+    assert decoder.feed(b"\n\n") == [E(data="a")]
+
+
+@both_paths
+def test_cr_cr_lf_is_two_line_ends(fast_path: bool) -> None:
+    assert parse(b"data: a\r\r\ndata: b\n\n", fast_path=fast_path) == [E(data="a"), E(data="b")]
+
+
+@both_paths
+def test_other_unicode_line_breaks_are_data(fast_path: bool) -> None:
+    stream = "data: a\x0bb\x0cc\x1cd\x85e\u2028f\n\n".encode()
+    assert parse(stream, fast_path=fast_path) == [E(data="a\x0bb\x0cc\x1cd\x85e\u2028f")]
+
+
+# --- byte order mark and UTF-8 ---------------------------------------------------------
+
+
+@both_paths
+def test_leading_bom_is_stripped(fast_path: bool) -> None:
+    assert parse(BOM + b"data: x\n\n", fast_path=fast_path) == [E(data="x")]
+
+
+@both_paths
+def test_only_one_bom_is_stripped(fast_path: bool) -> None:
+    # The second BOM becomes part of the field name "\ufeffdata", an unknown field.
+    assert parse(BOM + BOM + b"data: x\n\n", fast_path=fast_path) == []
+    assert parse(BOM + b"data: " + BOM + b"x\n\n", fast_path=fast_path) == [E(data="\ufeffx")]
+
+
+@both_paths
+def test_bom_split_across_chunks_is_stripped(fast_path: bool) -> None:
+    stream = BOM + b"data: x\n\n"
+    assert parse(stream, fast_path=fast_path, cuts=[1, 2]) == [E(data="x")]
+    assert parse(stream, fast_path=fast_path, cuts=bytewise(stream)) == [E(data="x")]
+
+
+@both_paths
+def test_bom_later_in_stream_is_kept(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"data: a\n\n") == [E(data="a")]
+    assert decoder.feed(BOM + b"data: b\n\n") == []  # field "\ufeffdata" is unknown
+
+
+@both_paths
+def test_bom_after_empty_chunks_still_counts_as_leading(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"") == []
+    assert decoder.feed(BOM) == []
+    assert decoder.feed(b"data: x\n\n") == [E(data="x")]
+
+
+@both_paths
+@pytest.mark.parametrize(
+    "raw",
+    [b"a\xffb", b"\xe2\x82", b"\xc3", b"\xed\xa0\x80", b"\xf0\x9f\x98", b"\x80\x80"],
+    ids=["stray", "cut-3-byte", "cut-2-byte", "surrogate", "cut-4-byte", "continuations"],
+)
+def test_invalid_utf8_becomes_replacement_character(fast_path: bool, raw: bytes) -> None:
+    expected = raw.decode("utf-8", "replace")
+    assert "\ufffd" in expected
+    stream = b"data: " + raw + b"\n\n"
+    assert parse(stream, fast_path=fast_path) == [E(data=expected)]
+    assert parse(stream, fast_path=fast_path, cuts=bytewise(stream)) == [E(data=expected)]
+
+
+@both_paths
+@pytest.mark.parametrize("text", ["é", "€", "😀", "日本語", "a€😀é"])
+def test_multibyte_characters_split_across_chunks(fast_path: bool, text: str) -> None:
+    stream = f"event: {text}\ndata: {text}\n\n".encode()
+    expected = [E(event=text, data=text)]
+    assert parse(stream, fast_path=fast_path, cuts=bytewise(stream)) == expected
+
+
+def test_chunk_ending_inside_a_character_is_not_an_event_boundary() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: a\n\n")
+    decoder.feed(b"\xe2\x82")
+    assert not decoder.at_event_boundary
+    assert decoder.feed(b"\xac") == []
+    assert not decoder.at_event_boundary  # a partial line now
+
+
+# --- fields ----------------------------------------------------------------------------
+
+
+@both_paths
+def test_comments_are_ignored(fast_path: bool) -> None:
+    stream = b":\n: keep-alive\ndata: a\n:comment: with colon\ndata: b\n\n: done\n"
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(stream) == [E(data="a\nb")]
+    assert decoder.at_event_boundary  # a trailing comment leaves nothing partial
+
+
+@both_paths
+def test_field_without_colon_has_empty_value(fast_path: bool) -> None:
+    stream = b"event: x\nevent\nid: 5\nid\ndata\n\n"
+    assert parse(stream, fast_path=fast_path) == [E(event="message", data="", id="")]
+
+
+@both_paths
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        (b"data:x", "x"),
+        (b"data: x", "x"),
+        (b"data:  x", " x"),
+        (b"data:   ", "  "),
+        (b"data: ", ""),
+        (b"data:", ""),
+        (b"data:\tx", "\tx"),
+        (b"data: x ", "x "),
+        (b"data: a: b", "a: b"),
+    ],
+)
+def test_exactly_one_space_after_colon_is_removed(fast_path: bool, line: bytes, value: str) -> None:
+    assert parse(line + b"\n\n", fast_path=fast_path) == [E(data=value)]
+
+
+@both_paths
+def test_one_space_removed_from_every_field(fast_path: bool) -> None:
+    stream = b"id:  7\nevent:  e\ndata:  d\n\n"
+    assert parse(stream, fast_path=fast_path) == [E(event=" e", data=" d", id=" 7")]
+
+
+@both_paths
+def test_id_containing_nul_is_ignored(fast_path: bool) -> None:
+    stream = b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\nid: \x00\ndata: c\n\n"
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(stream) == [E(data="a", id="1"), E(data="b", id="1"), E(data="c", id="1")]
+    assert decoder.last_event_id == "1"
+
+
+@both_paths
+def test_nul_in_data_and_event_is_kept(fast_path: bool) -> None:
+    stream = b"event: a\x00b\ndata: c\x00d\n\n"
+    assert parse(stream, fast_path=fast_path) == [E(event="a\x00b", data="c\x00d")]
+
+
+@both_paths
+def test_retry_sets_reconnection_time(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.retry is None
+    assert decoder.feed(b"data: a\n\n") == [E(data="a", retry=None)]
+    assert decoder.feed(b"retry: 1500\n") == []
+    assert decoder.retry == 1500  # at once, without waiting for a dispatch
+    assert decoder.feed(b"data: b\n\ndata: c\n\n") == [
+        E(data="b", retry=1500),
+        E(data="c", retry=1500),
+    ]
+    assert decoder.feed(b"retry:007\n\n") == []
+    assert decoder.retry == 7
+
+
+@both_paths
+@pytest.mark.parametrize(
+    "value",
+    [b"15x", b"-1", b"+1", b"1.5", b"", b" 10", b"1 0", "\u00b2".encode(), "\u0663".encode()],
+    ids=repr,
+)
+def test_retry_other_than_ascii_digits_is_ignored(fast_path: bool, value: bytes) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    events = decoder.feed(b"retry: 3000\n\nretry: " + value + b"\ndata: x\n\n")
+    assert decoder.retry == 3000
+    assert events == [E(data="x", retry=3000)]
+
+
+@both_paths
+def test_retry_without_colon_is_ignored(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    decoder.feed(b"retry\n\n")
+    assert decoder.retry is None
+
+
+@both_paths
+def test_retry_with_absurdly_many_digits_is_ignored(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    decoder.feed(b"retry: 5\n\nretry: " + b"9" * 10_000 + b"\n\n")
+    assert decoder.retry == 5
+    decoder.feed(b"retry: " + b"0" * 10_000 + b"42\n\n")
+    assert decoder.retry == 42
+
+
+@both_paths
+def test_unknown_fields_are_ignored(fast_path: bool) -> None:
+    stream = b"foo: bar\nData: x\nDATA: y\ndata : z\n data: w\nevents: q\ndata: kept\n\n"
+    assert parse(stream, fast_path=fast_path) == [E(data="kept")]
+
+
+@both_paths
+def test_field_order_within_an_event_does_not_matter(fast_path: bool) -> None:
+    stream = b"data: x\nid: 5\nevent: e\n\n"
+    assert parse(stream, fast_path=fast_path) == [E(event="e", data="x", id="5")]
+
+
+@both_paths
+def test_later_field_of_same_name_wins(fast_path: bool) -> None:
+    stream = b"event: a\nid: 1\nevent: b\nid: 2\ndata: x\n\n"
+    assert parse(stream, fast_path=fast_path) == [E(event="b", data="x", id="2")]
+
+
+@both_paths
+def test_empty_event_type_means_message(fast_path: bool) -> None:
+    assert parse(b"event:\ndata: x\n\n", fast_path=fast_path) == [E(event="message", data="x")]
+    assert parse(b"event: \ndata: x\n\n", fast_path=fast_path) == [E(event="message", data="x")]
+
+
+# --- dispatch --------------------------------------------------------------------------
+
+
+@both_paths
+def test_no_dispatch_without_data(fast_path: bool) -> None:
+    assert parse(b"event: x\n\nid: 1\n\nretry: 5\n\n\n\n", fast_path=fast_path) == []
+
+
+@both_paths
+def test_blank_line_commits_id_even_without_data(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"id: 7\n") == []
+    assert decoder.last_event_id == ""  # not committed until the blank line
+    assert not decoder.at_event_boundary
+    assert decoder.feed(b"\n") == []
+    assert decoder.last_event_id == "7"
+    assert decoder.at_event_boundary
+    assert decoder.feed(b"data: x\n\n") == [E(data="x", id="7")]
+
+
+@both_paths
+def test_last_event_id_persists_across_events(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    stream = b"id: 1\ndata: a\n\ndata: b\n\nevent: e\ndata: c\n\n"
+    assert decoder.feed(stream) == [E(data="a", id="1"), E(data="b", id="1"), E("e", "c", "1")]
+    assert decoder.last_event_id == "1"
+
+
+@both_paths
+def test_empty_id_resets_last_event_id(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"id: 1\ndata: a\n\nid:\ndata: b\n\n") == [
+        E(data="a", id="1"),
+        E(data="b", id=""),
+    ]
+    assert decoder.last_event_id == ""
+
+
+@both_paths
+def test_event_type_and_data_reset_on_every_blank_line(fast_path: bool) -> None:
+    stream = b"event: a\ndata: 1\n\ndata: 2\n\nevent: b\n\ndata: 3\n\n"
+    assert parse(stream, fast_path=fast_path) == [
+        E(event="a", data="1"),
+        E(data="2"),
+        E(data="3"),
+    ]
+
+
+@both_paths
+def test_final_newline_of_data_removed_once(fast_path: bool) -> None:
+    assert parse(b"data: a\ndata:\n\n", fast_path=fast_path) == [E(data="a\n")]
+    assert parse(b"data:\ndata:\ndata:\n\n", fast_path=fast_path) == [E(data="\n\n")]
+
+
+@both_paths
+@pytest.mark.parametrize(
+    "tail",
+    [b"data: x", b"data: x\n", b"data: x\r", b"id: 2\n", b"event: e\n", b"retry: 9\n", b"foo\n"],
+    ids=repr,
+)
+def test_unterminated_event_is_never_dispatched(fast_path: bool, tail: bytes) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.at_event_boundary
+    assert decoder.feed(b"id: 1\ndata: a\n\n" + tail) == [E(data="a", id="1")]
+    assert not decoder.at_event_boundary
+    assert decoder.last_event_id == "1"
+    assert decoder.feed(b"") == []
+    assert not decoder.at_event_boundary
+
+
+@both_paths
+def test_event_boundary_after_each_complete_event(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"data: a\n\n") == [E(data="a")]
+    assert decoder.at_event_boundary
+    decoder.feed(b"data: b\n\n: ping\n\n")
+    assert decoder.at_event_boundary
+    decoder.feed(b":partial comment")
+    assert not decoder.at_event_boundary  # a partial line, even of a comment
+
+
+def test_event_is_an_immutable_value() -> None:
+    event = E()
+    assert (event.event, event.data, event.id, event.retry) == ("message", "", "", None)
+    with pytest.raises(AttributeError):
+        event.data = "x"  # type: ignore[misc]
+    assert msgspec.json.decode(msgspec.json.encode(E("e", "d", "1", 5)), type=E) == E(
+        "e", "d", "1", 5
+    )
+
+
+# --- common shapes the fast path takes, checked against the reference ---------------------
+
+
+def typical_stream(count: int, *, ids: bool = True, space: bool = True, eol: str = "\n") -> bytes:
+    sep = ": " if space else ":"
+    parts = []
+    for i in range(count):
+        payload = f'{{"chat_session_id":"s-1","content_chunk":"word{i} ","finish_reason":null}}'
+        lines = [f"id{sep}{i}"] if ids else []
+        lines += [f"event{sep}message_chunk", f"data{sep}{payload}", ""]
+        parts.append(eol.join(lines) + eol)
+    return "".join(parts).encode()
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        typical_stream(300),
+        typical_stream(300, ids=False),
+        typical_stream(300, space=False),
+        typical_stream(300, eol="\r\n"),
+        typical_stream(300, eol="\r"),
+        b"".join(b"data: %d\n\n" % i for i in range(300)),
+        b"".join(b"id: %d\ndata: %d\n\n" % (i, i) for i in range(300)),
+        typical_stream(100) + b": ping\n\n" + typical_stream(100, ids=False) + b"retry: 5\n\n",
+    ],
+    ids=["id-event-data", "event-data", "no-space", "crlf", "cr", "data", "id-data", "mixed"],
+)
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1024, 65536])
+def test_typical_streams_same_on_both_paths(stream: bytes, chunk: int) -> None:
+    cuts = range(chunk, len(stream), chunk)
+    expected = outcome(stream, fast_path=False)
+    assert outcome(stream, cuts, fast_path=True) == expected
+    assert outcome(stream, cuts, fast_path=False) == expected
+
+
+def test_typical_stream_values() -> None:
+    decoder = SSEDecoder()
+    events = decoder.feed(typical_stream(3))
+    assert [(e.event, e.id) for e in events] == [("message_chunk", str(i)) for i in range(3)]
+    assert msgspec.json.decode(events[2].data)["content_chunk"] == "word2 "
+    assert decoder.last_event_id == "2"
+    assert decoder.at_event_boundary
+
+
+# --- feed_runs, the batch form the stream layer reads ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        typical_stream(300),
+        typical_stream(300, ids=False),
+        typical_stream(300, space=False),
+        typical_stream(300, eol="\r\n"),
+        b"".join(b"data: %d\n\n" % i for i in range(300)),
+        b"".join(b"id: %d\ndata: %d\n\n" % (i, i) for i in range(300)),
+    ],
+    ids=["id-event-data", "event-data", "no-space", "crlf", "data", "id-data"],
+)
+def test_a_whole_common_run_is_one_run(stream: bytes) -> None:
+    decoder = SSEDecoder()
+    runs = decoder.feed_runs(stream)
+    reference = SSEDecoder(fast_path=False)
+    events = reference.feed(stream)
+    assert runs == [(events[0].event, [e.data for e in events])]
+    assert len(events) == 300
+    assert decoder.last_event_id == reference.last_event_id
+    assert decoder.at_event_boundary
+
+
+@pytest.mark.parametrize("runs", [True, False], ids=["feed_runs", "feed"])
+def test_common_runs_take_the_uniform_path(monkeypatch: pytest.MonkeyPatch, runs: bool) -> None:
+    # Structure, not speed: chunks of whole events of one common shape and type never
+    # reach the per-event paths.
+    def fail(*args: object) -> int:
+        raise AssertionError("left the uniform path")
+
+    monkeypatch.setattr(SSEDecoder, "_dispatch_common", fail)
+    monkeypatch.setattr(SSEDecoder, "_process_line", fail)
+    streams = [
+        typical_stream(100),
+        typical_stream(100, ids=False),
+        typical_stream(100, space=False),
+        typical_stream(100, eol="\r"),
+        b"".join(b"id:%d\ndata:%d\n\n" % (i, i) for i in range(100)),
+        b"".join(b"data: \x00 %d\n\n" % i for i in range(100)),
+    ]
+    for stream in streams:
+        decoder = SSEDecoder()
+        if runs:
+            assert sum(len(datas) for _, datas in decoder.feed_runs(stream)) == 100
+        else:
+            assert len(decoder.feed(stream)) == 100
+
+
+def test_feed_runs_keeps_order_across_types_and_paths() -> None:
+    stream = (
+        b"event: a\ndata: 1\n\n"
+        b"event: b\ndata: 2\n\nevent: b\ndata: 3\n\n"
+        b": ping\n\n"
+        b"data: 4\ndata: 5\n\n"
+        b"event: a\ndata: 6\n\n"
+    )
+    expected = [("a", ["1"]), ("b", ["2", "3"]), ("message", ["4\n5"]), ("a", ["6"])]
+    assert SSEDecoder().feed_runs(stream) == expected
+    assert SSEDecoder(fast_path=False).feed_runs(stream) == expected
+
+
+def _interrupted(tail: bytes) -> bytes:
+    return typical_stream(6) + tail + typical_stream(6)
+
+
+# Streams whose runs of one shape and type are broken by something the uniform fast path
+# must not take for one of its events; each is checked against the reference below.
+INTERRUPTIONS = {
+    "other-type": _interrupted(b"id: x\nevent: other\ndata: 1\n\n"),
+    "type-prefix": _interrupted(b"id: x\nevent: message_chunkX\ndata: 1\n\n"),
+    "no-event": _interrupted(b"id: x\ndata: 1\n\n"),
+    "no-id": _interrupted(b"event: message_chunk\ndata: 1\n\n"),
+    "comment": _interrupted(b": keep-alive\n\n"),
+    "comment-in-event": _interrupted(b"id: x\nevent: message_chunk\n: c\ndata: 1\n\n"),
+    "retry": _interrupted(b"retry: 10\n\n"),
+    "two-data-lines": _interrupted(b"id: x\nevent: message_chunk\ndata: 1\ndata: 2\n\n"),
+    "nul-in-id": _interrupted(b"id: 1\x002\nevent: message_chunk\ndata: 1\n\n"),
+    "nul-in-data": _interrupted(b"id: 7\nevent: message_chunk\ndata: 1\x002\n\n"),
+    "no-space": _interrupted(b"id:x\nevent:message_chunk\ndata:1\n\n"),
+    "two-spaces": _interrupted(b"id: x\nevent: message_chunk\ndata:  1\n\n"),
+    "mixed-separators": _interrupted(b"id: x\nevent:message_chunk\ndata: 1\n\n"),
+    "empty-id": _interrupted(b"id:\nevent: message_chunk\ndata: 1\n\n"),
+    "blank-line": _interrupted(b"\n"),
+    "field-without-colon": _interrupted(b"id\nevent: message_chunk\ndata: 1\n\n"),
+    "unknown-field": _interrupted(b"idx: 1\nevent: message_chunk\ndata: 1\n\n"),
+    "junk-before-id": _interrupted(b"xid: 1\nevent: message_chunk\ndata: 1\n\n"),
+    "unterminated": typical_stream(6) + b"id: 9\nevent: message_chunk\ndata: x",
+    "cr": _interrupted(b"id: x\revent: message_chunk\rdata: 1\r\r"),
+    "lone-cr-in-run": typical_stream(6) + b"id: x\nevent: message_chunk\ndata: 1\r\n",
+    "bom-later": _interrupted("\ufeffid: x\nevent: message_chunk\ndata: 1\n\n".encode()),
+    "event-only": _interrupted(b"event: message_chunk\n\n"),
+    "data-shape-then-other": b"data: a\n\ndata: b\n\ndata:c\n\ndata: d\n\n",
+    "one-then-other-type": b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\n" * 3,
+    "id-data-then-id-event-data": b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n" + typical_stream(5),
+}
+
+
+@pytest.mark.parametrize("stream", INTERRUPTIONS.values(), ids=INTERRUPTIONS.keys())
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
+def test_interrupted_runs_same_on_every_path(stream: bytes, chunk: int) -> None:
+    cuts = range(chunk, len(stream), chunk)
+    expected = per_chunk(stream, cuts, fast_path=False)
+    assert per_chunk(stream, cuts) == expected
+    assert per_chunk(stream, cuts, runs=True) == type_and_data(expected)
+
+
+@pytest.mark.parametrize("runs", [True, False], ids=["feed_runs", "feed"])
+def test_uniform_run_ids_and_state(runs: bool) -> None:
+    decoder = SSEDecoder()
+    stream = b"".join(b"id: %d\ndata: {}\n\n" % i for i in range(5))
+    if runs:
+        assert decoder.feed_runs(stream) == [("message", ["{}"] * 5)]
+    else:
+        assert decoder.feed(stream) == [E(data="{}", id=str(i)) for i in range(5)]
+    assert decoder.last_event_id == "4"
+    assert decoder.at_event_boundary
+    # Events without an id line keep the last one in force.
+    assert decoder.feed(b"data: a\n\ndata: b\n\n") == [E(data="a", id="4"), E(data="b", id="4")]
+
+
+def test_uniform_run_carries_the_retry_in_force() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"retry: 1500\n\n") == []
+    stream = b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+    assert decoder.feed(stream) == [
+        E(data="a", id="1", retry=1500),
+        E(data="b", id="2", retry=1500),
+    ]
+    assert decoder.feed(typical_stream(2, ids=False)) == [
+        E("message_chunk", e.data, "2", 1500) for e in SSEDecoder().feed(typical_stream(2))
+    ]
+
+
+def test_feed_runs_raises_at_the_limits_like_feed() -> None:
+    stream = b"data: ok\n\n" * 50 + b"data: " + b"x" * 80 + b"\n\n" + b"data: ok\n\n" * 50
+    for feed in (SSEDecoder.feed, SSEDecoder.feed_runs):
+        with pytest.raises(StreamError):
+            feed(SSEDecoder(max_line_size=64, max_event_size=64), stream)
+    decoder = SSEDecoder(max_line_size=64, max_event_size=64)
+    runs = decoder.feed_runs(b"data: 0123456789\n\n" * 1000)
+    assert sum(len(datas) for _, datas in runs) == 1000
+
+
+# --- limits ----------------------------------------------------------------------------
+
+
+def test_default_limits_are_a_few_mebibytes() -> None:
+    assert 1 << 20 <= DEFAULT_MAX_LINE_SIZE <= DEFAULT_MAX_EVENT_SIZE <= 64 << 20
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        SSEDecoder(max_line_size=0)
+    with pytest.raises(ValueError):
+        SSEDecoder(max_event_size=-1)
+
+
+@both_paths
+def test_line_at_the_limit_is_accepted(fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=16, fast_path=fast_path)
+    line = b"data: " + b"x" * 10  # exactly 16 characters
+    assert decoder.feed(line + b"\n\n") == [E(data="x" * 10)]
+
+
+@both_paths
+def test_line_over_the_limit_raises(fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=16, fast_path=fast_path)
+    with pytest.raises(StreamError) as caught:
+        decoder.feed(b"event: big\ndata: " + b"x" * 11 + b"\n\n")
+    assert caught.value.event == "big"
+    assert caught.value.received.startswith("data: xxxx")
+    assert "16" in str(caught.value)
+
+
+@both_paths
+def test_line_limit_raises_before_the_line_ends(fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=100, fast_path=fast_path)
+    decoder.feed(b"data: ")
+    fed = 6
+    with pytest.raises(StreamError) as caught:
+        for _ in range(1000):
+            fed += 7
+            decoder.feed(b"y" * 7)
+    assert 100 < fed <= 107  # raised by the chunk that crossed the limit
+    assert caught.value.event is None
+    assert caught.value.received.startswith("data: yyy")
+
+
+@both_paths
+def test_event_over_the_limit_raises(fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=100, max_event_size=40, fast_path=fast_path)
+    with pytest.raises(StreamError) as caught:
+        decoder.feed(b"event: big\n" + b"data: 0123456789\n" * 5 + b"\n")
+    assert caught.value.event == "big"
+    assert caught.value.received.startswith("0123456789")  # the start of the data
+
+
+@both_paths
+def test_event_limit_raises_in_small_chunks(fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=1000, max_event_size=500, fast_path=fast_path)
+    stream = b"id: 1\nevent: big\n" + (b"data: " + b"z" * 100 + b"\n") * 100
+    fed = 0
+    with pytest.raises(StreamError) as caught:
+        for start in range(0, len(stream), 3):
+            fed = start + 3
+            decoder.feed(stream[start:fed])
+    assert 17 + 4 * 107 < fed < 17 + 5 * 107  # while reading the fifth data line
+    assert caught.value.event == "big"
+    assert caught.value.received.startswith("zzz")
+
+
+@both_paths
+def test_event_limit_counts_the_line_being_read(fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=1000, max_event_size=50, fast_path=fast_path)
+    decoder.feed(b"data: " + b"a" * 40 + b"\n")  # 41 characters of data
+    with pytest.raises(StreamError):
+        decoder.feed(b"data: " + b"b" * 20)  # no line end yet
+
+
+@both_paths
+def test_many_small_events_never_reach_the_event_limit(fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=64, max_event_size=64, fast_path=fast_path)
+    events = decoder.feed(b"data: 0123456789\n\n" * 1000)
+    assert len(events) == 1000
+
+
+@both_paths
+def test_oversized_event_in_a_run_of_small_ones_raises(fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=64, max_event_size=64, fast_path=fast_path)
+    stream = b"data: ok\n\n" * 50 + b"data: " + b"x" * 80 + b"\n\n" + b"data: ok\n\n" * 50
+    with pytest.raises(StreamError):
+        decoder.feed(stream)
+
+
+def test_error_excerpt_is_bounded() -> None:
+    decoder = SSEDecoder(max_line_size=100_000)
+    with pytest.raises(StreamError) as caught:
+        decoder.feed(b"data: " + b"q" * 200_000)
+    assert len(caught.value.received) < 1000
+    assert len(str(caught.value)) < 1500
+
+
+# --- linear time (structure only; speed is measured in benchmarks/) ---------------------
+
+
+@both_paths
+def test_one_mebibyte_line_fed_in_kibibyte_chunks(fast_path: bool) -> None:
+    size = 1 << 20
+    stream = b"event: big\ndata: " + b"x" * size + b"\n\n"
+    decoder = SSEDecoder(fast_path=fast_path)
+    events: list[ServerSentEvent] = []
+    for start in range(0, len(stream), 1024):
+        events += decoder.feed(stream[start : start + 1024])
+    assert len(events) == 1
+    assert events[0].event == "big"
+    assert len(events[0].data) == size
+    assert decoder.at_event_boundary
+
+
+@both_paths
+def test_one_mebibyte_event_of_many_lines_in_kibibyte_chunks(fast_path: bool) -> None:
+    line = b"data: " + b"y" * 1017 + b"\n"  # 1024 bytes a line
+    stream = line * 1024 + b"\n"
+    events = parse(stream, fast_path=fast_path, cuts=range(1000, len(stream), 1000))
+    assert len(events) == 1
+    assert events[0].data == "\n".join(["y" * 1017] * 1024)
+
+
+# --- properties ------------------------------------------------------------------------
+
+_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "x",
+            "1500",
+            "007",
+            "message_chunk",
+            '{"content_chunk":"hi ","finish_reason":null}',
+            "a\x00b",
+            "é€😀",
+            "\ufeff",
+            ": ",
+        ]
+    ),
+    st.text(max_size=6),
+)
+_LINES = st.one_of(
+    st.builds(
+        lambda name, sep, value: name + sep + value,
+        st.sampled_from(["data", "event", "id", "retry", "foo", "Data", "", ":"]),
+        st.sampled_from([":", ": ", ":  ", ""]),
+        _VALUES,
+    ),
+    st.sampled_from(["", "", ":", ": keep-alive"]),
+)
+_EOL = st.sampled_from(["\n", "\n", "\r", "\r\n"])
+
+
+@st.composite
+def _common_run(draw: st.DrawFn) -> str:
+    # A run of events in the shapes the fast path takes, with awkward values.
+    fields = draw(st.sampled_from([("id", "event", "data"), ("id", "data"), ("event", "data")]))
+    sep = draw(st.sampled_from([": ", ":"]))
+    events = []
+    for _ in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            fields = draw(st.sampled_from([("data",), ("id", "event", "data")]))
+        lines = [name + sep + draw(_VALUES) for name in fields]
+        events.append("\n".join(lines) + "\n\n")
+    return "".join(events)
+
+
+@st.composite
+def _uniform_run(draw: st.DrawFn) -> str:
+    # Two or more events of one common shape and one type, as the uniform fast path
+    # takes them whole (or must refuse them: a value may break the shape).
+    fields = draw(
+        st.sampled_from([("id", "event", "data"), ("id", "data"), ("event", "data"), ("data",)])
+    )
+    sep = draw(st.sampled_from([": ", ":"]))
+    values = {"event": draw(_VALUES)}
+    events = []
+    for _ in range(draw(st.integers(2, 5))):
+        values["id"] = draw(_VALUES)
+        values["data"] = draw(_VALUES)
+        events.append("".join(f"{name}{sep}{values[name]}\n" for name in fields) + "\n")
+    return "".join(events)
+
+
+_FRAGMENTS = st.one_of(
+    st.builds(lambda line, eol: (line + eol).encode(), _LINES, _EOL),
+    _common_run().map(str.encode),
+    _uniform_run().map(str.encode),
+    st.sampled_from(
+        [BOM, b"\xff", b"\xe2\x82", b"\xf0\x9f", b"\r", b"\n", b"\x00", b"retry: 7\n\n"]
+    ),
+    st.binary(max_size=4),
+)
+
+
+@st.composite
+def streams_and_cuts(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    prefix = draw(st.sampled_from([b"", b"", BOM, BOM + BOM]))
+    fragments = draw(st.lists(_FRAGMENTS, max_size=25))
+    stream = prefix + b"".join(fragments)
+    # Cut anywhere, or only where fragments meet (then chunks often hold whole runs).
+    ends = list(accumulate(map(len, fragments), initial=len(prefix)))
+    anywhere = st.integers(0, len(stream))
+    cuts = draw(st.lists(anywhere, max_size=12) | st.lists(st.sampled_from(ends), max_size=12))
+    return stream, sorted(cuts)
+
+
+@st.composite
+def uniform_streams_and_cuts(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    # Runs the uniform fast path takes whole, among things that set state or break runs,
+    # cut mostly where they meet: the uniform path then starts chunks with state in force.
+    others = st.sampled_from(
+        [b"", b"retry: 7\n\n", b"id: 5\n\n", b"id\n\n", b": c\n", b"data: x\n\n", b"\n", b"id: 1"]
+    )
+    fragments = draw(st.lists(st.one_of(_uniform_run().map(str.encode), others), max_size=8))
+    stream = b"".join(fragments)
+    ends = list(accumulate(map(len, fragments), initial=0))
+    cuts = draw(st.lists(st.sampled_from(ends) | st.integers(0, len(stream)), max_size=8))
+    return stream, sorted(cuts)
+
+
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(streams_and_cuts())
+def test_any_chunking_gives_the_same_result(case: tuple[bytes, list[int]]) -> None:
+    stream, cuts = case
+    for fast_path in (True, False):
+        whole = outcome(stream, fast_path=fast_path)
+        assert outcome(stream, cuts, fast_path=fast_path) == whole
+    assert outcome(stream, bytewise(stream), fast_path=False) == outcome(stream, fast_path=False)
+
+
+@SETTINGS
+@given(streams_and_cuts())
+def test_fast_paths_match_the_reference(case: tuple[bytes, list[int]]) -> None:
+    # Chunk by chunk, and whole: the same events from feed, the same types and data from
+    # feed_runs, and the same state after each chunk.
+    stream, cuts = case
+    for chunking in (cuts, []):
+        expected = per_chunk(stream, chunking, fast_path=False)
+        assert per_chunk(stream, chunking) == expected
+        assert per_chunk(stream, chunking, runs=True) == type_and_data(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(uniform_streams_and_cuts())
+def test_uniform_runs_match_the_reference(case: tuple[bytes, list[int]]) -> None:
+    stream, cuts = case
+    expected = per_chunk(stream, cuts, fast_path=False)
+    assert per_chunk(stream, cuts) == expected
+    assert per_chunk(stream, cuts, runs=True) == type_and_data(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams_and_cuts(), st.integers(1, 40), st.integers(1, 60))
+def test_limits_hit_whatever_the_chunking_and_path(
+    case: tuple[bytes, list[int]], max_line: int, max_event: int
+) -> None:
+    stream, cuts = case
+    expected = outcome(stream, fast_path=False, max_line_size=max_line, max_event_size=max_event)
+    for fast_path in (False, True):
+        got = outcome(
+            stream, cuts, fast_path=fast_path, max_line_size=max_line, max_event_size=max_event
+        )
+        assert got == expected
+    by_chunk = per_chunk(
+        stream, cuts, fast_path=False, max_line_size=max_line, max_event_size=max_event
+    )
+    runs = per_chunk(stream, cuts, runs=True, max_line_size=max_line, max_event_size=max_event)
+    assert runs == type_and_data(by_chunk)
