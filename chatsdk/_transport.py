@@ -3,19 +3,23 @@
 Everything that turns an aiohttp or msgspec failure into a chatsdk error before a
 response body is handed on lives here (the stream body is ``_streaming``'s job).
 Nothing here logs or formats a credential: log lines carry the method, the path
-without its query, the status and the attempt number.
+without its query, the status and the attempt number. Error messages and bodies are
+scrubbed of every secret the call sent (the API key, the client token, extra header
+values, query values such as a revoked token) in case a server echoes one, and an
+aiohttp exception is only chained as the cause once it cannot show the request's
+query or headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Literal, TypeAlias
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import msgspec
@@ -25,6 +29,7 @@ from .errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    StreamError,
     ValidationError,
     excerpt,
     status_error_class,
@@ -50,6 +55,15 @@ REFRESH_MARGIN = 30.0
 # An error body is read for its message and kept on the exception; cap it so a server
 # answering an error with a huge body cannot make us buffer it.
 MAX_ERROR_BODY = 64 * 1024
+# ... and do not wait long for it: it is only a message, and a server dripping it a byte
+# at a time (each byte resetting the read timeout) must not hold the call.
+ERROR_BODY_TIMEOUT = 10.0
+# A token operation's JSON answer is a few hundred bytes; a mebibyte leaves room for any
+# forward-compatible growth while bounding what a hostile server can make us buffer.
+MAX_JSON_BODY = 1024 * 1024
+# Secrets shorter than this are not scrubbed from messages (as in the CLI): no real key
+# or token is that short, and replacing every "k" of a message would make it unreadable.
+MIN_SECRET_LENGTH = 6
 
 
 class _TokenSource:
@@ -68,6 +82,11 @@ class _TokenSource:
     @property
     def configured(self) -> bool:
         return self._provider is not None or self._token is not None
+
+    @property
+    def current(self) -> str | None:
+        """The token last sent or fetched (a secret: for scrubbing messages only)."""
+        return self._token
 
     async def get(self, *, stale: str | None = None) -> str | None:
         """The token to send: a new one when missing, about to expire, or equal to ``stale``."""
@@ -110,7 +129,7 @@ def _jwt_expiry(token: str) -> float | None:
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = msgspec.json.decode(base64.urlsafe_b64decode(payload))
-    except (ValueError, msgspec.DecodeError):
+    except (ValueError, msgspec.DecodeError, RecursionError):
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
@@ -225,7 +244,13 @@ class Transport:
         With ``retried_400_ok``, a 400 answering a retry counts as success (a revoke
         whose first attempt went through but whose answer was lost).
         """
+        for name, value in (params or {}).items():
+            # Encoded by aiohttp, so no injection is possible; still, a control character
+            # in a token is a caller's mistake worth reporting before anything is sent.
+            check_header_value(name, value)
+        _check_no_dot_segments(url)
         session = self._get_session()
+        secrets = self._secrets(params)
         request_headers: dict[str, str] = {}
         if body is not None:
             request_headers["Content-Type"] = "application/json"
@@ -237,14 +262,21 @@ class Transport:
         client_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout.connect, sock_read=timeout.read
         )
-        path_for_log = url.split("?", 1)[0]
+        path_for_log = _without_query(url)
         attempt = 0
         refreshed_token: str | None = None
+        loop = asyncio.get_running_loop()
         while True:
             auth = await self._auth_headers(api, refresh_from=refreshed_token)
             sent_token = auth.get("Gram-Chat-Session")
+            if sent_token is not None and len(sent_token) >= MIN_SECRET_LENGTH:
+                secrets.add(sent_token)
+            # The wait for the response headers is bounded by ``idle`` too: a server
+            # dripping header bytes (each one resetting the read timeout) or sending 1xx
+            # answers forever would otherwise hold the call with no total timeout set.
+            headers_by = _earliest(deadline, timeout.idle and loop.time() + timeout.idle)
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(headers_by):
                     response = await session.request(
                         method,
                         url,
@@ -258,15 +290,17 @@ class Transport:
                 if _past(deadline):
                     raise APITimeoutError(
                         f"{method} {path_for_log}: total timeout expired"
-                    ) from exc
+                    ) from _safe_cause(exc, secrets)
                 error: APIConnectionError = APITimeoutError(
-                    f"{method} {path_for_log}: timed out waiting for the server"
+                    f"{method} {path_for_log}: {_timeout_reason(exc, timeout)}"
                 )
-                cause: BaseException = exc
+                cause = _safe_cause(exc, secrets)
                 retry_after = None
             except aiohttp.ClientError as exc:
-                error = APIConnectionError(f"{method} {path_for_log}: {_describe(exc)}")
-                cause = exc
+                error = APIConnectionError(
+                    _redact(f"{method} {path_for_log}: {_describe(exc)}", secrets)
+                )
+                cause = _safe_cause(exc, secrets)
                 retry_after = None
             else:
                 status = response.status
@@ -285,7 +319,13 @@ class Transport:
                     refreshed_token = sent_token
                     continue
                 try:
-                    status_error = await _status_error(response, method, path_for_log)
+                    # Bounded like every other wait for the server: idle and total.
+                    wait = min(ERROR_BODY_TIMEOUT, timeout.idle or ERROR_BODY_TIMEOUT)
+                    if deadline is not None:
+                        wait = max(0.0, min(wait, deadline - loop.time()))
+                    status_error = await _status_error(
+                        response, method, path_for_log, secrets, wait
+                    )
                 finally:
                     response.release()
                 retry_after = response.headers.get("Retry-After")
@@ -323,6 +363,7 @@ class Transport:
     ) -> bytes:
         """Send a request and read its whole (successful) body, within ``timeout.total``."""
         deadline = deadline_for(timeout)
+        secrets = self._secrets(params)
         response = await self.send(
             method,
             url,
@@ -334,15 +375,28 @@ class Transport:
             deadline=deadline,
             retried_400_ok=retried_400_ok,
         )
+        loop = asyncio.get_running_loop()
+        # The body is bounded like the headers: by ``idle`` as well as ``total``.
+        body_by = _earliest(deadline, timeout.idle and loop.time() + timeout.idle)
+        error: APIConnectionError
         try:
-            async with asyncio.timeout_at(deadline):
-                return await response.read()
+            async with asyncio.timeout_at(body_by):
+                return await _read_at_most(response, MAX_JSON_BODY)
         except TimeoutError as exc:
-            raise APITimeoutError(f"{method}: timed out reading the response body") from exc
+            error = APITimeoutError(f"{method}: timed out reading the response body")
+            cause = _safe_cause(exc, secrets)
         except aiohttp.ClientError as exc:
-            raise APIConnectionError(f"{method}: {_describe(exc)}") from exc
+            error = APIConnectionError(_redact(f"{method}: {_describe(exc)}", secrets))
+            cause = _safe_cause(exc, secrets)
         finally:
             response.release()
+        raise error from cause
+
+    def _secrets(self, params: Mapping[str, str] | None) -> set[str]:
+        """Every secret a call may send: scrubbed from whatever it raises."""
+        s = self.settings
+        values = [s.api_key, self._tokens.current, *s.headers.values(), *(params or {}).values()]
+        return {v for v in values if v is not None and len(v) >= MIN_SECRET_LENGTH}
 
 
 def deadline_for(timeout: Timeout) -> float | None:
@@ -350,6 +404,41 @@ def deadline_for(timeout: Timeout) -> float | None:
     if timeout.total is None:
         return None
     return asyncio.get_running_loop().time() + timeout.total
+
+
+def _earliest(deadline: float | None, other: float | None) -> float | None:
+    """The earlier of two ``loop.time()`` limits (None: no limit)."""
+    if deadline is None:
+        return other
+    if other is None:
+        return deadline
+    return min(deadline, other)
+
+
+def _timeout_reason(exc: BaseException, timeout: Timeout) -> str:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"timed out connecting (connect timeout {timeout.connect} s)"
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return f"no bytes from the server for {timeout.read} s (read timeout)"
+    return f"no response headers within {timeout.idle} s (idle timeout)"
+
+
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def _check_no_dot_segments(url: str) -> None:
+    """Refuse a path with a ``.`` or ``..`` segment (also percent-encoded).
+
+    yarl resolves them before sending, so ``continue_("..")`` would otherwise reach
+    another endpoint (``/chat_sessions/../chat_results`` is ``/chat_results``).
+    """
+    for segment in urlsplit(url).path.split("/"):
+        if unquote(segment) in (".", ".."):
+            raise ValidationError(
+                f"the request path {_without_query(url)!r} has a '.' or '..' segment, which "
+                "would send the request to another endpoint (is a chat_session_id '.' or '..'?)"
+            )
 
 
 def _past(deadline: float | None) -> bool:
@@ -374,40 +463,146 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__ + (f": {exc}" if str(exc) and "://" not in str(exc) else "")
 
 
-async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
-    """Up to ``cap`` bytes of a body, for an error report; a broken read keeps what came."""
+async def read_capped(
+    response: aiohttp.ClientResponse, cap: int, timeout: float = ERROR_BODY_TIMEOUT
+) -> bytes:
+    """Up to ``cap`` bytes of a body, for an error report, waiting at most ``timeout``
+    seconds; a broken or slow read keeps what came."""
     parts: list[bytes] = []
     size = 0
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-        while size < cap:
-            data = await response.content.read(cap - size)
-            if not data:
-                break
-            parts.append(data)
-            size += len(data)
+    try:
+        async with asyncio.timeout(timeout):
+            while size < cap:
+                data = await response.content.read(cap - size)
+                if not data:
+                    break
+                parts.append(data)
+                size += len(data)
+    except (aiohttp.ClientError, TimeoutError):
+        pass
     return b"".join(parts)
 
 
-async def _status_error(response: aiohttp.ClientResponse, method: str, path: str) -> APIStatusError:
+async def _read_at_most(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, or StreamError once it passes ``cap`` bytes (nothing more is read)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        # content.read(n) returns what is buffered (up to n), not n bytes: loop to EOF.
+        data = await response.content.read(cap + 1 - size)
+        if not data:
+            return b"".join(parts)
+        parts.append(data)
+        size += len(data)
+        if size > cap:
+            raise StreamError(f"response body larger than {cap} bytes", received=parts[0][:512])
+
+
+async def _status_error(
+    response: aiohttp.ClientResponse,
+    method: str,
+    path: str,
+    secrets: Collection[str] = (),
+    wait: float = ERROR_BODY_TIMEOUT,
+) -> APIStatusError:
     """The typed error for an error response, carrying its parsed body (read up to a cap)."""
-    raw = await read_capped(response, MAX_ERROR_BODY)
+    raw = await read_capped(response, MAX_ERROR_BODY, wait)
     body: Any = None
     if raw:
         if "json" in response.content_type:
             try:
                 body = msgspec.json.decode(raw)
-            except msgspec.DecodeError:
+            except (ValueError, RecursionError):
+                # msgspec.DecodeError is a ValueError, and so is the UnicodeDecodeError it
+                # raises for a string that is not UTF-8; RecursionError is its answer to
+                # absurdly deep nesting.
                 body = raw.decode("utf-8", "replace")
         else:
             body = raw.decode("utf-8", "replace")
+    body = _redact_value(body, secrets)
     cls = status_error_class(response.status)
     return cls(
-        f"{response.reason or 'error'} from {method} {path}: {_message_of(body)}",
+        _redact(f"{response.reason or 'error'} from {method} {path}: {_message_of(body)}", secrets),
         status=response.status,
         body=body,
-        request_id=response.headers.get("X-Request-Id"),
-        headers=dict(response.headers),
+        request_id=_redact(response.headers.get("X-Request-Id") or "", secrets) or None,
+        headers={k: _redact(v, secrets) for k, v in response.headers.items()},
     )
+
+
+def _redact(text: str, secrets: Collection[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (longest first, so none half-shows)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _redact_value(value: Any, secrets: Collection[str]) -> Any:
+    """A decoded JSON value with :func:`_redact` applied to every string in it."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return _redact(value, secrets)
+    if isinstance(value, list):
+        return [_redact_value(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {_redact(str(k), secrets): _redact_value(v, secrets) for k, v in value.items()}
+    return value
+
+
+def _shows_secret(exc: BaseException, secrets: Collection[str]) -> bool:
+    """Whether ``exc`` or anything chained to it shows a secret in its str or repr."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            text = f"{current!s}\n{current!r}"
+        except Exception:  # a broken __str__ cannot be shown either
+            return True
+        if any(secret in text for secret in secrets):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _safe_cause(exc: BaseException, secrets: Collection[str]) -> BaseException | None:
+    """``exc`` to chain as the cause of a chatsdk error, or a copy that hides the request.
+
+    aiohttp's ClientResponseError (raised for a garbage status line or headers) shows
+    the request URL in its str (a revoke call's token is in the query) and the request
+    headers (the API key) in its repr; it is replaced by a copy without either. Any other
+    exception that would show a secret is not chained at all (None).
+    """
+    if isinstance(exc, aiohttp.ClientResponseError):
+        info = exc.request_info
+        try:
+            # An empty header mapping of aiohttp's own types (multidict's, which chatsdk
+            # does not depend on by name).
+            no_headers = type(info.headers)(type(info.headers.copy())())
+            clean_info = aiohttp.RequestInfo(
+                info.url.with_query(None).with_fragment(None).with_user(None),
+                info.method,
+                no_headers,
+                info.real_url.with_query(None).with_fragment(None).with_user(None),
+            )
+            clean = type(exc)(
+                clean_info,
+                (),
+                status=exc.status,
+                message=_redact(exc.message, secrets),
+                headers=exc.headers,
+            )
+        except Exception:  # a subclass with another signature: chain nothing
+            return None
+        parse_error = exc.__cause__  # what was wrong with the server's bytes
+        if parse_error is not None and not _shows_secret(parse_error, secrets):
+            clean.__cause__ = parse_error
+        return clean.with_traceback(exc.__traceback__)
+    if _shows_secret(exc, secrets):
+        return None
+    return exc
 
 
 def _message_of(body: Any) -> str:

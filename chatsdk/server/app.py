@@ -9,6 +9,7 @@ DELETE   ``/rpc/chatSessions.revoke?token=...``           revoke a client token 
 POST     ``/chat_sessions/chat_results``                  first turn of a new session
 POST     ``/chat_sessions/{chat_session_id}/chat_results`` next turn of a session
 GET      ``/chat_sessions/results/{result_id}/events``    a result's event log (resume)
+GET      ``/openapi.json``                                the OpenAPI 3.1 document of these
 =======  ===============================================  ==================================
 
 Errors of ``/rpc/`` routes are Goa ``ServiceError`` bodies with a ``goa-error``
@@ -49,6 +50,7 @@ from chatsdk.models import (
 )
 from chatsdk.server.auth import TokenError, TokenExpired, TokenSigner, keys_equal, origin_error
 from chatsdk.server.faults import Faults, FaultState
+from chatsdk.server.openapi import openapi_json
 from chatsdk.server.responder import Answer, split_words
 from chatsdk.server.responder import answer as respond
 from chatsdk.server.store import IdempotencyRecord, Store, StoredEvent
@@ -221,6 +223,11 @@ def _validation_item(exc: msgspec.ValidationError) -> ValidationErrorItem:
 
 
 _T = TypeVar("_T")
+_TOO_DEEP: Final = "Invalid JSON: nested too deeply"
+_NOT_UTF8: Final = "Invalid JSON: a string is not valid UTF-8"
+# Last-Event-ID values this server sends are small decimal integers; anything else
+# (Unicode digits, thousands of digits) is refused before int() or SQLite sees it.
+_EVENT_ID_RE: Final = re.compile(r"[0-9]{1,18}")
 
 
 def _decode_chat_body(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
@@ -230,6 +237,11 @@ def _decode_chat_body(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
         item = _validation_item(exc)
     except msgspec.DecodeError as exc:
         item = ValidationErrorItem(loc=["body"], msg=f"Invalid JSON: {exc}", type="json_invalid")
+    except (RecursionError, UnicodeDecodeError) as exc:
+        # msgspec raises these outside its DecodeError family: for absurdly deep nesting
+        # (even in an ignored unknown field) and for a string that is not UTF-8.
+        msg = _TOO_DEEP if isinstance(exc, RecursionError) else _NOT_UTF8
+        item = ValidationErrorItem(loc=["body"], msg=msg, type="json_invalid")
     raise ApiError(422, item.msg, detail=[item])
 
 
@@ -494,8 +506,8 @@ def create_app(server: ReferenceServer) -> web.Application:
     app.router.add_post("/chat_sessions/{chat_session_id}/chat_results", routes.chat_continue)
     app.router.add_get("/chat_sessions/results/{result_id}/events", routes.result_events)
     app.router.add_route("OPTIONS", "/chat_sessions/{tail:.*}", routes.preflight)
-    # Further documentation routes (e.g. GET /openapi.json) belong here; add their paths
-    # to _UNCOUNTED_PATHS when they are not API calls.
+    # Documentation routes; their paths are in _UNCOUNTED_PATHS (not API calls).
+    app.router.add_get("/openapi.json", routes.openapi)
     return app
 
 
@@ -711,6 +723,10 @@ class _Routes:
         """``GET /healthz``: liveness."""
         return web.Response(text="ok")
 
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        """``GET /openapi.json``: the OpenAPI 3.1 document of the routes."""
+        return web.Response(body=openapi_json(), content_type="application/json")
+
     async def preflight(self, request: web.Request) -> web.StreamResponse:
         """CORS preflight for the chat routes."""
         return web.Response(
@@ -735,6 +751,10 @@ class _Routes:
             params = _token_body_decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise ApiError(400, f"invalid request body: {exc}") from None
+        except (RecursionError, UnicodeDecodeError) as exc:
+            # Outside msgspec's DecodeError family: absurd nesting, a string not UTF-8.
+            msg = _TOO_DEEP if isinstance(exc, RecursionError) else _NOT_UTF8
+            raise ApiError(400, f"invalid request body: {msg}") from None
         if not 1 <= params.expires_after <= 3600:
             raise ApiError(422, "expires_after must be between 1 and 3600 seconds")
         if problem := origin_error(params.embed_origin):
@@ -843,6 +863,7 @@ class _Routes:
         stream: bool,
     ) -> web.StreamResponse:
         store = self.server.store
+        after = self._last_event_id(request)  # refused when malformed, used by replays
         with self._stream_slot(caller) if stream else contextlib.nullcontext():
             outcome = self._idempotency_lookup(request, body)
             if isinstance(outcome, IdempotencyRecord):
@@ -850,9 +871,7 @@ class _Routes:
                     return _replayed(outcome)
                 # A repeat of a streamed call replays the first call's event log, from
                 # the start or after the Last-Event-ID the retry carries.
-                return await self._send_stream(
-                    request, outcome.result_id, self._last_event_id(request)
-                )
+                return await self._send_stream(request, outcome.result_id, after)
             if session_id is not None and not store.session_exists(session_id, self.server.project):
                 raise ApiError(404, f"chat session {session_id} not found")
             history = [] if session_id is None else store.history(session_id)
@@ -903,7 +922,7 @@ class _Routes:
         raw = request.headers.get("Last-Event-ID", "").strip()
         if not raw:
             return 0
-        if not raw.isdigit():
+        if not _EVENT_ID_RE.fullmatch(raw):
             raise ApiError(400, "Last-Event-ID must be an event id sent by this server")
         return int(raw)
 

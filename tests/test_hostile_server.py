@@ -1,0 +1,649 @@
+"""Hostile servers: fuzzed event streams, and misbehaviour written byte by byte on raw sockets.
+
+The promise under test: whatever a server sends, only :class:`chatsdk.StreamError` or
+:class:`chatsdk.APIConnectionError` (``APITimeoutError`` included) escapes, or the
+stream finishes cleanly; memory stays bounded by the event-size limit; nothing hangs
+(every call runs under ``asyncio.timeout``); no connection leaks (pytest turns a
+``ResourceWarning`` into an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import itertools
+import json
+import socket
+import struct
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import chatsdk
+from chatsdk.sse import SSEDecoder
+from tests.scripted import Reply, ScriptedServer
+
+pytestmark = pytest.mark.anyio
+
+KEY = "hostile-test-api-key-1234"
+FAST = chatsdk.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
+TYPED = (chatsdk.StreamError, chatsdk.APIConnectionError)
+# Small limits make oversized lines and events cheap to reach.
+LIMIT = 2048
+
+CHUNK = (
+    b"event: message_chunk\n"
+    b'data: {"chat_session_id":"s","content_chunk":"hi","finish_reason":null}\n\n'
+)
+LAST = (
+    b"event: message_chunk\n"
+    b'data: {"chat_session_id":"s","content_chunk":"","finish_reason":"stop"}\n\n'
+)
+CITED = (
+    b"event: records_cited\n"
+    b'data: {"citations":[{"number":1,"record":{"type":"documentation","url":"u"}}]}\n\n'
+)
+
+# -- adversarial event streams -----------------------------------------------------------
+
+_JSON_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20
+).map(json.dumps)
+
+_PIECES: list[st.SearchStrategy[bytes]] = [
+    st.binary(max_size=64),  # random bytes
+    st.sampled_from([CHUNK, LAST, CITED, b"data: plain\n\n", b"id: 7\ndata: x\n\n"]),
+    _JSON_TEXT.map(
+        lambda t: b'event: message_chunk\ndata: {"content_chunk":' + t.encode() + b"}\n\n"
+    ),
+    st.integers(1, 3 * LIMIT).map(lambda n: b"data: " + b"x" * n),  # huge line
+    st.integers(1, 400).map(lambda n: b"data: abcdef\n" * n),  # endless data lines
+    st.sampled_from(
+        [
+            b"\x00",
+            b"id: 1\x002\n\n",
+            b"event: message_chunk\x00\ndata: {}\n\n",
+            b"\r",  # lone CR
+            b"data: a\rdata: b\r\r",
+            b"\r\n\r\n",
+            b"\xff\xfe",  # invalid UTF-8
+            b"\xc3",  # a character cut in half
+            b"\xed\xa0\x80",  # an encoded surrogate
+            b"\xef\xbb\xbf",  # a BOM, anywhere
+            b": ping\n",
+            b"retry: 99999999999999999999999999\n",
+            b"retry: -1\n",
+            b"retry: \xd9\xa3\n",
+            b"event: message_chunk\ndata: {not json\n\n",
+            b'event: message_chunk\ndata: {"content_chunk": 5}\n\n',
+            b'event: message_chunk\ndata: {"content_chunk": "a", "finish_reason": [1]}\n\n',
+            b'event: message_chunk\ndata: ["content_chunk"]\n\n',
+            b"event: message_chunk\ndata: \n\n",
+            b"event: message_chunk\ndata: null\n\n",
+            b'event: records_cited\ndata: {"citations": 1}\n\n',
+            b'event: records_cited\ndata: {"citations": [{"record": {}}]}\n\n',
+            b'event: records_cited\ndata: {"citations": [{"record": {"type": "x"}, "number": 1e9'
+            b"99}]}\n\n",
+            b"event: brand_new\ndata: {}\n\n",  # unknown event
+            b"event: \ndata: x\n\n",
+            b"event\ndata\n\n",
+            b"data:" + "é".encode() * 10 + b"\n\n",
+        ]
+    ),
+]
+
+streams = st.lists(st.one_of(*_PIECES), max_size=12).map(b"".join)
+
+
+@st.composite
+def chunked(draw: st.DrawFn) -> list[bytes]:
+    """An adversarial stream cut into chunks at arbitrary points."""
+    data = draw(streams)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+# == 1. the sans-IO decoder =============================================================
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(chunked(), st.booleans())
+def test_decoder_only_ever_raises_stream_error(chunks: list[bytes], fast_path: bool) -> None:
+    decoder = SSEDecoder(max_line_size=LIMIT, max_event_size=LIMIT, fast_path=fast_path)
+    try:
+        for chunk in chunks:
+            for event in decoder.feed(chunk):
+                assert len(event.data) <= LIMIT
+                assert "\x00" not in event.id
+                assert isinstance(event.event, str) and event.event
+    except chatsdk.StreamError as exc:
+        assert len(str(exc)) < 2000  # an excerpt, never the whole input
+
+
+# Input that must make the decoder fail fast: one line or one event grows without end.
+OVERFLOWING = {
+    "one endless data line": b"data: " + b"x" * 65530,
+    "one endless comment": b":" + b"x" * 65535,
+    "endless data lines": b"data: abcdefghijklmnopqrstuvwxyz\n" * 2048,
+    "endless NUL bytes": b"\x00" * 65536,
+    "endless invalid UTF-8": b"\xff" * 65536,
+}
+# Input the decoder may take forever, keeping nothing: lines that never grow an event.
+# About a thousand lines each, for tracemalloc makes each line some 20 µs slower.
+HARMLESS = {
+    "endless event-type lines": b"event: message_chunk\n" * 1000,
+    "endless id lines": b"id: 12345\n" * 1000,
+    "endless lone CRs": b"\r" * 1000,
+    "endless tiny events": b"data:x\n\n" * 1000,
+    "endless comments": b": ping\n" * 1000,
+}
+MEMORY_LIMIT = 4096
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "reference"])
+@pytest.mark.parametrize("name", list(OVERFLOWING))
+def test_decoder_fails_fast_on_input_that_grows_without_end(name: str, fast_path: bool) -> None:
+    """16 MiB offered 64 KiB at a time against a 4 KiB limit: StreamError within the
+    first two chunks, holding little more than one chunk."""
+    chunk = OVERFLOWING[name]
+    decoder = SSEDecoder(
+        max_line_size=MEMORY_LIMIT, max_event_size=MEMORY_LIMIT, fast_path=fast_path
+    )
+    fed = 0
+    tracemalloc.start()
+    try:
+        with pytest.raises(chatsdk.StreamError):
+            while fed < 16 * 1024 * 1024:
+                fed += len(chunk)
+                decoder.feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fed <= 2 * len(chunk)
+    assert peak < 1024 * 1024, f"{name}: peak {peak} bytes"
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "reference"])
+@pytest.mark.parametrize("name", list(HARMLESS))
+def test_decoder_memory_does_not_grow_with_endless_input(name: str, fast_path: bool) -> None:
+    """The peak while feeding 16 more chunks is no higher than while feeding the first 4:
+    nothing accumulates (the events are dropped at once, as a consumer would)."""
+    chunk = HARMLESS[name]
+    decoder = SSEDecoder(
+        max_line_size=MEMORY_LIMIT, max_event_size=MEMORY_LIMIT, fast_path=fast_path
+    )
+    tracemalloc.start()
+    try:
+        for _ in range(4):
+            decoder.feed(chunk)
+        _, warm = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(16):
+            decoder.feed(chunk)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= warm + 16 * 1024, f"{name}: {warm} then {peak} bytes"
+    assert peak < 1024 * 1024 and current < 64 * 1024
+
+
+# == 2. the stream object, over HTTP =====================================================
+
+
+def make_client(url: str, **kw: Any) -> chatsdk.ChatClient:
+    kw.setdefault("retries", 0)
+    kw.setdefault("timeout", chatsdk.Timeout(connect=2, read=2, idle=2, total=10))
+    return chatsdk.ChatClient(KEY, base_url=url, max_event_size=LIMIT, **kw)
+
+
+async def consume(client: chatsdk.ChatClient) -> list[chatsdk.ChatEvent]:
+    events: list[chatsdk.ChatEvent] = []
+    async with asyncio.timeout(15):  # a hang fails the test instead of stalling it
+        async for event in client.chat.create(integration_id="docs", messages="q"):
+            events.append(event)
+    return events
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(chunked())
+async def test_stream_object_only_raises_typed_errors(chunks: list[bytes]) -> None:
+    reply = Reply(pieces=chunks or [b""], content_type="text/event-stream")
+    async with ScriptedServer([reply]) as srv, make_client(srv.url) as client:
+        try:
+            events = await consume(client)
+        except TYPED as exc:
+            assert len(str(exc)) < 4000
+        else:
+            kinds = (chatsdk.MessageChunk, chatsdk.RecordsCited, chatsdk.UnknownEvent)
+            assert all(isinstance(e, kinds) for e in events)
+
+
+@pytest.mark.parametrize(
+    ("name", "piece", "expected"),
+    [
+        ("endless data line", b"data: " + b"x" * 65530, chatsdk.StreamError),
+        ("endless data lines", b"data: abcdefghijklmnopqrstuvwxyz\n" * 2048, chatsdk.StreamError),
+        ("endless comments", b": ping\n" * 9000, chatsdk.APITimeoutError),
+    ],
+)
+async def test_stream_memory_is_bounded_whatever_the_server_sends(
+    name: str, piece: bytes, expected: type[Exception]
+) -> None:
+    """The server offers 64 MiB; the client's peak stays a few MiB (aiohttp's buffers
+    included) and the call ends with the typed error."""
+    reply = Reply(pieces=[piece] * 1024, content_type="text/event-stream")
+    async with ScriptedServer([reply]) as srv:
+        tracemalloc.start()
+        try:
+            async with make_client(srv.url, timeout=chatsdk.Timeout(idle=0.5, total=20)) as client:
+                with pytest.raises(expected):
+                    await consume(client)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"{name}: peak {peak} bytes"
+
+
+async def deeply_nested_json_payload_is_a_stream_error() -> None:
+    deep = b'{"content_chunk":"a","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    body = b"event: message_chunk\ndata: " + deep + b"\n\n"
+    async with ScriptedServer([Reply(body=body, content_type="text/event-stream")]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.StreamError):
+                await consume(client)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RecursionError,
+    reason="_streaming.py _decode catches msgspec.DecodeError only; msgspec raises "
+    "RecursionError for deep nesting",
+)
+async def test_deeply_nested_json_in_an_event_payload_is_a_stream_error_xfail() -> None:
+    await deeply_nested_json_payload_is_a_stream_error()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeDecodeError,
+    reason="_streaming.py _accept catches msgspec.DecodeError only; msgspec raises "
+    "UnicodeDecodeError for a string that is not UTF-8",
+)
+async def test_non_utf8_json_answer_is_a_stream_error() -> None:
+    body = b'{"chat_session_id": "s", "message": {"role": "assistant", "content": "\xff"}}'
+    async with ScriptedServer([Reply(body=body)]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.StreamError):
+                await client.chat.create(integration_id="docs", messages="q", stream=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeDecodeError,
+    reason="tokens.py create catches msgspec.DecodeError only (UnicodeDecodeError, "
+    "RecursionError escape)",
+)
+async def test_non_utf8_token_answer_is_a_stream_error() -> None:
+    body = b'{"client_token": "\xff", "embed_origin": "x", "expires_after": 1, "status": "a"}'
+    async with ScriptedServer([Reply(body=body)]) as srv:
+        async with chatsdk.ChatClient(KEY, project="p", base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.StreamError):
+                await client.tokens.create(embed_origin="https://a.example")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=chatsdk.StreamError,
+    reason="_streaming.py _read_whole: content.read(n) returns what is buffered, not n "
+    "bytes, so a JSON answer longer than one read is cut",
+)
+async def test_a_large_non_streaming_answer_is_read_whole() -> None:
+    answer = {"chat_session_id": "s", "message": {"role": "assistant", "content": "x" * 300_000}}
+    body = json.dumps(answer).encode()
+    pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    async with ScriptedServer([Reply(pieces=pieces, delay=0.01)]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            result = await client.chat.create(integration_id="docs", messages="q", stream=False)
+    assert len(result.text) == 300_000
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="_streaming.py resets the resume budget on any event, so a server that ignores "
+    "Last-Event-ID and replays from the start keeps the stream going forever, duplicating",
+)
+async def test_a_server_replaying_from_the_start_on_every_resume_is_refused() -> None:
+    body = b"id: 1\n" + CHUNK + b"event: message_chunk\ndata: {"  # ends mid-event
+    reply = Reply(body=body, content_type="text/event-stream", headers={"Content-Location": "/r"})
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            with pytest.raises(chatsdk.StreamError):
+                async with asyncio.timeout(3):
+                    await consume(client)
+
+
+# == 3. raw sockets =====================================================================
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handle: Handler) -> AsyncIterator[str]:
+    """A server answering with bytes written by hand; yields its base URL."""
+    tasks: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)  # type: ignore[arg-type]
+        writers.append(writer)
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            # The client left, as it should after a failure, or the test is over. (A
+            # cancelled handler would make asyncio log an error from its done callback.)
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        for writer in writers:
+            writer.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """The request's head and body (by Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            head += await reader.readexactly(int(line.split(b":")[1]))
+    return head
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as a crashed host or a middlebox would."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def scripted(*steps: bytes | float | str) -> Handler:
+    """A handler: read the request, then write bytes, sleep (float) or "reset"/"close"."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        for step in steps:
+            if isinstance(step, bytes):
+                writer.write(step)
+                await writer.drain()
+            elif isinstance(step, float):
+                await asyncio.sleep(step)
+            elif step == "reset":
+                reset(writer)
+                return
+            elif step == "close":
+                writer.close()
+                return
+        await reader.read()  # hold the connection until the client leaves
+
+    return handle
+
+
+def dripped(data: bytes, every: float) -> Handler:
+    """A handler writing ``data`` one byte at a time (then closing)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        for i in range(len(data)):
+            writer.write(data[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(every)
+        writer.close()
+
+    return handle
+
+
+def forever(prefix: bytes, unit: bytes, every: float) -> Handler:
+    """A handler writing ``prefix`` then ``unit`` every ``every`` seconds, forever."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(prefix)
+        while True:
+            writer.write(unit)
+            await writer.drain()
+            await asyncio.sleep(every)
+
+    return handle
+
+
+PAUSE = 0.05  # lets the client read what was written before the connection is cut
+STREAM_FAILURES: dict[str, tuple[Handler, type[Exception], int]] = {
+    # name: (server, the error expected, events the caller gets before it)
+    "reset before the status line": (scripted("reset"), chatsdk.APIConnectionError, 0),
+    "close before the status line": (scripted("close"), chatsdk.APIConnectionError, 0),
+    "reset after the headers": (scripted(SSE_HEAD, PAUSE, "reset"), chatsdk.StreamError, 0),
+    "reset mid-event": (
+        scripted(SSE_HEAD, chunk(CHUNK), chunk(b"event: message_chunk\ndata: {"), PAUSE, "reset"),
+        chatsdk.StreamError,
+        1,
+    ),
+    "reset mid-chunk-size line": (
+        scripted(SSE_HEAD, chunk(CHUNK), b"1", PAUSE, "reset"),
+        chatsdk.StreamError,
+        1,
+    ),
+    "truncated chunked encoding (no last chunk)": (
+        scripted(SSE_HEAD, chunk(CHUNK), PAUSE, "close"),
+        chatsdk.StreamError,
+        1,
+    ),
+    "chunk shorter than its size": (
+        # 256 bytes announced, one event sent: the event is data, and arrives.
+        scripted(SSE_HEAD, chunk(CHUNK), b"100\r\n" + CHUNK, PAUSE, "close"),
+        chatsdk.StreamError,
+        2,
+    ),
+    # aiohttp 3.14 (C parser) never wakes a body reader after an invalid chunk size, and
+    # drops its read timer too: only the idle timeout ends the wait (1 s here).
+    "invalid chunk size": (
+        scripted(SSE_HEAD, chunk(CHUNK), PAUSE, b"zz\r\n" + CHUNK, PAUSE, "close"),
+        chatsdk.APITimeoutError,
+        1,
+    ),
+    "body shorter than Content-Length": (
+        scripted(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 10000\r\n\r\n",
+            CHUNK,
+            PAUSE,
+            "close",
+        ),
+        chatsdk.StreamError,
+        1,
+    ),
+    "garbage status line": (scripted(b"SPAM EGGS\r\n\r\n"), chatsdk.APIConnectionError, 0),
+    "garbage header line": (
+        scripted(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"),
+        chatsdk.APIConnectionError,
+        0,
+    ),
+    "1 MiB header": (
+        scripted(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 2**20 + b"\r\n\r\n"),
+        chatsdk.APIConnectionError,
+        0,
+    ),
+    "switching protocols": (
+        scripted(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n",
+            b"\x00" * 64,
+        ),
+        chatsdk.ChatSDKError,
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(STREAM_FAILURES))
+async def test_misbehaving_server_raises_a_typed_error(name: str) -> None:
+    handler, expected, before = STREAM_FAILURES[name]
+    got: list[chatsdk.ChatEvent] = []
+    async with raw_server(handler) as url:
+        timeout = chatsdk.Timeout(connect=2, read=1, idle=1)
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=FAST, timeout=timeout) as client:
+            began = time.monotonic()
+            with pytest.raises(expected) as info:
+                async with asyncio.timeout(10):
+                    async for event in client.chat.create(integration_id="docs", messages="q"):
+                        got.append(event)
+    assert isinstance(info.value, TYPED), repr(info.value)
+    assert len(got) == before
+    assert time.monotonic() - began < 5
+    gc.collect()  # an unclosed connection would warn (an error here) now
+
+
+async def test_a_valid_stream_dripped_byte_by_byte_finishes() -> None:
+    body = CHUNK + LAST + CITED
+    data = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    async with raw_server(dripped(data, 0.001)) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            async with asyncio.timeout(20):
+                result = await client.chat.create(integration_id="docs", messages="q")
+    assert result.text == "hi" and result.finish_reason == "stop" and result.citations
+
+
+async def test_a_body_read_until_close_finishes_cleanly() -> None:
+    # HTTP/1.0 without a length: the body ends when the server closes. Legitimate.
+    data = b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n" + CHUNK + LAST
+    async with raw_server(scripted(data, "close")) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            async with asyncio.timeout(10):
+                result = await client.chat.create(integration_id="docs", messages="q")
+    assert result.text == "hi"
+
+
+IDLE = chatsdk.Timeout(connect=2, read=5, idle=0.5)
+HANGS: dict[str, Handler] = {
+    # Each byte resets aiohttp's read timeout; only idle (or total) can end these.
+    "headers dripped forever": forever(b"HTTP/1.1 200 OK\r\n", b"X", 0.01),
+    "header lines forever": forever(b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n", 0.01),
+    "100 Continue forever": forever(b"", b"HTTP/1.1 100 Continue\r\n\r\n", 0.01),
+    "comments forever": forever(SSE_HEAD, chunk(b": ping\n"), 0.01),
+    "one endless line": forever(SSE_HEAD + chunk(b"data: "), chunk(b"x"), 0.01),
+    "chunk-size digits forever": forever(SSE_HEAD, b"0", 0.01),
+    "event never finished": forever(
+        SSE_HEAD + chunk(b"event: message_chunk\n"), chunk(b"id: 1\n"), 0.01
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HANGS))
+async def test_a_slow_drip_ends_at_the_idle_timeout(name: str) -> None:
+    async with raw_server(HANGS[name]) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=IDLE) as client:
+            began = time.monotonic()
+            with pytest.raises(chatsdk.APITimeoutError, match="idle"):
+                async with asyncio.timeout(10):
+                    await client.chat.create(integration_id="docs", messages="q")
+    assert time.monotonic() - began < 3
+
+
+async def test_a_total_timeout_bounds_a_drip_that_never_stops() -> None:
+    handler = forever(SSE_HEAD, chunk(CHUNK), 0.01)  # healthy-looking, but endless
+    async with raw_server(handler) as url:
+        timeout = chatsdk.Timeout(total=0.5)
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
+            began = time.monotonic()
+            with pytest.raises(chatsdk.APITimeoutError, match="total"):
+                async with asyncio.timeout(10):
+                    await client.chat.create(integration_id="docs", messages="q")
+    assert time.monotonic() - began < 3
+
+
+TOKEN_FAILURES: dict[str, tuple[Handler, type[Exception]]] = {
+    "reset before the status line": (scripted("reset"), chatsdk.APIConnectionError),
+    "garbage status line": (scripted(b"HTTP/1.1 abc\r\n\r\n"), chatsdk.APIConnectionError),
+    "1 MiB header": (
+        scripted(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 2**20 + b"\r\n\r\n"),
+        chatsdk.APIConnectionError,
+    ),
+    "answer larger than 1 MiB": (
+        scripted(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4194304\r\n\r\n",
+            b'{"client_token": "' + b"a" * (4 * 2**20 - 20) + b'"}',
+        ),
+        chatsdk.StreamError,
+    ),
+    "answer dripped forever": (
+        forever(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99999\r\n\r\n{",
+            b" ",
+            0.01,
+        ),
+        chatsdk.APITimeoutError,
+    ),
+    "error body dripped forever": (
+        forever(
+            b"HTTP/1.1 400 Bad\r\nContent-Type: text/plain\r\nContent-Length: 99999\r\n\r\n",
+            b"x",
+            0.01,
+        ),
+        chatsdk.BadRequestError,
+    ),
+    "reset mid-answer": (
+        scripted(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            PAUSE,
+            "reset",
+        ),
+        chatsdk.APIConnectionError,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TOKEN_FAILURES))
+async def test_token_operations_against_a_misbehaving_server(name: str) -> None:
+    handler, expected = TOKEN_FAILURES[name]
+    async with raw_server(handler) as url:
+        async with chatsdk.ChatClient(
+            KEY, project="p", base_url=url, retries=FAST, timeout=IDLE
+        ) as client:
+            began = time.monotonic()
+            with pytest.raises(expected):
+                async with asyncio.timeout(10):
+                    await client.tokens.create(embed_origin="https://a.example")
+    assert time.monotonic() - began < 3
