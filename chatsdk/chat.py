@@ -12,7 +12,13 @@ from ._config import RetryPolicy, Timeout
 from ._streaming import ChatStream
 from ._transport import Transport
 from .errors import ValidationError
-from .models import ChatRequestSession, ContinueChatRequest, CreateChatRequest, Message
+from .models import (
+    ChatRequestSession,
+    ContinueChatRequest,
+    CreateChatRequest,
+    Message,
+    RecordsCited,
+)
 
 __all__ = ["Chat"]
 
@@ -84,8 +90,13 @@ class Chat:
         """
         _check_text("chat_session_id", chat_session_id)
         _check_text("integration_id", integration_id)
+        question = _message(message, "message")
+        if question.role != "user":
+            raise ValidationError(
+                f"message.role must be 'user' (the next question), got {question.role!r}"
+            )
         body = ContinueChatRequest(
-            integration_id=integration_id, message=_message(message, "message"), stream=bool(stream)
+            integration_id=integration_id, message=question, stream=bool(stream)
         )
         path = f"/chat_sessions/{quote(chat_session_id, safe='')}/chat_results"
         return self._stream(path, msgspec.json.encode(body), timeout, retries)
@@ -139,6 +150,8 @@ def _message(value: Message | Mapping[str, Any] | str, where: str) -> Message:
         raise ValidationError(f"{where}.role must be 'user' or 'assistant', got {value.role!r}")
     if not isinstance(value.content, str):
         raise ValidationError(f"{where}.content must be a string")
+    if value.records_cited is not None and not isinstance(value.records_cited, RecordsCited):
+        raise ValidationError(f"{where}.records_cited must be a RecordsCited or None")
     if value.role == "user" and not value.content.strip():
         raise ValidationError(f"{where}.content must not be empty")
     return value

@@ -8,7 +8,7 @@ Decoders are built once per type, at import, never per event.
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import msgspec
 
@@ -175,6 +175,16 @@ class ChatSessionToken(msgspec.Struct, frozen=True):
         )
 
     __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        # rich and IPython's pretty printer use this instead of __repr__.
+        return [
+            ("client_token", "***"),
+            ("embed_origin", self.embed_origin),
+            ("expires_after", self.expires_after),
+            ("status", self.status),
+            ("user_identifier", self.user_identifier),
+        ]
 
 
 class ServiceErrorBody(msgspec.Struct, frozen=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ._config import RetryPolicy, Timeout, check_origin
+from ._config import RetryPolicy, Timeout, check_header_value, check_origin
 from ._transport import Transport
 from .errors import StreamError, ValidationError
 from .models import ChatSessionToken, CreateTokenRequest
@@ -70,9 +70,13 @@ class Tokens:
         )
         try:
             return _TOKEN.decode(raw)
-        except msgspec.DecodeError as exc:
-            # The excerpt is withheld: a malformed answer may still hold the token.
-            raise StreamError(f"invalid chatSessions.create answer: {exc}") from None
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            # msgspec raises UnicodeDecodeError (a ValueError) for bytes that are not UTF-8
+            # and RecursionError for absurd nesting. The excerpt is withheld: a malformed
+            # answer may still hold the token.
+            raise StreamError(
+                f"invalid chatSessions.create answer: {type(exc).__name__}: {exc}"
+            ) from None
 
     async def revoke(
         self,
@@ -86,6 +90,7 @@ class Tokens:
             token = token.client_token
         if not isinstance(token, str) or not token.strip():
             raise ValidationError("token must be a non-empty client token string")
+        check_header_value("token", token)  # a token never holds control characters
         t = self._transport
         await t.request_json(
             "DELETE",

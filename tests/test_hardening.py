@@ -236,15 +236,7 @@ async def test_chat_create_arguments_are_validated_nothing_sent(
         ("  ", "q", "chat_session_id"),
         (".", "q", "segment"),  # yarl would resolve these: another endpoint would be hit
         ("..", "q", "segment"),
-        pytest.param(
-            "s",
-            chatsdk.Message("assistant", "a"),
-            "role",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="chat.py continue_ accepts an assistant message; the server answers 422",
-            ),
-        ),
+        ("s", chatsdk.Message("assistant", "a"), "role"),
         ("s", "", "empty"),
         ("s", {"role": "user"}, "content"),
     ],
@@ -1019,11 +1011,6 @@ def test_settings_repr_masks_every_secret() -> None:
     assert KEY not in buffer.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models.py ChatSessionToken masks __repr__/__str__ but msgspec's __rich_repr__ "
-    "(used by rich and IPython's rich display) still yields client_token",
-)
 def test_rich_repr_of_a_token_masks_it() -> None:
     token = chatsdk.ChatSessionToken(
         client_token="a-client-token-xyz", embed_origin=ORIGIN, expires_after=60, status="active"

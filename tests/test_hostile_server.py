@@ -289,12 +289,6 @@ async def test_non_utf8_json_answer_is_a_stream_error() -> None:
                 await client.chat.create(integration_id="docs", messages="q", stream=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="tokens.py create catches msgspec.DecodeError only (UnicodeDecodeError, "
-    "RecursionError escape)",
-)
 async def test_non_utf8_token_answer_is_a_stream_error() -> None:
     body = b'{"client_token": "\xff", "embed_origin": "x", "expires_after": 1, "status": "a"}'
     async with ScriptedServer([Reply(body=body)]) as srv:
