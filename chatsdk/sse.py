@@ -12,17 +12,20 @@ on where the chunks were cut. There is no end-of-input call: an event not
 terminated by a blank line is never dispatched, and the caller tells a body
 that ended mid-event by :attr:`~SSEDecoder.at_event_boundary` being false.
 The decoder never does IO, never blocks and keeps no reference to the bytes
-it was given.
+it was given. :meth:`SSEDecoder.feed_runs` is the same contract for a consumer
+that needs only each event's type and data: it returns them grouped in runs of
+one type, without building :class:`ServerSentEvent` objects.
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from operator import itemgetter
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
 
@@ -31,16 +34,16 @@ from chatsdk.errors import StreamError
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "DEFAULT_MAX_LINE_SIZE",
+    "EventRun",
     "SSEDecoder",
     "ServerSentEvent",
 ]
 
 # Limits are counted in characters of decoded text. A chat event is a few hundred
 # bytes; the largest we know of, ``records_cited``, is tens of KiB. Go's bufio.Scanner,
-# which many SSE clients are built on, stops at 64 KiB by default, and those clients
-# routinely raise it to a few MiB after meeting large LLM events; 4 MiB per line keeps
-# that headroom (about 100x our largest event) while bounding what one stream can make
-# us hold.
+# the base of many SSE clients, stops at 64 KiB by default, a cap LLM clients commonly
+# raise into the MiB range once large events break it. 4 MiB per line is about 100x our
+# largest event, and still bounds what one stream can make us hold.
 DEFAULT_MAX_LINE_SIZE: Final = 4 * 1024 * 1024
 # An event's data may span many ``data:`` lines, so it gets twice the line limit: room
 # for any legitimate event, and still a fixed bound on the memory one stream can pin.
@@ -55,6 +58,8 @@ _LINE_END: Final = re.compile(r"\r\n|\r|\n")
 
 class _Shape(NamedTuple):
     # A common event shape: some field lines in a fixed order, then the blank line.
+    fields: tuple[str, ...]
+    separator: str  # ": " or ":", the same on every line of the event
     run: re.Pattern[str]  # matches a run of one or more events of this shape
     stride: int  # lines per event, the blank line included
     # For each of id, event type and data: which line of an event holds it (-1: none)
@@ -67,33 +72,46 @@ class _Shape(NamedTuple):
     data_value: Callable[[str], str]
 
 
-def _shape(fields: tuple[str, ...], space: bool) -> _Shape:
-    # All of an event's lines put one space after the colon, or none do (then the
-    # value must not start with a space, which would be removed). An event type is
-    # never empty (that would mean "message"). ``.`` matches anything but LF: the
-    # caller turns every CR line end into LF and keeps NUL (it voids an id) out of the
-    # searched span.
-    separator = ": " if space else ":"
-    value = ".*" if space else "(?:[^ \n].*)?"
-    event_type = ".+" if space else "[^ \n].*"
-    lines = "".join(
-        f"{name}{separator}{event_type if name == 'event' else value}\n" for name in fields
-    )
+def _event_regex(
+    fields: tuple[str, ...],
+    separator: str,
+    event_type: str | None = None,
+    groups: tuple[str, ...] = (),
+) -> str:
+    # One event of a common shape. All of its lines put one space after the colon, or
+    # none do (then a value must not start with a space, which would be removed). The
+    # event type is any non-empty one (empty would mean "message"), or exactly
+    # event_type; the values of the fields named in groups are captured. ``.`` matches
+    # anything but LF: the caller turns every CR line end into LF and keeps NUL (it
+    # voids an id) out of any span where an id is matched.
+    value = ".*" if separator == ": " else "(?:[^ \n].*)?"
+    patterns = {"id": value, "event": ".+" if separator == ": " else "[^ \n].*", "data": value}
+    if event_type is not None:
+        patterns["event"] = re.escape(event_type)
+    for name in groups:
+        patterns[name] = f"({patterns[name]})"
+    return "".join(f"{name}{separator}{patterns[name]}\n" for name in fields) + "\n"
 
-    def line(name: str) -> int:
+
+def _shape(fields: tuple[str, ...], space: bool) -> _Shape:
+    separator = ": " if space else ":"
+
+    def position(name: str) -> int:
         return fields.index(name) if name in fields else -1
 
     def value_of(name: str) -> Callable[[str], str]:
         return itemgetter(slice(len(name + separator), None))
 
     return _Shape(
-        re.compile(f"(?:{lines}\n)+"),
+        fields,
+        separator,
+        re.compile(f"(?:{_event_regex(fields, separator)})+"),
         len(fields) + 1,
-        line("id"),
+        position("id"),
         value_of("id"),
-        line("event"),
+        position("event"),
         value_of("event"),
-        line("data"),
+        position("data"),
         value_of("data"),
     )
 
@@ -112,9 +130,51 @@ _COMMON_SHAPES: Final[dict[str, tuple[_Shape, ...]]] = {
 }
 
 
+# Bounded because the event type comes from the server: a stream of ever new types
+# costs at most one compilation per chunk and never grows the cache.
+@functools.lru_cache(maxsize=32)
+def _uniform_pattern(shape: _Shape, event_type: str, with_ids: bool) -> tuple[re.Pattern[str], int]:
+    # One event of this shape and type, its data (and with_ids, its id) captured; and
+    # how many characters such an event has besides its id and data values.
+    groups = ("id", "data") if with_ids and shape.id_line >= 0 else ("data",)
+    pattern = re.compile(_event_regex(shape.fields, shape.separator, event_type, groups))
+    other = sum(len(name + shape.separator + "\n") for name in shape.fields) + 1
+    if shape.event_line >= 0:
+        other += len(event_type)
+    return pattern, other
+
+
+#: A run of consecutive events of one type: the type, and each event's data in order.
+EventRun: TypeAlias = tuple[str, list[str]]
+
+
+def _append_run(runs: list[EventRun], event_type: str, datas: list[str]) -> None:
+    # Appends events of one type, to the last run if it has that type.
+    if runs and runs[-1][0] == event_type:
+        runs[-1][1].extend(datas)
+    else:
+        runs.append((event_type, datas))
+
+
+def _append_columns(runs: list[EventRun], event_types: list[str], datas: list[str]) -> None:
+    # Appends the events of these types and data, in order.
+    if event_types.count(event_types[0]) == len(event_types):  # the usual case: one type
+        _append_run(runs, event_types[0], datas)
+    else:
+        for event_type, data in zip(event_types, datas, strict=True):
+            _append_run(runs, event_type, [data])
+
+
+def _append_events(runs: list[EventRun], events: list[ServerSentEvent]) -> None:
+    # Moves events into runs, in order.
+    for event in events:
+        _append_run(runs, event.event, [event.data])
+    events.clear()
+
+
 def _line_end(text: str, pos: int, has_cr: bool) -> tuple[int, int]:
-    # Where the line starting at pos ends and where the next one starts; (-1, -1)
-    # when it does not end in text. str.find is much faster than a regex search.
+    # Where the line starting at pos ends (-1: not in text) and where the next one
+    # starts. Without CR, str.find does it far faster than a regex search.
     if has_cr:
         match = _LINE_END.search(text, pos)
         return match.span() if match is not None else (-1, -1)
@@ -191,6 +251,8 @@ class SSEDecoder:
         "_retry",
         "_text_decoder",
         "_undecoded",
+        "_uniform_backoff",
+        "_uniform_wait",
     )
 
     def __init__(
@@ -224,6 +286,10 @@ class SSEDecoder:
         self._fields_seen = False
         self._last_event_id = ""
         self._retry: int | None = None
+        # Which fast path to try (no bearing on results): after a uniform run was tried
+        # and refused, skip that many chunks before trying again, doubling up to 16.
+        self._uniform_wait = 0
+        self._uniform_backoff = 1
 
     @property
     def last_event_id(self) -> str:
@@ -237,8 +303,9 @@ class SSEDecoder:
 
     @property
     def at_event_boundary(self) -> bool:
-        """True when nothing partial is buffered: no partial line or character, no field
-        of an undispatched event. False at the end of a body means it ended mid-event."""
+        """True when nothing partial is buffered: no partial line or character, and no
+        field line (of any name; comments aside) since the last blank line. False at
+        the end of a body means the body ended mid-event."""
         return not (self._partial or self._fields_seen or self._undecoded)
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
@@ -247,8 +314,33 @@ class SSEDecoder:
         Raises :class:`~chatsdk.errors.StreamError` when a line or an event exceeds
         its limit (events completed earlier in the same chunk are then lost too).
         """
+        events: list[ServerSentEvent] = []
+        self._feed(data, events, None)
+        return events
+
+    def feed_runs(self, data: bytes) -> list[EventRun]:
+        """Like :meth:`feed`, for a consumer that wants only each event's type and data.
+
+        Returns the events the chunk completed as runs of consecutive events of one
+        type, ``(event_type, [data, ...])``, in order; flattened, they are exactly the
+        ``(event.event, event.data)`` of what :meth:`feed` would return, and the
+        decoder's state afterwards is the same. Cheaper: common-shape runs never
+        become :class:`ServerSentEvent` objects.
+        """
+        events: list[ServerSentEvent] = []
+        runs: list[EventRun] = []
+        self._feed(data, events, runs)
+        if events:
+            _append_events(runs, events)
+        return runs
+
+    def _feed(
+        self, data: bytes, events: list[ServerSentEvent], runs: list[EventRun] | None
+    ) -> None:
+        # Dispatches into events, or (runs not None) into runs as well: events then
+        # holds those not yet moved into runs.
         if not data:
-            return []
+            return
         if self._undecoded or data[-1] >= 0x80:
             # The chunk may end inside a character: the decoder keeps those bytes.
             text = self._text_decoder.decode(data)
@@ -258,14 +350,13 @@ class SSEDecoder:
             # same, and cheaper.
             text = data.decode("utf-8", "replace")
         if not text:
-            return []
+            return
         if not self._bom_checked:
             self._bom_checked = True
             if text[0] == "\ufeff":
                 text = text[1:]
                 if not text:
-                    return []
-        events: list[ServerSentEvent] = []
+                    return
         pos = 0
         if self._pending_cr and text[0] == "\n":
             pos = 1  # the LF of a CRLF split between two chunks
@@ -283,7 +374,7 @@ class SSEDecoder:
             line_end, pos_after = _line_end(text, pos, has_cr)
             if line_end < 0:
                 self._buffer_partial(text[pos:])
-                return events
+                return
             self._partial.append(text[pos:line_end])
             line = "".join(self._partial)
             self._partial = []
@@ -292,19 +383,34 @@ class SSEDecoder:
             pos = pos_after
 
         fast_path = self._fast_path
+        # The uniform run is tried once a chunk, at the first event start: a refused try
+        # costs a pass over the chunk, not to be paid again for every event, nor for
+        # every chunk of a stream that mixes event types.
+        uniform = fast_path and not self._uniform_wait
+        if self._uniform_wait:
+            self._uniform_wait -= 1
         next_nul = -1
         while pos < end:
             if fast_path and not self._fields_seen:
-                # Fast path: at the start of an event, take the longest run of
-                # common-shape events with one regex match and read all their fields
-                # with one split, all in C. The span searched stops before the next NUL
-                # and after ``_fast_limit`` characters (so no event in it can break a
-                # limit). The general path below handles everything else and is the
-                # reference this must agree with.
+                # Fast paths: at the start of an event, and never looking further than
+                # ``_fast_limit`` characters (so no event they take can break a limit).
+                # The general path below handles everything else and is the reference
+                # they must agree with.
+                if uniform:
+                    uniform = False
+                    run_end = self._dispatch_uniform(
+                        text, pos, pos + self._fast_limit, events, runs
+                    )
+                    if run_end != pos:
+                        pos = run_end
+                        continue
+                # Else take the longest run of common-shape events with one regex
+                # match and read all their fields with one split, all in C. The span
+                # searched also stops before the next NUL.
                 if next_nul < pos:
                     next_nul = _find(text, "\x00", pos)
                 run_end = self._dispatch_common(
-                    text, pos, min(next_nul, pos + self._fast_limit), events
+                    text, pos, min(next_nul, pos + self._fast_limit), events, runs
                 )
                 if run_end != pos:
                     pos = run_end
@@ -315,10 +421,80 @@ class SSEDecoder:
                 break
             self._process_line(text[pos:line_end], events)
             pos = pos_after
-        return events
+
+    def _dispatch_uniform(
+        self,
+        text: str,
+        pos: int,
+        endpos: int,
+        events: list[ServerSentEvent],
+        runs: list[EventRun] | None,
+    ) -> int:
+        # Dispatches every whole event in text[pos:endpos] if they are two or more,
+        # all of the first one's common shape and type, exactly as _process_line would,
+        # and returns where they end (pos if they are not). The usual chunk of a chat
+        # stream is such a run, and one regex call then reads all of it in C.
+        # (A common shape has no blank field line: each event ends at the first LF LF.)
+        first_end = text.find("\n\n", pos, endpos) + 2
+        end = text.rfind("\n\n", first_end, endpos) + 2  # the end of the last whole event
+        if first_end < 2 or end < 2:
+            return pos  # fewer than two whole events
+        for shape in _COMMON_SHAPES.get(text[pos], ()):
+            if shape.run.match(text, pos, first_end) is not None:
+                break
+        else:
+            return pos
+        has_ids = shape.id_line >= 0
+        if has_ids and text.find("\x00", pos, end) >= 0:
+            return pos
+        event_type = "message"
+        if shape.event_line >= 0:
+            event_type = shape.event_value(text[pos:first_end].split("\n")[shape.event_line])
+        with_ids = has_ids and runs is None  # feed_runs needs only the last event's id
+        pattern, other = _uniform_pattern(shape, event_type, with_ids)
+        ids: Iterable[str] = repeat(self._id_buffer)
+        if not has_ids:
+            # Matches never overlap and each is an event of its data's length plus
+            # ``other``, so they tile the span exactly when those lengths add up to it.
+            datas = pattern.findall(text, pos, end)
+            if sum(map(len, datas)) + len(datas) * other != end - pos:
+                return self._uniform_refused(pos)
+        else:
+            # Ids vary in length: split, and check that the gaps between matches (the
+            # text no event took) are all empty.
+            parts = pattern.split(text[pos:end])
+            step = 3 if with_ids else 2
+            if any(parts[::step]):
+                return self._uniform_refused(pos)
+            datas = parts[step - 1 :: step]
+            if with_ids:
+                ids = parts[1::step]
+                self._id_buffer = parts[-3]
+            else:  # the last event's id line, the first of its lines in these shapes
+                last = text.rfind("\n\n", pos, end - 2) + 2
+                self._id_buffer = shape.id_value(text[last : text.find("\n", last)])
+        self._uniform_backoff = 1
+        self._last_event_id = self._id_buffer
+        if runs is None:
+            events.extend(map(ServerSentEvent, repeat(event_type), datas, ids, repeat(self._retry)))
+        else:
+            _append_events(runs, events)
+            _append_run(runs, event_type, datas)
+        return end
+
+    def _uniform_refused(self, pos: int) -> int:
+        # A stream that mixes types or shapes would be refused again: back off.
+        self._uniform_wait = self._uniform_backoff
+        self._uniform_backoff = min(2 * self._uniform_backoff, 16)
+        return pos
 
     def _dispatch_common(
-        self, text: str, pos: int, endpos: int, events: list[ServerSentEvent]
+        self,
+        text: str,
+        pos: int,
+        endpos: int,
+        events: list[ServerSentEvent],
+        runs: list[EventRun] | None,
     ) -> int:
         # Dispatches the run of common-shape events at text[pos:endpos], exactly as
         # _process_line would, and returns where the run ends (pos if there is none).
@@ -346,9 +522,16 @@ class SSEDecoder:
             return run.end()
         # Many events: take each field as a column of lines, and build them all in C.
         datas = list(map(shape.data_value, lines[shape.data_line : stop : stride]))
-        event_types: Iterable[str] = repeat("message")
+        event_types: list[str] = ["message"] * len(datas)
         if shape.event_line >= 0:
             event_types = list(map(shape.event_value, lines[shape.event_line : stop : stride]))
+        if runs is not None:  # no event objects, and only the last id
+            if shape.id_line >= 0:
+                self._id_buffer = shape.id_value(lines[stop - stride + shape.id_line])
+            self._last_event_id = self._id_buffer
+            _append_events(runs, events)
+            _append_columns(runs, event_types, datas)
+            return run.end()
         ids: Iterable[str] = repeat(self._id_buffer)
         if shape.id_line >= 0:
             id_column = list(map(shape.id_value, lines[shape.id_line : stop : stride]))

@@ -626,6 +626,8 @@ INTERRUPTIONS = {
     "event-only": _interrupted(b"event: message_chunk\n\n"),
     "data-shape-then-other": b"data: a\n\ndata: b\n\ndata:c\n\ndata: d\n\n",
     "one-then-other-type": b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\n" * 3,
+    "regex-type": b"event: a.c\ndata: 1\n\nevent: a.c\ndata: 2\n\nevent: abc\ndata: 3\n\n",
+    "regex-type-ids": b"id: 1\nevent: (x)\ndata: 1\n\nid: 2\nevent: x\ndata: 2\n\n" * 2,
     "id-data-then-id-event-data": b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n" + typical_stream(5),
 }
 
@@ -926,7 +928,7 @@ def test_fast_paths_match_the_reference(case: tuple[bytes, list[int]]) -> None:
         assert per_chunk(stream, chunking, runs=True) == type_and_data(expected)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(uniform_streams_and_cuts())
 def test_uniform_runs_match_the_reference(case: tuple[bytes, list[int]]) -> None:
     stream, cuts = case
