@@ -50,6 +50,10 @@ _CHUNK = msgspec.json.Decoder(MessageChunk)
 _CITED = msgspec.json.Decoder(RecordsCited)
 _RESPONSE = msgspec.json.Decoder(ChatResponse)
 
+# msgspec raises UnicodeDecodeError (a ValueError) for bytes that are not UTF-8 and
+# RecursionError for absurd nesting, besides its own DecodeError.
+_DECODE_ERRORS = (msgspec.DecodeError, ValueError, RecursionError)
+
 # A non-streaming answer is read whole; bound it like the decoder bounds one event.
 MAX_JSON_BODY = 8 * 1024 * 1024
 
@@ -91,6 +95,8 @@ class ChatStream:
         self._started = False
         self._done = False
         self._pending: Iterator[ChatEvent] = iter(())
+        # A malformed payload found after good events of the same read: raised next.
+        self._error: StreamError | None = None
         # Every batch of events handed to the caller, folded into final_result().
         self._batches: list[list[ChatEvent]] = []
         self._chat_session_id: str | None = None
@@ -259,8 +265,10 @@ class ChatStream:
             body = await self._read_whole(response)
             try:
                 answer = _RESPONSE.decode(body)
-            except msgspec.DecodeError as exc:
-                raise StreamError(f"invalid JSON answer: {exc}", received=body) from exc
+            except _DECODE_ERRORS as exc:
+                raise StreamError(
+                    f"invalid JSON answer: {type(exc).__name__}: {exc}", received=body
+                ) from exc
             events: list[ChatEvent] = [
                 MessageChunk(
                     content_chunk=answer.message.content,
@@ -344,6 +352,8 @@ class ChatStream:
 
     async def _read_events(self) -> None:
         """Read until at least one event is ready or the body ends."""
+        if self._error is not None:
+            raise self._error
         if not self._started:
             await self._open()
             if self._done:  # a whole JSON answer, already queued
@@ -407,19 +417,30 @@ class ChatStream:
                 else:
                     decoded += [_decode_other(ServerSentEvent(event, data)) for data in datas]
             return decoded
-        except msgspec.DecodeError:
+        except _DECODE_ERRORS:
             pass
-        for event, datas in runs:  # find the culprit, to report it precisely
+        # Find the culprit, to report it precisely; the events before it are still
+        # delivered (what the caller sees must not depend on how the bytes were cut),
+        # and the error is raised when the caller asks for the next one.
+        good: list[ChatEvent] = []
+        for event, datas in runs:
             for data in datas:
                 try:
                     if event == "message_chunk":
-                        decode_chunk(data)
+                        good.append(decode_chunk(data))
                     else:
-                        _decode_other(ServerSentEvent(event, data))
-                except msgspec.DecodeError as exc:
-                    raise StreamError(
-                        f"invalid {event} payload: {exc}", event=event, received=data
-                    ) from exc
+                        good.append(_decode_other(ServerSentEvent(event, data)))
+                except _DECODE_ERRORS as exc:
+                    error = StreamError(
+                        f"invalid {event} payload: {type(exc).__name__}: {exc}",
+                        event=event,
+                        received=data,
+                    )
+                    error.__cause__ = exc
+                    if not good:
+                        raise error from exc
+                    self._error = error
+                    return good
         raise AssertionError("unreachable: a payload failed only once")  # pragma: no cover
 
     def _take(self, events: list[ChatEvent]) -> None:

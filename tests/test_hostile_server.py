@@ -265,22 +265,10 @@ async def deeply_nested_json_payload_is_a_stream_error() -> None:
                 await consume(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="_streaming.py _decode catches msgspec.DecodeError only; msgspec raises "
-    "RecursionError for deep nesting",
-)
 async def test_deeply_nested_json_in_an_event_payload_is_a_stream_error_xfail() -> None:
     await deeply_nested_json_payload_is_a_stream_error()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="_streaming.py _accept catches msgspec.DecodeError only; msgspec raises "
-    "UnicodeDecodeError for a string that is not UTF-8",
-)
 async def test_non_utf8_json_answer_is_a_stream_error() -> None:
     body = b'{"chat_session_id": "s", "message": {"role": "assistant", "content": "\xff"}}'
     async with ScriptedServer([Reply(body=body)]) as srv:

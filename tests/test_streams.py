@@ -281,3 +281,21 @@ async def test_unknown_events_are_surfaced_not_fatal() -> None:
             result = await stream.final_result()
     assert events[0] == chatsdk.UnknownEvent(event="ping_v2", data='{"t": 1}')
     assert result.text == "ok" and result.citations[0].record.type == "brand_new_type"
+
+
+async def test_good_events_before_a_malformed_one_are_delivered_first() -> None:
+    body = sse(
+        ("message_chunk", '{"content_chunk":"a"}'),
+        ("message_chunk", '{"content_chunk":"b"}'),
+        ("message_chunk", '{"content_chunk":"x"},{"content_chunk":"'),
+        ("message_chunk", '"}'),
+    )
+    async with ScriptedServer([Reply(body=body, content_type="text/event-stream")]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
+            got = []
+            with pytest.raises(chatsdk.StreamError) as info:
+                async for event in c.chat.create(integration_id="docs", messages="q"):
+                    got.append(event)
+    # Two payloads whose join is a valid JSON array are still refused one by one.
+    assert [e.content_chunk for e in got if isinstance(e, chatsdk.MessageChunk)] == ["a", "b"]
+    assert info.value.event == "message_chunk"
