@@ -27,7 +27,7 @@ import aiohttp
 import msgspec
 
 from ._config import RetryPolicy, Timeout
-from ._transport import Api, Transport, deadline_for, read_capped
+from ._transport import Api, Transport, deadline_for, read_at_most, read_capped
 from .errors import APIConnectionError, APITimeoutError, StreamError
 from .models import (
     ChatEvent,
@@ -288,15 +288,18 @@ class ChatStream:
         )
 
     async def _read_whole(self, response: aiohttp.ClientResponse) -> bytes:
+        # A whole answer is one "event": bounded by idle as well as total.
+        wait_until = self._deadline
+        if self._timeout.idle is not None:
+            idle_end = asyncio.get_running_loop().time() + self._timeout.idle
+            wait_until = idle_end if wait_until is None else min(wait_until, idle_end)
         try:
-            async with asyncio.timeout_at(self._deadline):
-                body = await response.content.read(MAX_JSON_BODY + 1)
+            async with asyncio.timeout_at(wait_until):
+                body = await read_at_most(response, MAX_JSON_BODY)
         except TimeoutError as exc:
             raise APITimeoutError("timed out reading the answer") from exc
         except aiohttp.ClientError as exc:
             raise APIConnectionError("the connection broke while reading the answer") from exc
-        if len(body) > MAX_JSON_BODY:
-            raise StreamError(f"answer larger than {MAX_JSON_BODY} bytes", received=body[:512])
         response.release()
         self._response = None
         return body

@@ -381,7 +381,7 @@ class Transport:
         error: APIConnectionError
         try:
             async with asyncio.timeout_at(body_by):
-                return await _read_at_most(response, MAX_JSON_BODY)
+                return await read_at_most(response, MAX_JSON_BODY)
         except TimeoutError as exc:
             error = APITimeoutError(f"{method}: timed out reading the response body")
             cause = _safe_cause(exc, secrets)
@@ -483,7 +483,7 @@ async def read_capped(
     return b"".join(parts)
 
 
-async def _read_at_most(response: aiohttp.ClientResponse, cap: int) -> bytes:
+async def read_at_most(response: aiohttp.ClientResponse, cap: int) -> bytes:
     """The whole body, or StreamError once it passes ``cap`` bytes (nothing more is read)."""
     parts: list[bytes] = []
     size = 0

@@ -285,12 +285,6 @@ async def test_non_utf8_token_answer_is_a_stream_error() -> None:
                 await client.tokens.create(embed_origin="https://a.example")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=chatsdk.StreamError,
-    reason="_streaming.py _read_whole: content.read(n) returns what is buffered, not n "
-    "bytes, so a JSON answer longer than one read is cut",
-)
 async def test_a_large_non_streaming_answer_is_read_whole() -> None:
     answer = {"chat_session_id": "s", "message": {"role": "assistant", "content": "x" * 300_000}}
     body = json.dumps(answer).encode()
