@@ -88,7 +88,6 @@ async def run_demo(out: TextIO | None = None, *, pace: float = 0.0) -> None:
     ``pace`` is a pause between two streamed events, in seconds, so that a person
     watching can see the answer arrive. Raises a ``chatsdk`` error if a step fails.
     """
-    from .cli import env_hidden
     from .server import Faults, ReferenceServer
 
     out = sys.stdout if out is None else out
@@ -121,10 +120,9 @@ async def run_demo(out: TextIO | None = None, *, pace: float = 0.0) -> None:
         project = server.project
         say(f"{INDENT}serving on {base_url} (project {project})")
 
-        # The demo talks to its own server only: CHATSDK_* settings of the shell must not
-        # redirect it or replace the client token with an exported API key.
-        with env_hidden("API_KEY", "SESSION_TOKEN", "TOKENS_BASE_URL", "CHAT_BASE_URL", "ORIGIN"):
-            backend = ChatClient(server.api_key, project=project, base_url=base_url)
+        # Explicit arguments beat CHATSDK_* variables (Settings.resolve), so the shell's
+        # settings cannot redirect the demo or replace its client token.
+        backend = ChatClient(server.api_key, project=project, base_url=base_url)
         async with backend:
             heading("Backend: mint a client token with the secret API key")
             token = await backend.tokens.create(
@@ -133,15 +131,12 @@ async def run_demo(out: TextIO | None = None, *, pace: float = 0.0) -> None:
             say(f"{INDENT}embed origin {token.embed_origin}, expires after {token.expires_after} s")
             say(f"{INDENT}(the token goes to the page; the API key never leaves the backend)")
 
-            with env_hidden(
-                "API_KEY", "SESSION_TOKEN", "TOKENS_BASE_URL", "CHAT_BASE_URL", "ORIGIN"
-            ):
-                browser = ChatClient(
-                    session_token=token.client_token,
-                    project=project,
-                    base_url=base_url,
-                    origin=EMBED_ORIGIN,
-                )
+            browser = ChatClient(
+                session_token=token.client_token,
+                project=project,
+                base_url=base_url,
+                origin=EMBED_ORIGIN,
+            )
             async with browser:
                 heading(f"Browser ({EMBED_ORIGIN}): stream an answer with the token")
                 say(f"{INDENT}> {FIRST_QUESTION}")

@@ -324,20 +324,6 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-@contextlib.contextmanager
-def env_hidden(*names: str) -> Iterator[None]:
-    """Hide ``CHATSDK_<name>`` variables while a client is built (settings resolve once).
-
-    ChatClient reads every unset argument from the environment; this keeps, say, an
-    exported API key from taking precedence over a client token asked for explicitly.
-    """
-    saved = {n: os.environ.pop(ENV_PREFIX + n) for n in names if ENV_PREFIX + n in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update({ENV_PREFIX + n: v for n, v in saved.items()})
-
-
 def _check_base_url(args: argparse.Namespace) -> None:
     base = _setting(args.base_url, "BASE_URL")
     if base is None and not (_setting(None, "TOKENS_BASE_URL") and _setting(None, "CHAT_BASE_URL")):
@@ -371,17 +357,15 @@ def _client(args: argparse.Namespace, *, token_ops: bool) -> ChatClient:
             raise _UsageError(
                 "a client token is sent with its project: pass --project or set CHATSDK_PROJECT"
             )
-    # A token given on the command line is what the user asked for: an exported API key
-    # would otherwise win over it.
-    hidden = ("API_KEY",) if explicit_token else ()
-    with env_hidden(*hidden):
-        return ChatClient(
-            args.api_key,
-            project=args.project,
-            session_token=args.session_token,
-            base_url=args.base_url,
-            origin=args.origin,
-        )
+    # A token given on the command line beats an exported API key: ChatClient reads
+    # CHATSDK_API_KEY only when no client token was passed.
+    return ChatClient(
+        args.api_key,
+        project=args.project,
+        session_token=args.session_token,
+        base_url=args.base_url,
+        origin=args.origin,
+    )
 
 
 # -- commands -------------------------------------------------------------------------------
