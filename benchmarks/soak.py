@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import random
-import resource
 import statistics
 import sys
 import threading
@@ -34,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -41,6 +41,10 @@ import msgspec
 import chatsdk
 from chatsdk.server import Faults, ReferenceServer
 from chatsdk.server.responder import answer, split_words
+
+# The benchmark helpers sit beside this file (run.py does the same).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import raise_fd_limit
 
 SELF = os.path.abspath(__file__)
 KEY = "soak-test-api-key-0123456789"
@@ -78,15 +82,6 @@ def key_of(event: chatsdk.ChatEvent) -> Key:
     if isinstance(event, chatsdk.RecordsCited):
         return ("cited", msgspec.json.encode(event).decode(), None)
     return ("unknown", event.event, event.data)
-
-
-def raise_fd_limit() -> int:
-    """Raise the open-file limit to the hard limit (1,000 sockets need more than 1,024)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 65536
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # -- the server process -------------------------------------------------------------------
