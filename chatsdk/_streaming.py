@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Generator, Iterator
+from operator import attrgetter, countOf
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -49,6 +50,8 @@ log = logging.getLogger("chatsdk")
 _CHUNK = msgspec.json.Decoder(MessageChunk)
 _CITED = msgspec.json.Decoder(RecordsCited)
 _RESPONSE = msgspec.json.Decoder(ChatResponse)
+_CONTENT = attrgetter("content_chunk")
+_FINISH_REASON = attrgetter("finish_reason")
 
 # msgspec raises UnicodeDecodeError (a ValueError) for bytes that are not UTF-8 and
 # RecursionError for absurd nesting, besides its own DecodeError.
@@ -97,8 +100,11 @@ class ChatStream:
         self._pending: Iterator[ChatEvent] = iter(())
         # A malformed payload found after good events of the same read: raised next.
         self._error: StreamError | None = None
-        # Every batch of events handed to the caller, folded into final_result().
-        self._batches: list[list[ChatEvent]] = []
+        # What final_result() needs, folded in as each batch is queued (the events
+        # themselves are not kept: a long stream must not pin every struct it made).
+        self._text: list[str] = []
+        self._citations: list[Citation] = []
+        self._finish_reason: str | None = None
         self._chat_session_id: str | None = None
         # Resumption state (SPEC §1.7).
         self._resume_url: str | None = None
@@ -132,26 +138,15 @@ class ChatStream:
                 await self.__anext__()
             except StopAsyncIteration:
                 break
-        text: list[str] = []
-        citations: list[Citation] = []
-        finish_reason = None
-        for batch in self._batches:
-            for event in batch:
-                if type(event) is MessageChunk:
-                    text.append(event.content_chunk)
-                    if event.finish_reason is not None:
-                        finish_reason = event.finish_reason
-                elif type(event) is RecordsCited:
-                    citations.extend(event.citations)
         return ChatResult(
             chat_session_id=self._chat_session_id,
             message=Message(
                 role="assistant",
-                content="".join(text),
-                records_cited=RecordsCited(citations) if citations else None,
+                content="".join(self._text),
+                records_cited=RecordsCited(list(self._citations)) if self._citations else None,
             ),
-            citations=citations,
-            finish_reason=finish_reason,
+            citations=list(self._citations),
+            finish_reason=self._finish_reason,
         )
 
     def __await__(self) -> Generator[Any, None, ChatResult]:
@@ -402,7 +397,14 @@ class ChatStream:
                 self._failed_resumes = 0
             if events:
                 self._failed_resumes = 0
-                self._take(self._decode(events))
+                decoded = self._decode(events)
+                # The usual batch: one run of message chunks, all of them decoded.
+                chunks_only = (
+                    len(events) == 1
+                    and events[0][0] == "message_chunk"
+                    and len(decoded) == len(events[0][1])
+                )
+                self._take(decoded, chunks_only=chunks_only)
                 return
 
     def _decode(self, runs: list[tuple[str, list[str]]]) -> list[ChatEvent]:
@@ -446,15 +448,34 @@ class ChatStream:
                     return good
         raise AssertionError("unreachable: a payload failed only once")  # pragma: no cover
 
-    def _take(self, events: list[ChatEvent]) -> None:
-        """Queue events for the caller; they are folded into the result when it is asked for."""
-        self._batches.append(events)
+    def _take(self, events: list[ChatEvent], *, chunks_only: bool = False) -> None:
+        """Queue events for the caller, folding what final_result() needs from them."""
+        if chunks_only:
+            # All MessageChunk: the text and finish reasons are read in C.
+            chunks = cast(list[MessageChunk], events)
+            self._text.append("".join(map(_CONTENT, chunks)))
+            if countOf(map(_FINISH_REASON, chunks), None) != len(chunks):
+                for chunk in reversed(chunks):
+                    if chunk.finish_reason is not None:
+                        self._finish_reason = chunk.finish_reason
+                        break
+        else:
+            self._fold(events)
         if self._chat_session_id is None:
             for event in events:
                 if type(event) is MessageChunk and event.chat_session_id is not None:
                     self._chat_session_id = event.chat_session_id
                     break
         self._pending = iter(events)
+
+    def _fold(self, events: list[ChatEvent]) -> None:
+        for event in events:
+            if type(event) is MessageChunk:
+                self._text.append(event.content_chunk)
+                if event.finish_reason is not None:
+                    self._finish_reason = event.finish_reason
+            elif type(event) is RecordsCited:
+                self._citations.extend(event.citations)
 
 
 def _decode_other(event: ServerSentEvent) -> ChatEvent:

@@ -260,9 +260,12 @@ async def test_body_ending_mid_event_is_a_stream_error() -> None:
 
 async def test_oversized_event_is_refused_without_buffering_it() -> None:
     pieces = [b"event: message_chunk\ndata: " + b"x" * 4096] * 64  # 256 KiB, no line end
-    async with ScriptedServer(
-        [Reply(pieces=pieces, content_type="text/event-stream", delay=0.001)]
-    ) as srv, chatsdk.ChatClient(KEY, base_url=srv.url, retries=0, max_event_size=10_000) as c:
+    async with (
+        ScriptedServer(
+            [Reply(pieces=pieces, content_type="text/event-stream", delay=0.001)]
+        ) as srv,
+        chatsdk.ChatClient(KEY, base_url=srv.url, retries=0, max_event_size=10_000) as c,
+    ):
         with pytest.raises(chatsdk.StreamError) as info:
             await c.chat.create(integration_id="docs", messages="q")
     assert len(info.value.received) < 1000
@@ -299,3 +302,66 @@ async def test_good_events_before_a_malformed_one_are_delivered_first() -> None:
     # Two payloads whose join is a valid JSON array are still refused one by one.
     assert [e.content_chunk for e in got if isinstance(e, chatsdk.MessageChunk)] == ["a", "b"]
     assert info.value.event == "message_chunk"
+
+
+# -- 6. final_result folds what was delivered, without keeping the events ---------------
+
+FOLD_BODY = sse(
+    ("message_chunk", '{"content_chunk":"one ","chat_session_id":"cs_1"}'),
+    ("message_chunk", '{"content_chunk":"two ","finish_reason":"length"}'),
+    ("records_cited", '{"citations":[{"number":1,"record":{"type":"documentation"}}]}'),
+    ("message_chunk", '{"content_chunk":"three "}'),
+    ("ping_v2", "{}"),
+    *[("message_chunk", f'{{"content_chunk":"w{i} "}}') for i in range(300)],
+    ("message_chunk", '{"content_chunk":"","finish_reason":"tool_use"}'),
+    ("message_chunk", '{"content_chunk":"tail"}'),
+    ("records_cited", '{"citations":[{"number":2,"record":{"type":"api"}}]}'),
+)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 1000, len(FOLD_BODY)])
+async def test_final_result_is_the_fold_of_every_event_however_the_body_is_cut(
+    piece: int,
+) -> None:
+    pieces = [FOLD_BODY[i : i + piece] for i in range(0, len(FOLD_BODY), piece)]
+    reply = Reply(pieces=pieces, content_type="text/event-stream")
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
+            stream = c.chat.create(integration_id="docs", messages="q")
+            events = [e async for e in stream]
+            result = await stream.final_result()
+    chunks = [e for e in events if isinstance(e, chatsdk.MessageChunk)]
+    cited = [e for e in events if isinstance(e, chatsdk.RecordsCited)]
+    assert len(chunks) == 305 and len(cited) == 2
+    assert result.text == "".join(e.content_chunk for e in chunks)
+    # The last reason given wins, even when later chunks give none.
+    assert result.finish_reason == "tool_use"
+    assert [c.number for c in result.citations] == [1, 2]
+    assert result.message.records_cited is not None
+    assert result.message.records_cited.citations == result.citations
+    assert result.chat_session_id == "cs_1"
+
+
+async def test_a_long_stream_does_not_keep_the_events_it_delivered() -> None:
+    import tracemalloc
+
+    n = 20_000
+    session = "cs_" + "s" * 60
+    body = sse(*[("message_chunk", f'{{"content_chunk":"w","chat_session_id":"{session}"}}')] * n)
+    async with ScriptedServer([Reply(body=body, content_type="text/event-stream")]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
+            stream = c.chat.create(integration_id="docs", messages="q")
+            tracemalloc.start()
+            try:
+                count = 0
+                async for _ in stream:
+                    count += 1
+                gc.collect()
+                held, _ = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert count == n
+            assert (await stream.final_result()).text == "w" * n
+    # Each event, kept, would pin a struct and a 63-character session id: well over
+    # 100 bytes an event. What remains is the folded text and the connection's buffers.
+    assert held < 20 * n, f"{held:,} bytes still held after {n:,} events"
