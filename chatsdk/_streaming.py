@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Generator, Iterator
-from operator import attrgetter, countOf
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
@@ -50,8 +49,6 @@ log = logging.getLogger("chatsdk")
 _CHUNK = msgspec.json.Decoder(MessageChunk)
 _CITED = msgspec.json.Decoder(RecordsCited)
 _RESPONSE = msgspec.json.Decoder(ChatResponse)
-_CONTENT = attrgetter("content_chunk")
-_FINISH_REASON = attrgetter("finish_reason")
 
 # msgspec raises UnicodeDecodeError (a ValueError) for bytes that are not UTF-8 and
 # RecursionError for absurd nesting, besides its own DecodeError.
@@ -451,14 +448,13 @@ class ChatStream:
     def _take(self, events: list[ChatEvent], *, chunks_only: bool = False) -> None:
         """Queue events for the caller, folding what final_result() needs from them."""
         if chunks_only:
-            # All MessageChunk: the text and finish reasons are read in C.
+            # All of them MessageChunk: no type test per event.
             chunks = cast(list[MessageChunk], events)
-            self._text.append("".join(map(_CONTENT, chunks)))
-            if countOf(map(_FINISH_REASON, chunks), None) != len(chunks):
-                for chunk in reversed(chunks):
-                    if chunk.finish_reason is not None:
-                        self._finish_reason = chunk.finish_reason
-                        break
+            # Comprehensions: CPython's specialised attribute reads beat attrgetter.
+            self._text.append("".join([chunk.content_chunk for chunk in chunks]))
+            finished = [chunk for chunk in chunks if chunk.finish_reason is not None]
+            if finished:
+                self._finish_reason = finished[-1].finish_reason
         else:
             self._fold(events)
         if self._chat_session_id is None:

@@ -457,7 +457,8 @@ class SSEDecoder:
             # Matches never overlap and each is an event of its data's length plus
             # ``other``, so they tile the span exactly when those lengths add up to it.
             datas = pattern.findall(text, pos, end)
-            if sum(map(len, datas)) + len(datas) * other != end - pos:
+            # (The length of their join is their total length, and cheaper to get.)
+            if len("".join(datas)) + len(datas) * other != end - pos:
                 return self._uniform_refused(pos)
         else:
             # Ids vary in length: split, and check that the gaps between matches (the
