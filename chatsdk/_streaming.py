@@ -39,7 +39,7 @@ from .models import (
     RecordsCited,
     UnknownEvent,
 )
-from .sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
+from .sse import DEFAULT_MAX_EVENT_SIZE, EventRun, ServerSentEvent, SSEDecoder
 
 __all__ = ["ChatStream"]
 
@@ -108,8 +108,14 @@ class ChatStream:
         self._last_event_id = ""
         self._retry_ms: int | None = None
         self._failed_resumes = 0
+        # After a resume: the Last-Event-ID sent, until the server has sent an event
+        # after it (events at or before it are replays, dropped: see _drop_replays).
+        self._replay_floor: str | None = None
+        self._delivered = False  # some event was handed to the caller
         self.resumes = 0
         """How many times this stream reconnected after a dropped connection."""
+        self.replays_dropped = 0
+        """Events a resumed connection sent again (at or before Last-Event-ID), not delivered."""
 
     # -- public surface ---------------------------------------------------------------
 
@@ -250,7 +256,9 @@ class ChatStream:
             if location:
                 self._resume_url = _same_origin_url(self._url, location)
             self._decoder = SSEDecoder(
-                max_line_size=self._max_event_size, max_event_size=self._max_event_size
+                max_line_size=self._max_event_size,
+                max_event_size=self._max_event_size,
+                last_event_id=self._last_event_id,
             )
             return
         if content_type == "application/json" or content_type.endswith("+json"):
@@ -305,6 +313,12 @@ class ChatStream:
                 "resumable (no Content-Location)",
                 event=None,
             ) from cause
+        if not self._last_event_id and self._delivered:
+            # Without an id to resume from, the server would start again from the top.
+            raise StreamError(
+                "the connection dropped mid-stream and no event so far carried an id to "
+                "resume from; reconnecting would repeat events already delivered"
+            ) from cause
         if self._failed_resumes >= self._retries.max_resumes:
             raise StreamError(
                 f"the connection dropped mid-stream; gave up after {self._failed_resumes} "
@@ -332,6 +346,7 @@ class ChatStream:
         headers = {"Accept": "text/event-stream"}
         if self._last_event_id:
             headers["Last-Event-ID"] = self._last_event_id
+        self._replay_floor = self._last_event_id or None
         response = await self._transport.send(
             "GET",
             self._resume_url,
@@ -387,7 +402,10 @@ class ChatStream:
                 self._response = None
                 response.release()
                 return
-            events = decoder.feed_runs(chunk)
+            if self._replay_floor is None:
+                events = decoder.feed_runs(chunk)
+            else:
+                events = self._drop_replays(decoder.feed(chunk))
             self._retry_ms = decoder.retry
             if decoder.last_event_id != self._last_event_id:
                 self._last_event_id = decoder.last_event_id
@@ -404,7 +422,28 @@ class ChatStream:
                 self._take(decoded, chunks_only=chunks_only)
                 return
 
-    def _decode(self, runs: list[tuple[str, list[str]]]) -> list[ChatEvent]:
+    def _drop_replays(self, events: list[ServerSentEvent]) -> list[EventRun]:
+        """The events of a resumed connection that come after the Last-Event-ID sent.
+
+        SPEC §1.7 says a resumed stream starts after that id; a server that starts
+        earlier (ignoring the header, or replaying from the top) would otherwise make
+        the caller see events twice. Leading events whose id is the one sent, or a
+        decimal id not above it, are dropped; the first event after it ends the check.
+        """
+        floor = self._replay_floor
+        assert floor is not None
+        index = 0
+        for event in events:
+            if not _at_or_before(event.id, floor):
+                self._replay_floor = None
+                break
+            index += 1
+        if index:
+            self.replays_dropped += index
+            log.debug("dropped %d replayed event(s) at or before id %r", index, floor)
+        return [(event.event, [event.data]) for event in events[index:]]
+
+    def _decode(self, runs: list[EventRun]) -> list[ChatEvent]:
         # runs: from SSEDecoder.feed_runs, usually one run of message chunks a chunk.
         decode_chunk = _CHUNK.decode
         decoded: list[ChatEvent] = []
@@ -447,6 +486,7 @@ class ChatStream:
 
     def _take(self, events: list[ChatEvent], *, chunks_only: bool = False) -> None:
         """Queue events for the caller, folding what final_result() needs from them."""
+        self._delivered = self._delivered or bool(events)
         if chunks_only:
             # All of them MessageChunk: no type test per event.
             chunks = cast(list[MessageChunk], events)
@@ -472,6 +512,20 @@ class ChatStream:
                     self._finish_reason = event.finish_reason
             elif type(event) is RecordsCited:
                 self._citations.extend(event.citations)
+
+
+def _at_or_before(event_id: str, floor: str) -> bool:
+    """Whether an event with this id (the id in force) is one a resume from ``floor`` had.
+
+    Ids are opaque strings, so only equality says so in general; decimal ids (what
+    the reference server sends) are also ordered, compared as numbers of any length.
+    """
+    if event_id == floor:
+        return True
+    if event_id.isdigit() and floor.isdigit() and event_id.isascii() and floor.isascii():
+        a, b = event_id.lstrip("0"), floor.lstrip("0")
+        return (len(a), a) <= (len(b), b)
+    return False
 
 
 def _decode_other(event: ServerSentEvent) -> ChatEvent:

@@ -230,7 +230,9 @@ class SSEDecoder:
     data of one event (counting the line being read); crossing either raises
     :class:`~chatsdk.errors.StreamError`. ``fast_path=False`` disables the one-pass
     recognition of common-shape events, leaving only the line-by-line reference
-    parser (same results, slower; meant for tests).
+    parser (same results, slower; meant for tests). ``last_event_id`` is the id a
+    reconnection resumes from (the ``Last-Event-ID`` it sent): events that carry no
+    ``id`` line report it, as they would have on the first connection.
     """
 
     __slots__ = (
@@ -261,6 +263,7 @@ class SSEDecoder:
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         fast_path: bool = True,
+        last_event_id: str = "",
     ) -> None:
         if max_line_size < 1 or max_event_size < 1:
             raise ValueError("max_line_size and max_event_size must be positive")
@@ -282,9 +285,11 @@ class SSEDecoder:
         self._data: list[str] = []
         self._data_len = 0
         self._event_type = ""
-        self._id_buffer = ""
+        # A reconnecting client starts from the id it sent in Last-Event-ID: the
+        # WHATWG buffer outlives a connection, so events without an id line keep it.
+        self._id_buffer = last_event_id
         self._fields_seen = False
-        self._last_event_id = ""
+        self._last_event_id = last_event_id
         self._retry: int | None = None
         # Which fast path to try (no bearing on results): after a uniform run was tried
         # and refused, skip that many chunks before trying again, doubling up to 16.

@@ -295,13 +295,9 @@ async def test_a_large_non_streaming_answer_is_read_whole() -> None:
     assert len(result.text) == 300_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="_streaming.py resets the resume budget on any event, so a server that ignores "
-    "Last-Event-ID and replays from the start keeps the stream going forever, duplicating",
-)
 async def test_a_server_replaying_from_the_start_on_every_resume_is_refused() -> None:
+    # Each resume gets event 1 again and the same cut: the replay is dropped, so no
+    # resume brings a new event and the resume budget runs out.
     body = b"id: 1\n" + CHUNK + b"event: message_chunk\ndata: {"  # ends mid-event
     reply = Reply(body=body, content_type="text/event-stream", headers={"Content-Location": "/r"})
     async with ScriptedServer([reply]) as srv:
@@ -309,6 +305,75 @@ async def test_a_server_replaying_from_the_start_on_every_resume_is_refused() ->
             with pytest.raises(chatsdk.StreamError):
                 async with asyncio.timeout(3):
                     await consume(client)
+
+
+def numbered(first: int, last: int) -> bytes:
+    """Events ``first``..``last`` (ids and content alike), as the reference server numbers them."""
+    return b"".join(
+        b'id: %d\nevent: message_chunk\ndata: {"content_chunk":"%d "}\n\n' % (n, n)
+        for n in range(first, last + 1)
+    )
+
+
+CUT = b"event: message_chunk\ndata: {"  # a body that ends here ends mid-event: a drop
+RESUMABLE = {"Content-Location": "/chat_sessions/results/r1/events"}
+
+
+def texts(events: list[chatsdk.ChatEvent]) -> list[str]:
+    return [e.content_chunk for e in events if isinstance(e, chatsdk.MessageChunk)]
+
+
+@pytest.mark.parametrize("ids", ["decimal", "opaque"])
+async def test_a_resume_that_replays_events_already_delivered_delivers_them_once(
+    ids: str,
+) -> None:
+    first = numbered(1, 5) + CUT
+    # The resumed body starts over: decimal ids are ordered, so everything up to the
+    # Last-Event-ID sent (5) is known to be a replay; opaque ids only match exactly.
+    again = numbered(1, 8) if ids == "decimal" else numbered(5, 8)
+    if ids == "opaque":
+        first, again = (body.replace(b"id: ", b"id: ev-") for body in (first, again))
+    replies = [
+        Reply(body=body, content_type="text/event-stream", headers=RESUMABLE)
+        for body in (first, again)
+    ]
+    async with ScriptedServer(replies) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            stream = client.chat.create(integration_id="docs", messages="q")
+            got = [event async for event in stream]
+    assert texts(got) == [f"{n} " for n in range(1, 9)]
+    assert stream.resumes == 1
+    assert stream.replays_dropped == (5 if ids == "decimal" else 1)
+    last_event_id = "5" if ids == "decimal" else "ev-5"
+    assert srv.seen[1].headers["Last-Event-ID"] == last_event_id
+
+
+async def test_a_resumed_connection_that_sends_no_event_keeps_the_id_to_resume_from() -> None:
+    replies = [
+        Reply(body=numbered(1, 2) + CUT, content_type="text/event-stream", headers=RESUMABLE),
+        # Resumed, but only a comment and a cut: still nothing after id 2.
+        Reply(body=b": ping\n\n" + CUT, content_type="text/event-stream", headers=RESUMABLE),
+        Reply(body=numbered(3, 4), content_type="text/event-stream", headers=RESUMABLE),
+    ]
+    async with ScriptedServer(replies) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            got = await consume(client)
+    assert texts(got) == ["1 ", "2 ", "3 ", "4 "]
+    assert [seen.headers.get("Last-Event-ID") for seen in srv.seen] == [None, "2", "2"]
+
+
+async def test_a_drop_after_events_without_ids_is_refused_rather_than_replayed() -> None:
+    # Nothing to put in Last-Event-ID: a reconnection would start from the top.
+    body = CHUNK * 3 + CUT
+    reply = Reply(body=body, content_type="text/event-stream", headers=RESUMABLE)
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            got: list[chatsdk.ChatEvent] = []
+            with pytest.raises(chatsdk.StreamError, match="no event so far carried an id"):
+                async for event in client.chat.create(integration_id="docs", messages="q"):
+                    got.append(event)
+    assert len(got) == 3
+    assert len(srv.seen) == 1  # no reconnection was attempted
 
 
 # == 3. raw sockets =====================================================================

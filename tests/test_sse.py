@@ -954,3 +954,15 @@ def test_limits_hit_whatever_the_chunking_and_path(
     )
     runs = per_chunk(stream, cuts, runs=True, max_line_size=max_line, max_event_size=max_event)
     assert runs == type_and_data(by_chunk)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_reconnection_starts_from_the_last_event_id_it_sent(fast_path: bool) -> None:
+    decoder = SSEDecoder(fast_path=fast_path, last_event_id="7")
+    assert decoder.last_event_id == "7"
+    body = b"event: message_chunk\ndata: a\n\n" * 3
+    assert decoder.feed_runs(body) == [("message_chunk", ["a", "a", "a"])]
+    assert decoder.last_event_id == "7"
+    events = decoder.feed(b"data: b\n\nid: 8\ndata: c\n\ndata: d\n\nid\ndata: e\n\n")
+    assert [(e.data, e.id) for e in events] == [("b", "7"), ("c", "8"), ("d", "8"), ("e", "")]
+    assert decoder.last_event_id == ""
