@@ -14,6 +14,7 @@ chatsdk. Results go to ``benchmarks/RESULTS.md`` and ``benchmarks/results.png``.
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
@@ -397,6 +398,9 @@ def freeze_chatsdk(into: Path) -> Path:
     """
     frozen = into / "chatsdk"
     shutil.copytree(live_package(), frozen, ignore=shutil.ignore_patterns("__pycache__"))
+    # Bytecode caches, as pip leaves for every installed peer: without them each import
+    # of chatsdk would compile it (PYTHONDONTWRITEBYTECODE is set on some machines).
+    compileall.compile_dir(frozen, quiet=1)
     paths = [str(into), *filter(None, [os.environ.get("PYTHONPATH")])]
     CHILD_ENV["PYTHONPATH"] = os.pathsep.join(paths)
     return frozen
