@@ -966,3 +966,38 @@ def test_a_reconnection_starts_from_the_last_event_id_it_sent(fast_path: bool) -
     events = decoder.feed(b"data: b\n\nid: 8\ndata: c\n\ndata: d\n\nid\ndata: e\n\n")
     assert [(e.data, e.id) for e in events] == [("b", "7"), ("c", "8"), ("d", "8"), ("e", "")]
     assert decoder.last_event_id == ""
+
+
+def _large_streams() -> dict[str, bytes]:
+    # Chunks above the decoder's 64 KiB piece size, cut in every way it can cut them.
+    chunk = 'event: message_chunk\ndata: {"content_chunk":"%s","n":%d}\n\n'
+    lf = "".join(chunk % ("word", n) for n in range(3000)).encode()
+    wide = "".join(chunk % ("é😀" * (n % 7), n) for n in range(3000)).encode()
+    long_line = ("data: " + "é" * 150_000 + "\n\n").encode()  # no blank line in reach
+    cr_at_cut = b"data: " + b"x" * (65536 - 7) + b"\r\n\r\ndata: y\n\n"  # CRLF on the cut
+    return {
+        "lf": lf,
+        "crlf": lf.replace(b"\n", b"\r\n"),
+        "multibyte": wide,
+        "long-line": long_line + lf[:70_000],
+        "cr-at-cut": cr_at_cut * 3,
+        "ids-retry": b"".join(b"id: %d\nretry: %d\ndata: %d\n\n" % (n, n, n) for n in range(9000)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_large_streams()))
+def test_chunks_larger_than_a_piece_decode_as_small_ones(name: str) -> None:
+    body = _large_streams()[name]
+    assert len(body) > 2 * 65536
+    reference = SSEDecoder(fast_path=False)
+    expected = feed_in(reference, body, range(1000, len(body), 1000))
+    assert expected
+    whole = SSEDecoder()
+    assert whole.feed(body) == expected
+    by_runs = SSEDecoder()
+    runs = by_runs.feed_runs(body[:100_000]) + by_runs.feed_runs(body[100_000:])
+    assert [(t, d) for t, datas in runs for d in datas] == [(e.event, e.data) for e in expected]
+    for decoder in (whole, by_runs):
+        assert decoder.last_event_id == reference.last_event_id
+        assert decoder.retry == reference.retry
+        assert decoder.at_event_boundary == reference.at_event_boundary
