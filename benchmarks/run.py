@@ -713,7 +713,10 @@ def report(results: Results, config: Config, args: argparse.Namespace, elapsed: 
     add(
         f"**5b.** {config.large_events:,} events with a {size_kib} KiB `content_chunk` "
         f"each (~{config.large_events * config.large_size / 2**20:.0f} MiB) through each "
-        "client's stream API.\n"
+        "client's stream API. chatsdk's peak RSS includes the answer's text (the "
+        "`content_chunk` values, the size of the body's data), which a `ChatStream` keeps so "
+        "that `final_result()` can still return the whole answer after its events were "
+        "iterated; the peers' loops keep nothing. The events themselves are not kept.\n"
     )
     ours = results.med("large", "chatsdk", "events_per_s")
     rows = []

@@ -204,6 +204,71 @@ def _line_end(text: str, pos: int, has_cr: bool) -> tuple[int, int]:
     return index, index + 1
 
 
+# Above this many characters an event's data is read by _large_datas, not a regex.
+_LARGE_EVENT: Final = 2048
+
+
+def _line_start(text: str, pos: int, index: int) -> int:
+    # Where line ``index`` (0-based) of the lines starting at pos begins.
+    for _ in range(index):
+        pos = text.index("\n", pos) + 1
+    return pos
+
+
+def _line(text: str, pos: int, index: int) -> str:
+    # Line ``index`` of the lines starting at pos, without its LF.
+    start = _line_start(text, pos, index)
+    return text[start : text.index("\n", start)]
+
+
+def _first_event_end(text: str, pos: int, endpos: int) -> int:
+    # Just past the blank line ending the event at pos if it has at most three field
+    # lines (every common shape) and ends before endpos; -1 otherwise.
+    for _ in range(4):
+        line_end = text.find("\n", pos, endpos)
+        if line_end < 0:
+            return -1
+        if line_end == pos:
+            return pos + 1
+        pos = line_end + 1
+    return -1
+
+
+def _last_event_end(text: str, start: int, endpos: int) -> int:
+    # Just past the last LF LF in text[start:endpos] (the end of the last whole event
+    # there), or -1 if there is none. A few memrchr steps back over the partial event
+    # that usually follows it, else one two-character search.
+    line_end = endpos
+    for _ in range(4):
+        line_end = text.rfind("\n", start + 1, line_end)
+        if line_end < 0:
+            return -1
+        if text[line_end - 1] == "\n":
+            return line_end + 1
+    found = text.rfind("\n\n", start, endpos)
+    return found + 2 if found >= 0 else -1
+
+
+def _large_datas(text: str, pos: int, end: int, lead: str, no_space: bool) -> list[str] | None:
+    # The data of each event in text[pos:end] if every one is ``lead`` (its lines up
+    # to the data value, the same for all), a data value (no LF; not starting with a
+    # space when no_space, as the separator had none) and a blank line; else None.
+    datas = []
+    skip = len(lead)
+    while pos < end:
+        if not text.startswith(lead, pos, end):
+            return None
+        line_end = text.find("\n", pos + skip, end)
+        if line_end < 0 or line_end + 2 > end or text[line_end + 1] != "\n":
+            return None
+        data = text[pos + skip : line_end]
+        if no_space and data[:1] == " ":
+            return None
+        datas.append(data)
+        pos = line_end + 2
+    return datas
+
+
 def _find(text: str, char: str, start: int) -> int:
     # Where char next occurs in text from start; len(text) if nowhere.
     index = text.find(char, start)
@@ -464,9 +529,13 @@ class SSEDecoder:
         # and returns where they end (pos if they are not). The usual chunk of a chat
         # stream is such a run, and one regex call then reads all of it in C.
         # (A common shape has no blank field line: each event ends at the first LF LF.)
-        first_end = text.find("\n\n", pos, endpos) + 2
-        end = text.rfind("\n\n", first_end, endpos) + 2  # the end of the last whole event
-        if first_end < 2 or end < 2:
+        # Line ends are found with single-character searches (memchr), which cost next
+        # to nothing even over events of many KiB.
+        first_end = _first_event_end(text, pos, endpos)
+        if first_end < 0:
+            return pos
+        end = _last_event_end(text, first_end, endpos)
+        if end < 0:
             return pos  # fewer than two whole events
         for shape in _COMMON_SHAPES.get(text[pos], ()):
             if shape.run.match(text, pos, first_end) is not None:
@@ -478,11 +547,19 @@ class SSEDecoder:
             return pos
         event_type = "message"
         if shape.event_line >= 0:
-            event_type = shape.event_value(text[pos:first_end].split("\n")[shape.event_line])
+            event_type = shape.event_value(_line(text, pos, shape.event_line))
         with_ids = has_ids and runs is None  # feed_runs needs only the last event's id
         pattern, other = _uniform_pattern(shape, event_type, with_ids)
         ids: Iterable[str] = repeat(self._id_buffer)
-        if not has_ids:
+        if not has_ids and first_end - pos > _LARGE_EVENT:
+            # Large events: the regex would read every character of the data; walking
+            # from line end to line end (memchr) reads next to none of them.
+            data_start = _line_start(text, pos, shape.data_line) + len("data" + shape.separator)
+            lead = text[pos:data_start]
+            datas = _large_datas(text, pos, end, lead, shape.separator == ":")
+            if datas is None:
+                return self._uniform_refused(pos)
+        elif not has_ids:
             # Matches never overlap and each is an event of its data's length plus
             # ``other``, so they tile the span exactly when those lengths add up to it.
             datas = pattern.findall(text, pos, end)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from itertools import accumulate
 
@@ -1001,3 +1002,81 @@ def test_chunks_larger_than_a_piece_decode_as_small_ones(name: str) -> None:
         assert decoder.last_event_id == reference.last_event_id
         assert decoder.retry == reference.retry
         assert decoder.at_event_boundary == reference.at_event_boundary
+
+
+def _large_event_stream(seed: int) -> bytes:
+    # Mostly runs of large events of one shape (what the large-event fast path reads),
+    # broken up by everything that must stop or refuse it.
+    rng = random.Random(seed)
+    big = ["x", "é", "😀", " lead", "a:b", "\x00"]
+
+    def value() -> str:
+        return "".join(rng.choice(big) for _ in range(rng.choice([1, 5, 3000, 9000])))
+
+    templates = [
+        lambda: f"event: message_chunk\ndata: {value()}\n\n",
+        lambda: f"event: message_chunk\ndata: {value()}\n\n",
+        lambda: f"data: {value()}\n\n",
+        lambda: f"event:message_chunk\ndata:{value()}\n\n",
+        lambda: f"event: records_cited\ndata: {value()}\n\n",
+        lambda: f"id: {rng.randint(1, 99)}\nevent: message_chunk\ndata: {value()}\n\n",
+        lambda: f"event: message_chunk\ndata: {value()}\ndata: {value()}\n\n",
+        lambda: f": comment {value()}\n",
+        lambda: f"retry: {rng.randint(1, 9)}\n",
+        lambda: f"event: message_chunk\r\ndata: {value()}\r\n\r\n",
+        lambda: f"event: message_chunk\ndata: {value()}\n\n" * rng.randint(2, 6),
+    ]
+    shapes = [
+        "event: message_chunk\ndata: {}\n\n",
+        "event:message_chunk\ndata:{}\n\n",  # a value starting with a space is not one
+        "data: {}\n\n",
+        "data:{}\n\n",
+        "event: message_chunk\ndata: {}\ndata: {}\n\n",
+    ]
+    for shape in shapes:  # runs in which each event has its own value
+
+        def run(shape: str = shape) -> str:
+            return "".join(
+                rng.choice([shape, rng.choice(shapes)]).format(value(), value())
+                for _ in range(rng.randint(2, 6))
+            )
+
+        templates.append(run)
+    return "".join(rng.choice(templates)() for _ in range(40)).encode()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_large_events_decode_alike_on_every_path(seed: int) -> None:
+    body = _large_event_stream(seed)
+    rng = random.Random(seed)
+    reference = SSEDecoder(fast_path=False)
+    expected = feed_in(reference, body, range(4096, len(body), 4096))
+    for size in (len(body), 65536 + rng.randint(1, 999), rng.randint(2000, 30000)):
+        cuts = range(size, len(body), size)
+        fast = SSEDecoder()
+        assert feed_in(fast, body, cuts) == expected
+        by_runs = SSEDecoder()
+        start, flat = 0, []
+        for cut in [*cuts, len(body)]:
+            flat += [(t, d) for t, datas in by_runs.feed_runs(body[start:cut]) for d in datas]
+            start = cut
+        assert flat == [(e.event, e.data) for e in expected]
+        for decoder in (fast, by_runs):
+            assert decoder.last_event_id == reference.last_event_id
+            assert decoder.retry == reference.retry
+
+
+@both_paths
+def test_a_large_run_is_not_split_at_a_line_that_only_looks_like_an_event_start(
+    fast_path: bool,
+) -> None:
+    # The second event's data line is followed by a field line, not a blank one: an
+    # unknown field ("xevent") that ends in text shaped like the next event's start.
+    big = "é" * 3000
+    body = (
+        f"event: message_chunk\ndata: {big}\n\n"
+        f"event: message_chunk\ndata: a\nxevent: message_chunk\ndata: b\n\n"
+        f"event: message_chunk\ndata: {big}\n\n"
+    ).encode()
+    events = SSEDecoder(fast_path=fast_path).feed(body)
+    assert [e.data for e in events] == [big, "a\nb", big]
