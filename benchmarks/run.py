@@ -40,6 +40,9 @@ PYTHON = sys.executable
 #: The environment of every measured process: PYTHONPATH gains the frozen copy of
 #: chatsdk made at start (see freeze_chatsdk), so all rounds measure one version.
 CHILD_ENV: dict[str, str] = dict(os.environ)
+# Where `python -c` runs: its sys.path starts with the working directory, ahead of
+# PYTHONPATH, so from the repository it would import the live chatsdk, not the copy.
+CHILD_CWD: str | None = None
 STREAM_PEERS = ["chatsdk", "aiohttp-raw", "httpx-sse", "openai-sse", "aiohttp-sse-client"]
 PEER_LABELS = {
     "chatsdk": "chatsdk (msgspec)",
@@ -358,12 +361,19 @@ def bench_imports(config: Config, results: Results) -> None:
     statements = {"(interpreter only)": "pass", **IMPORTS}
     for name, stmt in statements.items():  # warm the bytecode caches once
         if not config.quick or name == "chatsdk":
-            subprocess.run([PYTHON, "-c", stmt], check=True, capture_output=True, env=CHILD_ENV)
+            subprocess.run(
+                [PYTHON, "-c", stmt], check=True, capture_output=True, env=CHILD_ENV, cwd=CHILD_CWD
+            )
     print(f"[6 imports] {config.import_runs} interleaved runs", flush=True)
-    for _ in range(config.import_runs):
-        for name, stmt in statements.items():
+    order = list(statements.items())
+    for run in range(config.import_runs):
+        # Each round starts one further along, so no statement always follows the same one.
+        shift = run % len(order)
+        for name, stmt in order[shift:] + order[:shift]:
             start = time.perf_counter()
-            subprocess.run([PYTHON, "-c", stmt], check=True, capture_output=True, env=CHILD_ENV)
+            subprocess.run(
+                [PYTHON, "-c", stmt], check=True, capture_output=True, env=CHILD_ENV, cwd=CHILD_CWD
+            )
             results.add("imports", name, {"seconds": time.perf_counter() - start})
     base = results.med("imports", "(interpreter only)", "seconds")
     for name in IMPORTS:
@@ -403,6 +413,8 @@ def freeze_chatsdk(into: Path) -> Path:
     compileall.compile_dir(frozen, quiet=1)
     paths = [str(into), *filter(None, [os.environ.get("PYTHONPATH")])]
     CHILD_ENV["PYTHONPATH"] = os.pathsep.join(paths)
+    global CHILD_CWD
+    CHILD_CWD = str(into)
     return frozen
 
 
