@@ -490,8 +490,10 @@ def report(results: Results, config: Config, args: argparse.Namespace, elapsed: 
         f"- {m['nproc']} cores ({m['cpu'] or 'unknown CPU'}), {m['implementation']} "
         f"{m['python']}, {m['platform']}.\n"
         f"- Packages: {versions}.\n"
-        "- chatsdk as measured: the working tree's `chatsdk/` copied once at the start "
-        "and put first on `PYTHONPATH` of every measured process, so all rounds run the "
+        "- chatsdk as measured: the working tree's `chatsdk/` copied once at the start, "
+        "its bytecode compiled (as pip leaves it for every peer), and put first on "
+        "`PYTHONPATH` of every measured process (the import timings run in its "
+        "directory), so all rounds run the "
         f"same code (client modules digest `{m['chatsdk_digest']}`, sha256 of "
         "`chatsdk/*.py`)"
         + (
