@@ -549,7 +549,6 @@ class SSEDecoder:
         if shape.event_line >= 0:
             event_type = shape.event_value(_line(text, pos, shape.event_line))
         with_ids = has_ids and runs is None  # feed_runs needs only the last event's id
-        pattern, other = _uniform_pattern(shape, event_type, with_ids)
         ids: Iterable[str] = repeat(self._id_buffer)
         if not has_ids and first_end - pos > _LARGE_EVENT:
             # Large events: the regex would read every character of the data; walking
@@ -562,6 +561,7 @@ class SSEDecoder:
         elif not has_ids:
             # Matches never overlap and each is an event of its data's length plus
             # ``other``, so they tile the span exactly when those lengths add up to it.
+            pattern, other = _uniform_pattern(shape, event_type, False)
             datas = pattern.findall(text, pos, end)
             # (The length of their join is their total length, and cheaper to get.)
             if len("".join(datas)) + len(datas) * other != end - pos:
@@ -569,6 +569,7 @@ class SSEDecoder:
         else:
             # Ids vary in length: split, and check that the gaps between matches (the
             # text no event took) are all empty.
+            pattern, _ = _uniform_pattern(shape, event_type, with_ids)
             parts = pattern.split(text[pos:end])
             step = 3 if with_ids else 2
             if any(parts[::step]):
