@@ -111,7 +111,10 @@ class ChatStream:
         # After a resume: the Last-Event-ID sent, until the server has sent an event
         # after it (events at or before it are replays, dropped: see _drop_replays).
         self._replay_floor: str | None = None
+        self._resumed_first_event = False  # the next event is a resumed connection's first
+        self._replay_from_top = False  # dropping everything up to the floor's event
         self._delivered = False  # some event was handed to the caller
+        self._first_id: str | None = None  # the first event id delivered
         self.resumes = 0
         """How many times this stream reconnected after a dropped connection."""
         self.replays_dropped = 0
@@ -347,6 +350,8 @@ class ChatStream:
         if self._last_event_id:
             headers["Last-Event-ID"] = self._last_event_id
         self._replay_floor = self._last_event_id or None
+        self._resumed_first_event = True
+        self._replay_from_top = False
         response = await self._transport.send(
             "GET",
             self._resume_url,
@@ -402,12 +407,15 @@ class ChatStream:
                 self._response = None
                 response.release()
                 return
-            if self._replay_floor is None:
-                events = decoder.feed_runs(chunk)
-            else:
+            if self._replay_floor is not None:
                 events = self._drop_replays(decoder.feed(chunk))
+            elif not self._delivered:
+                events = self._read_first_events(decoder, chunk)
+            else:
+                events = decoder.feed_runs(chunk)
             self._retry_ms = decoder.retry
-            if decoder.last_event_id != self._last_event_id:
+            # (While replays are dropped, the id to resume from stays the one sent.)
+            if self._replay_floor is None and decoder.last_event_id != self._last_event_id:
                 self._last_event_id = decoder.last_event_id
                 self._failed_resumes = 0
             if events:
@@ -422,21 +430,48 @@ class ChatStream:
                 self._take(decoded, chunks_only=chunks_only)
                 return
 
+    def _read_first_events(self, decoder: SSEDecoder, chunk: bytes) -> list[EventRun]:
+        """feed_runs for the stream's first events, noting the first event id on the way.
+
+        That id tells a replay from the top apart (see _drop_replays); the first event
+        is decoded on its own to read it, the rest of the chunk as usual.
+        """
+        cut = chunk.find(b"\n\n") + 2
+        if cut < 2:  # no LF LF (not one whole event yet, or CRLF line ends)
+            cut = len(chunk)
+        head: list[EventRun] = []
+        for event in decoder.feed(chunk[:cut]):
+            if self._first_id is None and event.id:
+                self._first_id = event.id
+            head.append((event.event, [event.data]))
+        runs = decoder.feed_runs(chunk[cut:])
+        if head and runs and head[-1][0] == runs[0][0]:
+            head[-1][1].extend(runs.pop(0)[1])
+        return head + runs
+
     def _drop_replays(self, events: list[ServerSentEvent]) -> list[EventRun]:
         """The events of a resumed connection that come after the Last-Event-ID sent.
 
         SPEC §1.7 says a resumed stream starts after that id; a server that starts
         earlier (ignoring the header, or replaying from the top) would otherwise make
         the caller see events twice. Leading events whose id is the one sent, or a
-        decimal id not above it, are dropped; the first event after it ends the check.
+        decimal id not above it, are dropped; so is everything up to and including
+        the event with the id sent when the first one has the stream's first id (a
+        replay from the top, which opaque ids show no other way). The first event
+        after that ends the check.
         """
         floor = self._replay_floor
         assert floor is not None
         index = 0
         for event in events:
-            if not _at_or_before(event.id, floor):
+            if self._replay_from_top:  # dropped, through the event with the id sent
+                self._replay_from_top = event.id != floor
+            elif self._resumed_first_event and event.id == self._first_id != floor:
+                self._replay_from_top = True
+            elif not _at_or_before(event.id, floor):
                 self._replay_floor = None
                 break
+            self._resumed_first_event = False
             index += 1
         if index:
             self.replays_dropped += index

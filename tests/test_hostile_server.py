@@ -323,14 +323,17 @@ def texts(events: list[chatsdk.ChatEvent]) -> list[str]:
     return [e.content_chunk for e in events if isinstance(e, chatsdk.MessageChunk)]
 
 
-@pytest.mark.parametrize("ids", ["decimal", "opaque"])
+@pytest.mark.parametrize(
+    ("ids", "replayed_from"), [("decimal", 1), ("decimal", 4), ("opaque", 1), ("opaque", 5)]
+)
 async def test_a_resume_that_replays_events_already_delivered_delivers_them_once(
-    ids: str,
+    ids: str, replayed_from: int
 ) -> None:
+    # Events 1-5 arrive, the connection drops, and the resumed body starts again at an
+    # event already delivered. Decimal ids are ordered; opaque ones are recognised as
+    # the id sent (5) or, for a replay from the top, the stream's first id.
     first = numbered(1, 5) + CUT
-    # The resumed body starts over: decimal ids are ordered, so everything up to the
-    # Last-Event-ID sent (5) is known to be a replay; opaque ids only match exactly.
-    again = numbered(1, 8) if ids == "decimal" else numbered(5, 8)
+    again = numbered(replayed_from, 8)
     if ids == "opaque":
         first, again = (body.replace(b"id: ", b"id: ev-") for body in (first, again))
     replies = [
@@ -343,9 +346,25 @@ async def test_a_resume_that_replays_events_already_delivered_delivers_them_once
             got = [event async for event in stream]
     assert texts(got) == [f"{n} " for n in range(1, 9)]
     assert stream.resumes == 1
-    assert stream.replays_dropped == (5 if ids == "decimal" else 1)
+    assert stream.replays_dropped == 6 - replayed_from
     last_event_id = "5" if ids == "decimal" else "ev-5"
     assert srv.seen[1].headers["Last-Event-ID"] == last_event_id
+
+
+async def test_a_drop_in_the_middle_of_a_replay_resumes_from_the_id_first_sent() -> None:
+    replies = [
+        Reply(body=numbered(1, 5) + CUT, content_type="text/event-stream", headers=RESUMABLE),
+        # Replays 1-3 (dropped), then drops again: the next resume must still say 5.
+        Reply(body=numbered(1, 3) + CUT, content_type="text/event-stream", headers=RESUMABLE),
+        Reply(body=numbered(6, 8), content_type="text/event-stream", headers=RESUMABLE),
+    ]
+    async with ScriptedServer(replies) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            stream = client.chat.create(integration_id="docs", messages="q")
+            got = [event async for event in stream]
+    assert texts(got) == [f"{n} " for n in range(1, 9)]
+    assert [seen.headers.get("Last-Event-ID") for seen in srv.seen] == [None, "5", "5"]
+    assert stream.replays_dropped == 3
 
 
 async def test_a_resumed_connection_that_sends_no_event_keeps_the_id_to_resume_from() -> None:
