@@ -28,8 +28,9 @@ async def backend(url: str) -> str:
                     print(name, data)
         session_id: str | None = stream.chat_session_id
         assert session_id is not None
-        reconnects: int = stream.resumes + stream.replays_dropped
-        print(reconnects)
+        resumes: int = stream.resumes
+        replays_dropped: int = stream.replays_dropped
+        print(resumes, replays_dropped)
         async with client.chat.continue_(session_id, integration_id="docs", message="more") as s:
             async for piece in s.text_stream:
                 print(piece)
