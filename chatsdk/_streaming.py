@@ -39,7 +39,7 @@ from .models import (
     RecordsCited,
     UnknownEvent,
 )
-from .sse import DEFAULT_MAX_EVENT_SIZE, EventRun, ServerSentEvent, SSEDecoder
+from .sse import DEFAULT_MAX_EVENT_SIZE, EventRun, ServerSentEvent, SSEDecoder, event_runs
 
 __all__ = ["ChatStream"]
 
@@ -439,15 +439,10 @@ class ChatStream:
         cut = chunk.find(b"\n\n") + 2
         if cut < 2:  # no LF LF (not one whole event yet, or CRLF line ends)
             cut = len(chunk)
-        head: list[EventRun] = []
-        for event in decoder.feed(chunk[:cut]):
-            if self._first_id is None and event.id:
-                self._first_id = event.id
-            head.append((event.event, [event.data]))
-        runs = decoder.feed_runs(chunk[cut:])
-        if head and runs and head[-1][0] == runs[0][0]:
-            head[-1][1].extend(runs.pop(0)[1])
-        return head + runs
+        head = decoder.feed(chunk[:cut])
+        if self._first_id is None:
+            self._first_id = next((event.id for event in head if event.id), None)
+        return event_runs(head, *decoder.feed_runs(chunk[cut:]))
 
     def _drop_replays(self, events: list[ServerSentEvent]) -> list[EventRun]:
         """The events of a resumed connection that come after the Last-Event-ID sent.
@@ -476,7 +471,7 @@ class ChatStream:
         if index:
             self.replays_dropped += index
             log.debug("dropped %d replayed event(s) at or before id %r", index, floor)
-        return [(event.event, [event.data]) for event in events[index:]]
+        return event_runs(events[index:])
 
     def _decode(self, runs: list[EventRun]) -> list[ChatEvent]:
         # runs: from SSEDecoder.feed_runs, usually one run of message chunks a chunk.

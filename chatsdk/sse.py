@@ -194,6 +194,17 @@ def _append_events(runs: list[EventRun], events: list[ServerSentEvent]) -> None:
     events.clear()
 
 
+def event_runs(events: Iterable[ServerSentEvent], *more: EventRun) -> list[EventRun]:
+    """These events as :meth:`SSEDecoder.feed_runs` groups them, then the runs ``more``:
+    consecutive events of one type, here or across the two, share one run."""
+    runs: list[EventRun] = []
+    for event in events:
+        _append_run(runs, event.event, [event.data])
+    for event_type, datas in more:
+        _append_run(runs, event_type, datas)
+    return runs
+
+
 def _line_end(text: str, pos: int, has_cr: bool) -> tuple[int, int]:
     # Where the line starting at pos ends (-1: not in text) and where the next one
     # starts. Without CR, str.find does it far faster than a regex search.

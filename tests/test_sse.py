@@ -17,6 +17,7 @@ from chatsdk.sse import (
     DEFAULT_MAX_LINE_SIZE,
     ServerSentEvent,
     SSEDecoder,
+    event_runs,
 )
 
 BOM = "\ufeff".encode()
@@ -1080,3 +1081,12 @@ def test_a_large_run_is_not_split_at_a_line_that_only_looks_like_an_event_start(
     ).encode()
     events = SSEDecoder(fast_path=fast_path).feed(body)
     assert [e.data for e in events] == [big, "a\nb", big]
+
+
+def test_event_runs_groups_events_as_feed_runs_does() -> None:
+    body = b"event: a\ndata: 1\n\nevent: a\ndata: 2\n\ndata: 3\n\nevent: b\ndata: 4\n\n"
+    assert event_runs(SSEDecoder().feed(body)) == SSEDecoder().feed_runs(body)
+    head, tail = body[:36], body[36:]
+    decoder = SSEDecoder()
+    merged = event_runs(decoder.feed(head), *decoder.feed_runs(tail))
+    assert merged == [("a", ["1", "2"]), ("message", ["3"]), ("b", ["4"])]
