@@ -8,12 +8,34 @@ Decoders are built once per type, at import, never per event.
 
 from __future__ import annotations
 
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
 __all__ = [
+    "COMPLETION_ROLES",
     "KNOWN_RECORD_TYPES",
+    "AIAnnotations",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionMessage",
+    "ChatCompletionMessageToolCall",
+    "ChatCompletionRequest",
+    "ChatCompletionResult",
+    "ChatCompletionTool",
+    "Choice",
+    "ChoiceDelta",
+    "ChoiceDeltaToolCall",
+    "ChoiceDeltaToolCallFunction",
+    "ChunkChoice",
+    "CompletionEvent",
+    "CompletionRole",
+    "CompletionUsage",
+    "Function",
+    "FunctionDefinition",
+    "Link",
+    "ProvidedLinks",
+    "StreamOptions",
     "ChatEvent",
     "ChatRequestSession",
     "ChatResponse",
@@ -96,9 +118,9 @@ ChatEvent: TypeAlias = MessageChunk | RecordsCited | UnknownEvent
 
 
 class Message(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A chat message. ``role`` is ``"user"`` or ``"assistant"``."""
+    """A ``chat_results`` message (SPEC 1.4): ``role`` is ``"user"`` or ``"assistant"``."""
 
-    role: str
+    role: Literal["user", "assistant"]
     content: str
     records_cited: RecordsCited | None = None
 
@@ -210,3 +232,224 @@ class HTTPValidationError(msgspec.Struct, frozen=True):
     """The chat operations' 422 body."""
 
     detail: list[ValidationErrorItem]
+
+
+# -- Chat Completions (SPEC 1.8) -------------------------------------------------------
+# Names follow openai-python's types (ChatCompletionChunk, ChoiceDelta, ...), so a user
+# moving from it finds them where expected. Every response field has a default: the
+# OpenAI-compatible servers (vLLM, Ollama, llama.cpp, LiteLLM, ...) each leave some out.
+
+#: Roles a Chat Completions request accepts (SPEC 1.8).
+COMPLETION_ROLES: Final = ("system", "user", "assistant", "tool")
+CompletionRole: TypeAlias = Literal["system", "user", "assistant", "tool"]
+
+
+class Function(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A whole function call: its ``name`` and its ``arguments`` (a JSON text)."""
+
+    name: str
+    arguments: str = ""
+
+
+class ChatCompletionMessageToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A whole tool call of an assistant message (assembled from stream fragments)."""
+
+    id: str
+    function: Function
+    type: str = "function"
+
+
+class ChatCompletionMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A Chat Completions message, in a request or in an answer.
+
+    ``role`` is ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``; ``content`` is
+    ``None`` on an assistant message that only calls tools; ``tool_call_id`` names the
+    call a ``"tool"`` message answers. ``reasoning_content`` is a reasoning model's
+    thinking (never sent back in a request by chatsdk).
+    """
+
+    role: CompletionRole
+    content: str | None = None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    reasoning_content: str | None = None
+
+
+class FunctionDefinition(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A function a model may call: ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ChatCompletionTool(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A tool offered to the model (``{"type": "function", "function": {...}}``)."""
+
+    function: FunctionDefinition
+    type: str = "function"
+
+
+class StreamOptions(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``stream_options``: ``include_usage`` asks for a last chunk carrying ``usage``."""
+
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """Body of ``POST /chat/completions`` (SPEC 1.8); extra fields are merged in by the caller."""
+
+    model: str
+    messages: list[ChatCompletionMessage]
+    stream: bool
+    stream_options: StreamOptions | None = None
+    tools: list[ChatCompletionTool] | None = None
+    tool_choice: Any = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    response_format: Any = None
+
+
+class ChoiceDeltaToolCallFunction(msgspec.Struct, frozen=True, gc=False):
+    """A fragment of a tool call's function: the name once, the arguments in pieces."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChoiceDeltaToolCall(msgspec.Struct, frozen=True):
+    """A fragment of tool call number ``index``: fragments of one index are joined."""
+
+    index: int | None = None
+    id: str | None = None
+    type: str | None = None
+    function: ChoiceDeltaToolCallFunction | None = None
+
+
+class ChoiceDelta(msgspec.Struct, frozen=True, gc=False):
+    """What one chunk adds to a choice: text, reasoning, tool-call fragments."""
+
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[ChoiceDeltaToolCall] | None = None
+    # The model's reasoning, apart from the answer: DeepSeek, vLLM and LiteLLM say
+    # ``reasoning_content``, OpenRouter and Ollama ``reasoning``.
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+
+
+_EMPTY_DELTA: Final = ChoiceDelta()
+
+
+class ChunkChoice(msgspec.Struct, frozen=True, gc=False):
+    """One choice of a stream chunk (openai-python's ``chunk.choices[i]``)."""
+
+    index: int = 0
+    delta: ChoiceDelta = _EMPTY_DELTA
+    finish_reason: str | None = None
+
+
+class CompletionUsage(msgspec.Struct, frozen=True):
+    """Token counts of a completion (``usage``)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatCompletionChunk(msgspec.Struct, frozen=True, gc=False):
+    """One event of a Chat Completions stream (``"object": "chat.completion.chunk"``).
+
+    ``choices`` may be empty (the usage chunk, and some servers' keep-alive chunks).
+    """
+
+    id: str = ""
+    choices: list[ChunkChoice] = []
+    created: int | float = 0
+    model: str = ""
+    object: str = "chat.completion.chunk"
+    usage: CompletionUsage | None = None
+    # ``{"error": {...}}`` in place of a chunk: the server reporting a failure mid-stream.
+    error: Any = None
+
+
+class Choice(msgspec.Struct, frozen=True):
+    """One choice of a whole (non-streamed) completion."""
+
+    message: ChatCompletionMessage
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class ChatCompletion(msgspec.Struct, frozen=True):
+    """The whole answer of ``stream=False`` (``"object": "chat.completion"``)."""
+
+    id: str = ""
+    choices: list[Choice] = []
+    created: int | float = 0
+    model: str = ""
+    object: str = "chat.completion"
+    usage: CompletionUsage | None = None
+    error: Any = None
+
+
+class Link(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One source Inkeep gives through its ``provideLinks`` tool (SPEC 1.8).
+
+    ``type`` is one of :data:`KNOWN_RECORD_TYPES` or any other string (kept as it is).
+    """
+
+    url: str
+    label: str | None = None
+    title: str | None = None
+    type: str | None = None
+    breadcrumbs: list[str] | None = None
+
+
+class ProvidedLinks(msgspec.Struct, frozen=True):
+    """Event: the model called ``provideLinks``; its sources, typed."""
+
+    links: list[Link]
+
+
+class AIAnnotations(msgspec.Struct, frozen=True):
+    """Event: the model called ``provideAIAnnotations``.
+
+    ``answer_confidence`` is ``"very_confident"``, ``"somewhat_confident"``,
+    ``"not_confident"``, ``"no_sources"``, ``"other"`` or any other string.
+    """
+
+    answer_confidence: str | None
+
+
+#: What iterating a Chat Completions stream yields.
+CompletionEvent: TypeAlias = ChatCompletionChunk | ProvidedLinks | AIAnnotations
+
+
+class ChatCompletionResult(msgspec.Struct, frozen=True):
+    """The whole answer of one ``chat.completions.create`` call.
+
+    ``message`` is the assistant message to append to the conversation for the next
+    turn (text and tool calls); ``text`` is its content (``""`` when none).
+    """
+
+    id: str
+    model: str
+    message: ChatCompletionMessage
+    finish_reason: str | None = None
+    usage: CompletionUsage | None = None
+    reasoning: str | None = None
+    links: list[Link] = []
+    answer_confidence: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The answer text (``message.content``, ``""`` when the model only called tools)."""
+        return self.message.content or ""
+
+    @property
+    def tool_calls(self) -> list[ChatCompletionMessageToolCall]:
+        """The assembled tool calls, in index order (``[]`` when none)."""
+        return self.message.tool_calls or []
