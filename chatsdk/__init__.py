@@ -12,10 +12,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._client import ChatClient
-from ._config import RetryPolicy, Timeout
-from ._streaming import ChatStream
+from ._config import NOT_GIVEN, RetryPolicy, Timeout
+from ._streaming import EventStream
+from .chat import ChatStream
+from .completions import INKEEP_TOOLS, CompletionStream
 from .errors import (
     APIConnectionError,
+    APIError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -31,47 +35,82 @@ from .errors import (
     ValidationError,
 )
 from .models import (
+    AIAnnotations,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
+    ChatCompletionResult,
+    ChatCompletionTool,
     ChatEvent,
     ChatResult,
     ChatSessionToken,
+    ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChunkChoice,
     Citation,
+    CompletionEvent,
+    CompletionUsage,
+    Link,
     Message,
     MessageChunk,
+    ProvidedLinks,
     Record,
     RecordsCited,
     UnknownEvent,
 )
 
 if TYPE_CHECKING:
-    from .sync import SyncChatClient
+    from .sync import SyncChatClient, SyncChatStream
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "INKEEP_TOOLS",
+    "NOT_GIVEN",
+    "AIAnnotations",
     "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
     "ChatClient",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionMessage",
+    "ChatCompletionMessageToolCall",
+    "ChatCompletionResult",
+    "ChatCompletionTool",
     "ChatEvent",
     "ChatResult",
     "ChatSDKError",
     "ChatSessionToken",
     "ChatStream",
+    "ChoiceDelta",
+    "ChoiceDeltaToolCall",
+    "ChunkChoice",
     "Citation",
+    "CompletionEvent",
+    "CompletionStream",
+    "CompletionUsage",
     "ConflictError",
+    "EventStream",
     "InternalServerError",
+    "Link",
     "Message",
     "MessageChunk",
     "NotFoundError",
     "PermissionDeniedError",
+    "ProvidedLinks",
     "RateLimitError",
     "Record",
     "RecordsCited",
     "RetryPolicy",
     "StreamError",
     "SyncChatClient",
+    "SyncChatStream",
     "Timeout",
     "UnknownEvent",
     "UnprocessableEntityError",
@@ -82,8 +121,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The sync facade pulls in anyio's thread portal; import it only when asked for.
-    if name == "SyncChatClient":
-        from .sync import SyncChatClient
+    if name in ("SyncChatClient", "SyncChatStream"):
+        from . import sync
 
-        return SyncChatClient
+        return getattr(sync, name)
     raise AttributeError(f"module 'chatsdk' has no attribute {name!r}")

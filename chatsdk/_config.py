@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
 import email.utils
 import os
 import random
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from .errors import ValidationError
+from .sse import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE
 
-__all__ = ["RetryPolicy", "Settings", "Timeout"]
+__all__ = ["NOT_GIVEN", "NotGiven", "RetryPolicy", "Settings", "Timeout"]
 
 ENV_PREFIX = "CHATSDK_"
 
@@ -188,8 +191,12 @@ def check_header_value(name: str, value: str) -> str:
     return value
 
 
-def check_base_url(name: str, url: str) -> str:
-    """``url`` without a trailing slash, if it is an absolute http(s) URL."""
+def check_base_url(name: str, url: str, *, credentials: bool = False) -> str:
+    """``url`` without a trailing slash, if it is an absolute http(s) URL.
+
+    ``name`` is the setting as the user set it (an argument or a ``CHATSDK_*`` variable);
+    ``credentials`` allows ``user:password@`` (a proxy's), never echoed.
+    """
     if not isinstance(url, str):
         raise ValidationError(f"{name} must be a string URL, got {type(url).__name__}")
     try:
@@ -205,110 +212,283 @@ def check_base_url(name: str, url: str) -> str:
     if not valid:
         shown = "" if "@" in url else f": {url!r}"  # never echo what may be a password
         raise ValidationError(f"{name} is not a valid URL{shown}")
-    if "@" in parts.netloc:
+    if "@" in parts.netloc and not credentials:
         # Never echoed: the part before "@" is a password more often than not. Every
         # error message carries the URL, so credentials in it would leak everywhere.
         raise ValidationError(
             f"{name} must not contain credentials (user:password@); pass api_key=... instead"
         )
     if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL.search(url):
-        raise ValidationError(f"{name} must be an absolute http:// or https:// URL, got {url!r}")
+        shown = "" if "@" in url else f", got {url!r}"
+        raise ValidationError(f"{name} must be an absolute http:// or https:// URL{shown}")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise ValidationError(f"{name} must not have a query or fragment, got {url!r}")
     return url.rstrip("/")
 
 
+class NotGiven:
+    """The type of :data:`NOT_GIVEN`: an argument left out, as apart from ``None``."""
+
+    _instance: NotGiven | None = None
+
+    def __new__(cls) -> NotGiven:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: A per-call argument left out: the client's setting applies. ``None`` means "no limit"
+#: for ``timeout`` and "no retries" for ``retries``, everywhere.
+NOT_GIVEN: Final = NotGiven()
+
+#: The real services (SPEC 1.9); used when no URL is given.
+GRAM_URL: Final = "https://app.getgram.ai"
+INKEEP_URL: Final = "https://api.inkeep.com"
+
+Service: TypeAlias = Literal["gram", "inkeep"]
+#: How a client token is sent: Gram's ``Gram-Chat-Session`` header (SPEC 1.1), or as
+#: ``Authorization: Bearer`` (the style Gram's deprecation RFC moves to, SPEC 1.8).
+TokenAuth: TypeAlias = Literal["gram-chat-session", "bearer"]
+
+# Every CHATSDK_* variable read; another name with that prefix is probably a misspelling.
+ENV_NAMES: Final = (
+    "API_KEY",
+    "PROJECT",
+    "SESSION_TOKEN",
+    "BASE_URL",
+    "TOKENS_BASE_URL",
+    "CHAT_BASE_URL",
+    "ORIGIN",
+    "SERVICE",
+    "TIMEOUT",
+    "PROXY",
+)
+
+
+def coerce_timeout(value: Timeout | float | None) -> Timeout:
+    """A ``Timeout`` from a Timeout, a number of seconds (connect, read and idle) or None
+    (no limit of any kind)."""
+    if value is None:
+        return Timeout(connect=None, read=None, idle=None, total=None)
+    return Timeout.coerce(value)
+
+
+def coerce_retries(value: RetryPolicy | int | None) -> RetryPolicy:
+    """A ``RetryPolicy`` from a RetryPolicy, a number of retries, or None (no retries)."""
+    if value is None:
+        return RetryPolicy(max_retries=0, max_resumes=0)
+    return RetryPolicy.coerce(value)
+
+
+def _positive_int(name: str, value: object, *, zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+        bound = ">= 0 (0: no limit)" if zero else "> 0"
+        raise ValidationError(f"{name} must be an int {bound}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Client settings resolved once: explicit arguments first, then ``CHATSDK_*`` variables.
+    """Every client option, resolved once: explicit arguments, then ``CHATSDK_*`` variables,
+    then the defaults (the real services of SPEC 1.9). Frozen; ``repr`` masks the secrets.
 
-    Secrets are held here and never shown: ``repr`` masks them.
+    The client, the sync client and the CLI all build one with :meth:`resolve`.
     """
 
     api_key: str | None
     project: str | None
     session_token: str | None
+    token_provider: Callable[[], Any] | None
+    service: Service
     tokens_base_url: str
     chat_base_url: str
+    completions_base_url: str
     origin: str | None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str]
+    timeout: Timeout
+    retries: RetryPolicy
+    max_connections: int
+    max_event_size: int
+    max_line_size: int
+    token_auth: TokenAuth
+    proxy: str | None
+    trust_env: bool
+    env_hint: str = ""  # names a misspelled CHATSDK_* variable, for missing-setting errors
 
     def __repr__(self) -> str:
         return (
             f"Settings(api_key={_mask(self.api_key)}, project={self.project!r}, "
-            f"session_token={_mask(self.session_token)}, tokens_base_url={self.tokens_base_url!r}, "
-            f"chat_base_url={self.chat_base_url!r}, origin={self.origin!r})"
+            f"session_token={_mask(self.session_token)}, service={self.service!r}, "
+            f"tokens_base_url={self.tokens_base_url!r}, chat_base_url={self.chat_base_url!r}, "
+            f"completions_base_url={self.completions_base_url!r}, origin={self.origin!r})"
         )
 
     @classmethod
     def resolve(
         cls,
         *,
-        api_key: str | None,
-        project: str | None,
-        session_token: str | None,
-        base_url: str | None,
-        tokens_base_url: str | None,
-        chat_base_url: str | None,
-        origin: str | None,
-        headers: Mapping[str, str] | None,
-        token_provider: bool = False,
+        api_key: str | None = None,
+        project: str | None = None,
+        session_token: str | Callable[[], Any] | None = None,
+        service: str | None = None,
+        base_url: str | None = None,
+        tokens_base_url: str | None = None,
+        chat_base_url: str | None = None,
+        origin: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
+        max_connections: int = 100,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        token_auth: str = "gram-chat-session",
+        proxy: str | None = None,
+        trust_env: bool = True,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         """Read each unset argument from the environment and validate all of them.
 
-        Explicit arguments always beat the environment: a ``session_token`` argument
-        (or provider) means no API key is taken from ``CHATSDK_API_KEY``, and a
-        ``base_url`` argument beats the per-API URL variables.
+        Rules: an explicit argument beats its variable; an API key and a client token
+        together (both given, or both from the environment) are refused, since which one
+        authenticates would otherwise be a guess (an explicit one beats the other's
+        variable); ``base_url`` beats the per-API URL variables; with no URL at all, the
+        real services are used (SPEC 1.9). ``service`` (``"gram"`` or ``"inkeep"``,
+        default: Gram when a project or a client token is given, else Inkeep) picks the
+        default addresses and the API-key header of Chat Completions.
+
+        Raises :class:`ValidationError` naming the setting (argument or variable) that
+        is wrong, with a hint for a misspelled ``CHATSDK_*`` variable.
         """
         env = os.environ if environ is None else environ
+        hint = _misspelled_variables(env)
 
-        def pick(value: str | None, name: str) -> str | None:
+        def pick(value: Any, name: str) -> tuple[Any, str]:
+            """(value, what the user set): the argument, else the variable."""
             if value is not None:
-                return value
+                return value, name.lower()
             found = env.get(ENV_PREFIX + name)
-            return found if found else None
+            return (found, ENV_PREFIX + name) if found else (None, name.lower())
 
-        token_given = session_token is not None or token_provider
-        if api_key is None and not token_given:
-            api_key = pick(None, "API_KEY")
-        project = pick(project, "PROJECT")
-        if api_key is None and not token_given:
-            session_token = pick(None, "SESSION_TOKEN")
-
-        def url(explicit: str | None, name: str) -> str | None:
-            return explicit or base_url or pick(None, name) or pick(None, "BASE_URL")
-
-        tokens_url = url(tokens_base_url, "TOKENS_BASE_URL")
-        chat_url = url(chat_base_url, "CHAT_BASE_URL")
-        origin = pick(origin, "ORIGIN")
-        if tokens_url is None or chat_url is None:
+        key_given = api_key is not None
+        token_given = session_token is not None
+        if key_given and token_given:
             raise ValidationError(
-                "no server URL: pass base_url=... or set CHATSDK_BASE_URL "
-                "(per API: tokens_base_url / chat_base_url)"
+                "pass either api_key (server side) or session_token (a client token), not "
+                "both: which one authenticates would be a guess"
             )
-        if api_key is not None:
-            check_header_value("api_key", api_key)
-        if session_token is not None:
-            check_header_value("session_token", session_token)
-        if project is not None:
-            check_header_value("project", project)
-        if origin is not None:
-            check_origin("origin", origin)
+        if not key_given and not token_given:
+            api_key, _ = pick(None, "API_KEY")
+            session_token, _ = pick(None, "SESSION_TOKEN")
+            if api_key is not None and session_token is not None:
+                raise ValidationError(
+                    "both CHATSDK_API_KEY and CHATSDK_SESSION_TOKEN are set: unset one, or "
+                    "pass api_key=... or session_token=... to choose"
+                )
+        provider = session_token if callable(session_token) else None
+        static_token = session_token if isinstance(session_token, str) else None
+        if session_token is not None and provider is None and static_token is None:
+            raise ValidationError(
+                "session_token must be a client token string or a callable returning one, "
+                f"got {type(session_token).__name__}"
+            )
+        project, _ = pick(project, "PROJECT")
+        origin, origin_from = pick(origin, "ORIGIN")
+        service, service_from = pick(service, "SERVICE")
+        if service is None:
+            service = "gram" if project is not None or session_token is not None else "inkeep"
+        if service not in ("gram", "inkeep"):
+            raise ValidationError(f"{service_from} must be 'gram' or 'inkeep', got {service!r}")
+        if token_auth not in ("gram-chat-session", "bearer"):
+            raise ValidationError(
+                f"token_auth must be 'gram-chat-session' or 'bearer', got {token_auth!r}"
+            )
+
+        base, base_from = pick(base_url, "BASE_URL")
+        if base_url is not None:  # an explicit base_url beats the per-API variables
+            tokens_url, tokens_from = tokens_base_url, "tokens_base_url"
+            chat_url, chat_from = chat_base_url, "chat_base_url"
+        else:
+            tokens_url, tokens_from = pick(tokens_base_url, "TOKENS_BASE_URL")
+            chat_url, chat_from = pick(chat_base_url, "CHAT_BASE_URL")
+        if base is not None:
+            base = check_base_url(base_from, base)
+        tokens = check_base_url(tokens_from, tokens_url) if tokens_url else base or GRAM_URL
+        if chat_url:
+            chat = completions = check_base_url(chat_from, chat_url)
+        elif base is not None:
+            chat = completions = base
+        else:
+            chat = INKEEP_URL + "/v0"
+            completions = GRAM_URL if service == "gram" else INKEEP_URL + "/v1"
+
+        if isinstance(timeout, NotGiven):
+            found, _ = pick(None, "TIMEOUT")
+            try:
+                timeout = Timeout() if found is None else float(found)
+            except ValueError:
+                raise ValidationError(
+                    f"CHATSDK_TIMEOUT must be a number of seconds, got {found!r}"
+                ) from None
+        if isinstance(retries, NotGiven):
+            retries = RetryPolicy()
+        proxy, proxy_from = pick(proxy, "PROXY")
+        try:
+            if api_key is not None:
+                check_header_value("api_key", api_key)
+            if static_token is not None:
+                check_header_value("session_token", static_token)
+            if project is not None:
+                check_header_value("project", project)
+            if origin is not None:
+                check_origin(origin_from, origin)
+            if proxy is not None:
+                proxy = check_base_url(proxy_from, proxy, credentials=True)
+        except ValidationError as exc:
+            raise ValidationError(f"{exc}{hint}") from None
         extra: dict[str, str] = {}
-        for key, value in (headers or {}).items():
-            if not isinstance(key, str) or not _HEADER_NAME.fullmatch(key):
-                raise ValidationError(f"invalid header name {key!r}")
-            extra[key] = check_header_value(f"header {key}", value)
+        for name, value in (headers or {}).items():
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+                raise ValidationError(f"invalid header name {name!r}")
+            extra[name] = check_header_value(f"header {name}", value)
         return cls(
             api_key=api_key,
             project=project,
-            session_token=session_token,
-            tokens_base_url=check_base_url("tokens base_url", tokens_url),
-            chat_base_url=check_base_url("chat base_url", chat_url),
+            session_token=static_token,
+            token_provider=provider,
+            service=service,  # type: ignore[arg-type]  # checked above
+            tokens_base_url=tokens,
+            chat_base_url=chat,
+            completions_base_url=completions,
             origin=origin,
             headers=extra,
+            timeout=coerce_timeout(timeout),
+            retries=coerce_retries(retries),
+            max_connections=_positive_int("max_connections", max_connections, zero=True),
+            max_event_size=_positive_int("max_event_size", max_event_size),
+            max_line_size=_positive_int("max_line_size", max_line_size),
+            token_auth=token_auth,  # type: ignore[arg-type]  # checked above
+            proxy=proxy,
+            trust_env=bool(trust_env),
+            env_hint=hint,
         )
+
+
+def _misspelled_variables(env: Mapping[str, str]) -> str:
+    """`` (did you mean CHATSDK_API_KEY for CHATSDK_APIKEY?)`` or ``""``."""
+    known = [ENV_PREFIX + name for name in ENV_NAMES]
+    hints = []
+    for name in env:
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            if close:
+                hints.append(f"{close[0]} for {name}")
+    return f" (did you mean {', '.join(sorted(hints))}?)" if hints else ""
 
 
 def check_origin(name: str, origin: str) -> str:

@@ -1,201 +1,254 @@
-"""ChatStream: send on first use, decode events, accumulate the answer, resume, release.
+"""The stream core both chat wires share: send, retry, read, resume, judge the end, release.
 
-A ``ChatStream`` is returned at once by ``chat.create``/``chat.continue_``; the request
-is sent on the first iteration (or on ``async with``/``await``). It is a plain class,
-not an async generator, so that every exit path can release the connection itself:
+An :class:`EventStream` is returned at once by ``chat.create``, ``chat.continue_`` and
+``chat.completions.create``; the request is sent on first use (iteration, ``async with``
+or ``await``). What an event's data means and how a result is folded from the events is
+the job of a small per-wire adapter (:class:`Wire`, in ``chat.py`` and ``completions.py``);
+every guarantee below is kept here, once, for both wires:
 
-- the body is read to the end: the connection goes back to the pool;
-- ``aclose()``, leaving ``async with``, an exception or a cancellation inside
-  ``__anext__``: the connection is closed at once;
-- ``break`` (or an exception in the caller's loop body) and the stream dropped:
-  ``__del__`` closes the connection, which CPython runs as soon as the loop lets go.
-
-A dropped connection is resumed (SPEC §1.7) when the server gave ``Content-Location``:
-``GET`` it with ``Last-Event-ID`` and go on, so the caller sees each event once.
+- **Release.** The connection is released on every exit path: the body read to its end
+  (back to the pool); ``aclose()``, leaving ``async with``, an error or a cancellation
+  (closed at once); ``break`` or an exception in the caller's loop body (closed by the
+  iterator's ``finally`` within an event-loop turn, whatever else references the stream).
+  A stream closed before its end refuses to give a result (``StreamError``).
+- **Time.** ``Timeout.idle`` bounds the gap between two parsed events (the wait before a
+  resume included), ``Timeout.total`` the whole call.
+- **Resume** (SPEC 1.7). A dropped connection is resumed when the server gave
+  ``Content-Location``: ``GET`` it with ``Last-Event-ID`` after a wait the server may set
+  with ``retry:`` (capped at ``RetryPolicy.max_delay``). Events a resumed connection sends
+  again are dropped only when they are provably ones already delivered; an ambiguous
+  replay is a ``StreamError``, never a silently shorter or doubled answer.
+- **The end** (SPEC 1.4, 1.8). A body that ends inside an event, or (on a wire with an end
+  sentinel) before it, is a ``StreamError`` unless the stream can be resumed.
+- **Decoding by what the body is** (SPEC 1.6): the first non-blank byte decides between an
+  event stream and a whole JSON answer when the ``Content-Type`` says otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-import msgspec
 
-from ._config import RetryPolicy, Timeout
-from ._transport import Api, Transport, deadline_for, read_at_most, read_capped
-from .errors import APIConnectionError, APITimeoutError, StreamError
-from .models import (
-    ChatEvent,
-    ChatResponse,
-    ChatResult,
-    Citation,
-    Message,
-    MessageChunk,
-    RecordsCited,
-    UnknownEvent,
+from ._config import RetryPolicy, Timeout, check_header_value
+from ._transport import (
+    DECODE_ERRORS,
+    Api,
+    Transport,
+    deadline_for,
+    earliest,
+    invalid_response,
+    mapped_errors,
+    read_at_most,
 )
+from .errors import APIConnectionError, APIError, APITimeoutError, StreamError, ValidationError
 from .sse import DEFAULT_MAX_EVENT_SIZE, EventRun, ServerSentEvent, SSEDecoder, event_runs
 
-__all__ = ["ChatStream"]
+__all__ = ["EventStream", "Wire"]
 
 log = logging.getLogger("chatsdk")
 
-# Built once per type (msgspec's advice): a Decoder caches its type's validation plan.
-_CHUNK = msgspec.json.Decoder(MessageChunk)
-_CITED = msgspec.json.Decoder(RecordsCited)
-_RESPONSE = msgspec.json.Decoder(ChatResponse)
+EventT = TypeVar("EventT")
+ResultT = TypeVar("ResultT")
+ResultT_co = TypeVar("ResultT_co", covariant=True)
 
-# msgspec raises UnicodeDecodeError (a ValueError) for bytes that are not UTF-8 and
-# RecursionError for absurd nesting, besides its own DecodeError.
-_DECODE_ERRORS = (msgspec.DecodeError, ValueError, RecursionError)
+# A non-streaming answer is read whole; bounded like the decoder bounds one event.
+MAX_JSON_BODY = DEFAULT_MAX_EVENT_SIZE
 
-# A non-streaming answer is read whole; bound it like the decoder bounds one event.
-MAX_JSON_BODY = 8 * 1024 * 1024
+# What decoding a run of payloads may raise: a malformed payload, or an error chunk.
+_PAYLOAD_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, APIError)
+
+# Before deciding what a body is (SPEC 1.6), at most this much blank text is skipped.
+MAX_SNIFF = 64 * 1024
+
+# What may come before a body's first meaningful byte: a BOM and white space.
+_BLANK = b"\xef\xbb\xbf \t\r\n"
+
+# The first bytes of an event stream: a field name or a comment (WHATWG: "data", "event",
+# "id", "retry", or ":"), after an optional BOM.
+_SSE_STARTS = (b"data", b"event", b"id", b"retry", b":")
 
 
-class ChatStream:
+class Wire(Protocol[EventT, ResultT_co]):
+    """One chat wire's adapter: what events mean, and how they fold into a result.
+
+    One adapter object serves one stream (it holds that stream's fold). ``decode`` turns
+    runs of ``(event type, [data, ...])`` into events and may raise any of
+    ``DECODE_ERRORS`` or :class:`APIError`; the core then calls ``decode_one`` payload by
+    payload to deliver the events before the culprit and raise its error after them.
+    ``take`` folds a batch and returns the events to hand out (an adapter may add
+    events it derives, such as Inkeep's links). ``finished`` is True once the wire's end
+    sentinel came (nothing after it is read); ``needs_end`` says that a body ending
+    before it is cut short.
+    """
+
+    finished: bool
+    needs_end: bool
+
+    def decode(self, runs: list[EventRun]) -> list[EventT]: ...
+
+    def decode_one(self, event: str, data: str) -> list[EventT]: ...
+
+    def take(self, events: list[EventT]) -> list[EventT]: ...
+
+    def whole(self, body: bytes) -> list[EventT]: ...
+
+    def text(self, event: EventT) -> str | None: ...
+
+    def result(self) -> ResultT_co: ...
+
+
+class EventStream(Generic[EventT, ResultT]):
     """The answer to one chat call: an async iterator of events and an async context manager.
 
-    Iterate it for :class:`MessageChunk`, :class:`RecordsCited` and :class:`UnknownEvent`
-    values, use :attr:`text_stream` for the text alone, or ``await`` it (or
-    :meth:`final_result`) for the whole :class:`ChatResult`::
-
-        async with client.chat.create(integration_id="docs", messages=[...]) as stream:
-            async for text in stream.text_stream:
-                print(text, end="")
-            result = await stream.final_result()
+    Iterate it for the wire's typed events, use :attr:`text_stream` for the text alone,
+    or ``await`` it (or :meth:`final_result`) for the whole result. Errors (a status, a
+    timeout, a malformed stream) are raised on first use, not when the stream is made.
     """
 
     def __init__(
         self,
         transport: Transport,
+        wire: Wire[EventT, ResultT],
         *,
         api: Api,
         url: str,
         body: bytes,
         timeout: Timeout,
         retries: RetryPolicy,
-        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ):
         self._transport = transport
+        self._wire = wire
         self._api: Api = api
         self._url = url
         self._body = body
         self._timeout = timeout
         self._retries = retries
-        self._max_event_size = max_event_size
+        self._secrets = transport.secrets()  # scrubbed from whatever a read raises
+        self._max_event_size = transport.settings.max_event_size
+        self._max_line_size = transport.settings.max_line_size
         self._response: aiohttp.ClientResponse | None = None
         self._decoder: SSEDecoder | None = None
+        self._carry = b""  # bytes read while deciding what the body is, not yet decoded
+        self._broken: APIConnectionError | None = None  # a drop while those were read
         self._deadline: float | None = None
         self._started = False
-        self._done = False
-        self._pending: Iterator[ChatEvent] = iter(())
+        self._done = False  # nothing more will be read
+        self._complete = False  # the whole answer was read (the result may be given)
+        self._pending: Iterator[EventT] = iter(())
         # A malformed payload found after good events of the same read: raised next.
-        self._error: StreamError | None = None
-        # What final_result() needs, folded in as each batch is queued (the events
-        # themselves are not kept: a long stream must not pin every struct it made).
-        self._text: list[str] = []
-        self._citations: list[Citation] = []
-        self._finish_reason: str | None = None
-        self._chat_session_id: str | None = None
-        # Resumption state (SPEC §1.7).
+        self._error: BaseException | None = None
+        # Resumption state (SPEC 1.7).
         self._resume_url: str | None = None
         self._last_event_id = ""
         self._retry_ms: int | None = None
         self._failed_resumes = 0
-        # After a resume: the Last-Event-ID sent, until the server has sent an event
-        # after it (events at or before it are replays, dropped: see _drop_replays).
-        self._replay_floor: str | None = None
-        self._resumed_first_event = False  # the next event is a resumed connection's first
-        self._replay_from_top = False  # dropping everything up to the floor's event
-        self._delivered = False  # some event was handed to the caller
-        self._first_id: str | None = None  # the first event id delivered
+        self._events_seen = 0  # SSE events dispatched so far (the ones a replay repeats)
+        self._first_id: str | None = None  # the id of the stream's first event
+        # After a resume, until the first event of the new connection settles it: the
+        # Last-Event-ID sent. See _drop_replays.
+        self._replay_of: str | None = None
+        self._top_replay_left = 0  # events of a replay from the top still to drop
         self.resumes = 0
         """How many times this stream reconnected after a dropped connection."""
         self.replays_dropped = 0
-        """Events a resumed connection sent again (at or before Last-Event-ID), not delivered."""
+        """Events a resumed connection sent again (provably delivered before), not delivered."""
 
     # -- public surface ---------------------------------------------------------------
 
     @property
-    def chat_session_id(self) -> str | None:
-        """The chat session this answer belongs to, once the server has said it."""
-        return self._chat_session_id
-
-    @property
     def text_stream(self) -> AsyncIterator[str]:
-        """The answer's text pieces as they arrive (non-empty ``content_chunk`` values)."""
+        """The answer's text pieces as they arrive (each a non-empty ``str``)."""
         return self._texts()
 
     async def _texts(self) -> AsyncIterator[str]:
-        async for event in self:
-            if type(event) is MessageChunk and event.content_chunk:
-                yield event.content_chunk
+        text = self._wire.text
+        try:
+            async for event in self:
+                piece = text(event)
+                if piece:
+                    yield piece
+        finally:
+            self._abandon()
 
-    async def final_result(self) -> ChatResult:
-        """Read the rest of the stream and return the whole answer."""
+    async def final_result(self) -> ResultT:
+        """Read the rest of the stream and return the whole answer.
+
+        Raises :class:`StreamError` if the stream was closed before its end (``aclose()``,
+        ``break``, leaving ``async with`` early): its answer would be incomplete.
+        """
         while True:
             try:
                 await self.__anext__()
             except StopAsyncIteration:
                 break
-        return ChatResult(
-            chat_session_id=self._chat_session_id,
-            message=Message(
-                role="assistant",
-                content="".join(self._text),
-                records_cited=RecordsCited(list(self._citations)) if self._citations else None,
-            ),
-            citations=list(self._citations),
-            finish_reason=self._finish_reason,
-        )
+        self._check_complete()
+        return self._wire.result()
 
-    def __await__(self) -> Generator[Any, None, ChatResult]:
+    def __await__(self) -> Generator[Any, None, ResultT]:
         return self.final_result().__await__()
 
-    def __aiter__(self) -> AsyncIterator[ChatEvent]:
+    def __aiter__(self) -> AsyncIterator[EventT]:
         # `async for` gets an async generator over the same state: CPython resumes one
-        # far more cheaply per item than it calls a Python-level __anext__. Abandoning
-        # it is safe: the connection belongs to this stream, whose exits all release it.
+        # far more cheaply per item than it calls a Python-level __anext__. Its finally
+        # is what releases the connection after `break` or an exception in the loop body
+        # (asyncio closes an abandoned async generator within an event-loop turn).
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[ChatEvent]:
-        while True:
-            for event in self._pending:
-                yield event
-            if self._done:
-                return
-            await self._read_batch()
+    async def _iterate(self) -> AsyncIterator[EventT]:
+        try:
+            while True:
+                for event in self._pending:
+                    yield event
+                if self._done:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                await self._read_batch()
+        finally:
+            self._abandon()
 
-    async def __anext__(self) -> ChatEvent:
+    async def __anext__(self) -> EventT:
         # The hot path: hand out the next decoded event (a for loop is the cheapest way
         # to take one item from an iterator); read more only when the batch is used up.
         for event in self._pending:
             return event
-        return await self._next_batch()
-
-    async def _next_batch(self) -> ChatEvent:
         while not self._done:
             await self._read_batch()
             for event in self._pending:
                 return event
+        if self._error is not None:
+            raise self._error
         raise StopAsyncIteration
 
     async def _read_batch(self) -> None:
         try:
             await self._read_events()
-        except BaseException:
-            # An error or a cancellation mid-read: nothing more will be read.
+        except BaseException as exc:
+            # An error or a cancellation mid-read: nothing more will be read, and asking
+            # again raises the same error.
             self._done = True
+            if isinstance(exc, Exception):
+                self._error = exc
             self._close_connection()
             raise
 
-    async def __aenter__(self) -> ChatStream:
+    def _check_complete(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self._complete:
+            raise StreamError(
+                "the stream was closed before its end (aclose(), break, or leaving "
+                "`async with` early): its answer is incomplete"
+            )
+
+    async def __aenter__(self) -> EventStream[EventT, ResultT]:
         if not self._started:
             try:
                 await self._open()
@@ -214,19 +267,35 @@ class ChatStream:
 
     async def aclose(self) -> None:
         """Stop reading and release the connection (closing it if the body was unfinished)."""
-        self._done = True
-        self._pending = iter(())
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Stop here: nothing more is read, the connection is released at once."""
+        if not self._done:
+            self._done = True
+            self._pending = iter(())
         self._close_connection()
 
     def __del__(self) -> None:
-        # A stream abandoned after `break` ends here; close rather than leak the socket.
+        # Every exit path releases the connection; one still open here is a stream driven
+        # by hand with __anext__ and dropped. Close it, and say so, as aiohttp would.
         response = self._response
         if response is not None and not response.closed:
             response.close()
+            warnings.warn(
+                f"unclosed chat stream {self!r}: use `async with`, iterate it to its end, "
+                "or call aclose()",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
 
     def __repr__(self) -> str:
-        state = "done" if self._done else ("open" if self._started else "not started")
-        return f"<ChatStream {self._url.split('?')[0]!r} {state}>"
+        if self._done:
+            state = "complete" if self._complete else "closed"
+        else:
+            state = "open" if self._started else "not started"
+        return f"<{type(self).__name__} {self._url.split('?')[0]!r} {state}>"
 
     # -- connection ---------------------------------------------------------------------
 
@@ -248,110 +317,142 @@ class ChatStream:
             retries=self._retries,
             deadline=self._deadline,
         )
-        await self._accept(response)
+        await self._accept(response, earliest(self._deadline, self._idle_end()))
 
-    async def _accept(self, response: aiohttp.ClientResponse) -> None:
-        """Take a response: an event stream to read, or a whole JSON answer to replay."""
+    def _idle_end(self) -> float | None:
+        idle = self._timeout.idle
+        return None if idle is None else asyncio.get_running_loop().time() + idle
+
+    async def _accept(self, response: aiohttp.ClientResponse, wait_until: float | None) -> None:
+        """Take a response: an event stream to read, or a whole JSON answer to replay.
+
+        The ``Content-Type`` decides when the body agrees with it; otherwise the first
+        non-blank byte does (SPEC 1.6): ``{`` a JSON answer, a field name or ``:`` an
+        event stream, anything else a typed error carrying an excerpt.
+        """
         self._response = response
-        content_type = response.content_type
-        if content_type == "text/event-stream":
-            location = response.headers.get("Content-Location")
-            if location:
-                self._resume_url = _same_origin_url(self._url, location)
-            self._decoder = SSEDecoder(
-                max_line_size=self._max_event_size,
-                max_event_size=self._max_event_size,
-                last_event_id=self._last_event_id,
-            )
-            return
-        if content_type == "application/json" or content_type.endswith("+json"):
-            body = await self._read_whole(response)
+        head, broke = await self._read_head(response, wait_until)
+        self._carry = head
+        kind = _body_kind(response.content_type, head)
+        if broke is not None and kind != "sse":
+            raise broke
+        self._broken = broke
+        if kind == "json":
+            self._carry = b""
+            body = head + await self._read_rest(response, wait_until, len(head))
             try:
-                answer = _RESPONSE.decode(body)
-            except _DECODE_ERRORS as exc:
-                raise StreamError(
-                    f"invalid JSON answer: {type(exc).__name__}: {exc}", received=body
-                ) from exc
-            events: list[ChatEvent] = [
-                MessageChunk(
-                    content_chunk=answer.message.content,
-                    chat_session_id=answer.chat_session_id,
-                    finish_reason="stop",
-                )
-            ]
-            if answer.message.records_cited is not None:
-                events.append(answer.message.records_cited)
-            self._done = True
+                events = self._wire.whole(body)
+            except DECODE_ERRORS as exc:
+                raise invalid_response(
+                    f"the answer is not valid JSON of this API: {exc}", response, body
+                ) from None
+            self._done = self._complete = True
             self._take(events)
             return
-        preview = await read_capped(response, 512)
-        raise StreamError(
-            f"expected an event stream, got Content-Type {response.headers.get('Content-Type')!r}",
-            received=preview,
+        if kind == "sse":
+            location = response.headers.get("Content-Location")
+            if location:
+                self._resume_url = _resume_url(self._url, location)
+            # After a resume the decoder starts with no id (WHATWG would seed the id
+            # sent): an event that repeats it then shows whether it carried it itself.
+            self._decoder = SSEDecoder(
+                max_line_size=self._max_line_size, max_event_size=self._max_event_size
+            )
+            return
+        raise invalid_response(
+            f"expected an event stream or a JSON answer, got Content-Type "
+            f"{response.headers.get('Content-Type')!r} and a body that is neither",
+            response,
+            head,
         )
 
-    async def _read_whole(self, response: aiohttp.ClientResponse) -> bytes:
-        # A whole answer is one "event": bounded by idle as well as total.
-        wait_until = self._deadline
-        if self._timeout.idle is not None:
-            idle_end = asyncio.get_running_loop().time() + self._timeout.idle
-            wait_until = idle_end if wait_until is None else min(wait_until, idle_end)
-        try:
+    async def _read_head(
+        self, response: aiohttp.ClientResponse, wait_until: float | None
+    ) -> tuple[bytes, APIConnectionError | None]:
+        """The body's first bytes (enough to tell what it is), and the error if the
+        connection broke first (what came before it still counts)."""
+        head = b""
+        while len(head) < MAX_SNIFF:
+            try:
+                chunk = await self._read_chunk(response, wait_until)
+            except APITimeoutError:
+                raise
+            except APIConnectionError as exc:
+                return head, exc
+            if not chunk:
+                break
+            head += chunk
+            start = head.lstrip(_BLANK)
+            # Enough to tell a field name from anything else (or a JSON answer).
+            if len(start) >= 6 or start[:1] in (b"{", b"[", b":") or b"\n" in start:
+                break
+        return head, None
+
+    async def _read_rest(
+        self, response: aiohttp.ClientResponse, wait_until: float | None, have: int
+    ) -> bytes:
+        with mapped_errors("reading the answer", self._timeout, self._deadline, self._secrets):
             async with asyncio.timeout_at(wait_until):
-                body = await read_at_most(response, MAX_JSON_BODY)
-        except TimeoutError as exc:
-            raise APITimeoutError("timed out reading the answer") from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError("the connection broke while reading the answer") from exc
+                body = await read_at_most(response, MAX_JSON_BODY - have)
         response.release()
         self._response = None
         return body
 
-    async def _resume(self, cause: BaseException) -> None:
-        """Reconnect after a drop with ``Last-Event-ID``, or raise StreamError if we cannot."""
+    async def _read_chunk(
+        self, response: aiohttp.ClientResponse, wait_until: float | None
+    ) -> bytes:
+        with mapped_errors("reading the stream", self._timeout, self._deadline, self._secrets):
+            async with asyncio.timeout_at(wait_until):
+                return await response.content.readany()
+
+    async def _resume(self, cause: BaseException, wait_until: float | None) -> None:
+        """Reconnect after a drop with ``Last-Event-ID``, or raise if that cannot be done."""
         self._close_connection()
         if self._resume_url is None:
-            raise StreamError(
-                "the connection dropped mid-stream and the server did not make the stream "
-                "resumable (no Content-Location)",
-                event=None,
-            ) from cause
-        if not self._last_event_id and self._delivered:
+            note = " (not resumable: the server gave no Content-Location)"
+            if isinstance(cause, StreamError):
+                raise StreamError(f"{cause}{note}") from cause.__cause__
+            raise type(cause)(f"{cause}{note}") from cause.__cause__
+        if not self._last_event_id and self._events_seen:
             # Without an id to resume from, the server would start again from the top.
             raise StreamError(
-                "the connection dropped mid-stream and no event so far carried an id to "
-                "resume from; reconnecting would repeat events already delivered"
+                "the stream was cut and no event so far carried an id to resume from; "
+                "reconnecting would repeat events already delivered"
             ) from cause
         if self._failed_resumes >= self._retries.max_resumes:
             raise StreamError(
-                f"the connection dropped mid-stream; gave up after {self._failed_resumes} "
-                "reconnects without a new event"
+                f"the stream was cut; gave up after {self._failed_resumes} reconnects "
+                "without a new event"
             ) from cause
+        # The server may choose the wait (``retry:``), within the retry policy's cap.
         delay = (
             self._retry_ms / 1000
             if self._retry_ms is not None
             else self._retries.backoff(self._failed_resumes)
         )
-        if self._deadline is not None:
-            loop_time = asyncio.get_running_loop().time()
-            if loop_time + delay >= self._deadline:
-                raise APITimeoutError(
-                    "total timeout expired while resuming a dropped stream"
-                ) from cause
+        delay = min(delay, self._retries.max_delay)
+        loop = asyncio.get_running_loop()
+        if wait_until is not None and loop.time() + delay >= wait_until:
+            which = "total" if wait_until == self._deadline else "idle"
+            raise APITimeoutError(
+                f"the stream was cut and waiting {delay:g} s to resume would pass the "
+                f"{which} timeout"
+            ) from cause
         self._failed_resumes += 1
         self.resumes += 1
-        log.debug(
-            "stream dropped (%s); resuming after event id %r",
+        log.info(
+            "stream cut (%s); resuming %s in %.2f s (resume %d)",
             type(cause).__name__,
-            self._last_event_id,
+            "after the last event id" if self._last_event_id else "from the start",
+            delay,
+            self.resumes,
         )
         await asyncio.sleep(delay)
         headers = {"Accept": "text/event-stream"}
         if self._last_event_id:
             headers["Last-Event-ID"] = self._last_event_id
-        self._replay_floor = self._last_event_id or None
-        self._resumed_first_event = True
-        self._replay_from_top = False
+        self._replay_of = self._last_event_id or None
+        self._top_replay_left = 0
         response = await self._transport.send(
             "GET",
             self._resume_url,
@@ -359,9 +460,9 @@ class ChatStream:
             headers=headers,
             timeout=self._timeout,
             retries=self._retries,
-            deadline=self._deadline,
+            deadline=earliest(self._deadline, wait_until),
         )
-        await self._accept(response)
+        await self._accept(response, wait_until)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -373,204 +474,190 @@ class ChatStream:
             await self._open()
             if self._done:  # a whole JSON answer, already queued
                 return
-        loop = asyncio.get_running_loop()
-        idle = self._timeout.idle
-        wait_until = None if idle is None else loop.time() + idle
-        if self._deadline is not None and (wait_until is None or self._deadline < wait_until):
-            wait_until = self._deadline
+        # Idle counts from the last event, across resumes: a new wait starts here.
+        wait_until = earliest(self._deadline, self._idle_end())
         while True:
             response, decoder = self._response, self._decoder
             assert response is not None and decoder is not None
-            try:
-                async with asyncio.timeout_at(wait_until):
-                    chunk = await response.content.readany()
-            except aiohttp.ServerTimeoutError as exc:
-                raise APITimeoutError(
-                    f"no bytes from the server for {self._timeout.read} s (read timeout)"
-                ) from exc
-            except TimeoutError as exc:
-                if self._deadline is not None and loop.time() >= self._deadline:
-                    raise APITimeoutError("total timeout expired while streaming") from exc
-                raise APITimeoutError(
-                    f"no event from the server for {idle} s (idle timeout; pings do not count)"
-                ) from exc
-            except aiohttp.ClientError as exc:
-                await self._resume(exc)
+            if self._carry:
+                chunk, self._carry = self._carry, b""
+            elif self._broken is not None:  # the connection broke while the head was read
+                broken, self._broken = self._broken, None
+                await self._resume(broken, wait_until)
                 continue
-            if not chunk:
-                if not decoder.at_event_boundary:
-                    if self._resume_url is not None:
-                        await self._resume(StreamError("the body ended mid-event"))
-                        continue
-                    raise StreamError("the event stream ended in the middle of an event")
-                self._done = True
-                self._response = None
-                response.release()
-                return
-            if self._replay_floor is not None:
-                events = self._drop_replays(decoder.feed(chunk))
-            elif not self._delivered:
-                events = self._read_first_events(decoder, chunk)
             else:
-                events = decoder.feed_runs(chunk)
+                try:
+                    chunk = await self._read_chunk(response, wait_until)
+                except APITimeoutError:
+                    raise
+                except APIConnectionError as exc:
+                    await self._resume(exc, wait_until)
+                    continue
+            if not chunk:
+                try:
+                    decoder.end()
+                    if self._wire.needs_end:
+                        raise StreamError(
+                            "the stream ended before the answer's end marker: the answer "
+                            "is incomplete"
+                        )
+                except StreamError as exc:
+                    await self._resume(exc, wait_until)
+                    continue
+                self._finish(response, at_eof=True)
+                return
+            if self._replay_of is not None:
+                runs = self._drop_replays(decoder.feed(chunk))
+            elif not self._events_seen:
+                runs = self._first_runs(decoder, chunk)
+            else:
+                runs = decoder.feed_runs(chunk)
             self._retry_ms = decoder.retry
-            # (While replays are dropped, the id to resume from stays the one sent.)
-            if self._replay_floor is None and decoder.last_event_id != self._last_event_id:
+            if self._replay_of is None and decoder.last_event_id not in ("", self._last_event_id):
                 self._last_event_id = decoder.last_event_id
                 self._failed_resumes = 0
-            if events:
+            if runs:
                 self._failed_resumes = 0
-                decoded = self._decode(events)
-                # The usual batch: one run of message chunks, all of them decoded.
-                chunks_only = (
-                    len(events) == 1
-                    and events[0][0] == "message_chunk"
-                    and len(decoded) == len(events[0][1])
-                )
-                self._take(decoded, chunks_only=chunks_only)
+                self._events_seen += sum([len(datas) for _, datas in runs])
+                self._take(self._decode(runs))
+                if self._wire.finished:
+                    self._finish(response, at_eof=response.content.at_eof())
                 return
 
-    def _read_first_events(self, decoder: SSEDecoder, chunk: bytes) -> list[EventRun]:
-        """feed_runs for the stream's first events, noting the first event id on the way.
+    def _finish(self, response: aiohttp.ClientResponse, *, at_eof: bool) -> None:
+        self._done = self._complete = True
+        self._response = None
+        if at_eof:
+            response.release()
+        else:  # the end marker came before the body's end: nothing after it matters
+            response.close()
+
+    def _first_runs(self, decoder: SSEDecoder, chunk: bytes) -> list[EventRun]:
+        """``feed_runs`` for the stream's first events, noting the first event id on the way.
 
         That id tells a replay from the top apart (see _drop_replays); the first event
         is decoded on its own to read it, the rest of the chunk as usual.
         """
         cut = chunk.find(b"\n\n") + 2
-        if cut < 2:  # no LF LF (not one whole event yet, or CRLF line ends)
+        if cut < 2:  # no LF LF (not one whole event yet, or CR line ends)
             cut = len(chunk)
         head = decoder.feed(chunk[:cut])
-        if self._first_id is None:
-            self._first_id = next((event.id for event in head if event.id), None)
+        if head and self._first_id is None:
+            self._first_id = head[0].id or None
         return event_runs(head, *decoder.feed_runs(chunk[cut:]))
 
     def _drop_replays(self, events: list[ServerSentEvent]) -> list[EventRun]:
-        """The events of a resumed connection that come after the Last-Event-ID sent.
+        """The events of a resumed connection, less those provably delivered already.
 
-        SPEC §1.7 says a resumed stream starts after that id; a server that starts
-        earlier (ignoring the header, or replaying from the top) would otherwise make
-        the caller see events twice. Leading events whose id is the one sent, or a
-        decimal id not above it, are dropped; so is everything up to and including
-        the event with the id sent when the first one has the stream's first id (a
-        replay from the top, which opaque ids show no other way). The first event
-        after that ends the check.
+        SPEC 1.7 says a resumed stream starts after the Last-Event-ID sent, and ids are
+        opaque strings (WHATWG): they have no order, so an unknown id is a new event. Two
+        replays can be proven: a first event that carries the id sent itself (the server
+        resent that event: it is dropped), and a first event with the stream's first id (a
+        replay from the top: as many events as were delivered are dropped, and the last
+        of them must carry the id sent, or the resume is ambiguous: StreamError).
         """
-        floor = self._replay_floor
-        assert floor is not None
+        sent = self._replay_of
+        assert sent is not None
         index = 0
         for event in events:
-            if self._replay_from_top:  # dropped, through the event with the id sent
-                self._replay_from_top = event.id != floor
-            elif self._resumed_first_event and event.id == self._first_id != floor:
-                self._replay_from_top = True
-            elif not _at_or_before(event.id, floor):
-                self._replay_floor = None
-                break
-            self._resumed_first_event = False
-            index += 1
+            if self._top_replay_left:
+                self._top_replay_left -= 1
+                if not self._top_replay_left:
+                    if event.id != sent:
+                        raise StreamError(
+                            "the resumed stream started again from its first event but "
+                            f"did not reach the last event id sent ({sent!r}) where expected: "
+                            "cannot tell which events are new",
+                            received=event.data,
+                        )
+                    self._replay_of = None
+                index += 1
+                if self._replay_of is None:
+                    break
+                continue
+            if event.id == sent:
+                index += 1
+                self._replay_of = None
+            elif event.id and event.id == self._first_id and self._events_seen > 1:
+                self._top_replay_left = self._events_seen - 1
+                index += 1
+                continue
+            else:
+                self._replay_of = None
+            break
         if index:
             self.replays_dropped += index
-            log.debug("dropped %d replayed event(s) at or before id %r", index, floor)
+            log.info("dropped %d replayed event(s) up to id %r", index, sent)
         return event_runs(events[index:])
 
-    def _decode(self, runs: list[EventRun]) -> list[ChatEvent]:
-        # runs: from SSEDecoder.feed_runs, usually one run of message chunks a chunk.
-        decode_chunk = _CHUNK.decode
-        decoded: list[ChatEvent] = []
+    def _decode(self, runs: list[EventRun]) -> list[EventT]:
+        wire = self._wire
         try:
-            for event, datas in runs:
-                if event == "message_chunk":
-                    # The hot path: each payload decoded on its own, all in C. (One
-                    # decode of a run joined as a JSON array or JSON lines is cheaper,
-                    # but accepts malformed payloads whose join is valid: '{"a":"x"},
-                    # {"a":"' and '"}' as an array, '{"a":' and '1} {"a":2}' as lines.)
-                    decoded += map(decode_chunk, datas)
-                else:
-                    decoded += [_decode_other(ServerSentEvent(event, data)) for data in datas]
-            return decoded
-        except _DECODE_ERRORS:
+            return wire.decode(runs)
+        except _PAYLOAD_ERRORS:
             pass
         # Find the culprit, to report it precisely; the events before it are still
         # delivered (what the caller sees must not depend on how the bytes were cut),
         # and the error is raised when the caller asks for the next one.
-        good: list[ChatEvent] = []
+        wire.finished = False
+        good: list[EventT] = []
         for event, datas in runs:
             for data in datas:
                 try:
-                    if event == "message_chunk":
-                        good.append(decode_chunk(data))
-                    else:
-                        good.append(_decode_other(ServerSentEvent(event, data)))
-                except _DECODE_ERRORS as exc:
+                    good += wire.decode_one(event, data)
+                except APIError as exc:
+                    error: BaseException = exc
+                except DECODE_ERRORS as exc:
                     error = StreamError(
-                        f"invalid {event} payload: {type(exc).__name__}: {exc}",
-                        event=event,
-                        received=data,
+                        f"invalid {event} payload: {exc}", event=event, received=data
                     )
-                    error.__cause__ = exc
-                    if not good:
-                        raise error from exc
-                    self._error = error
-                    return good
+                else:
+                    if wire.finished:
+                        return good
+                    continue
+                if not good:
+                    raise error
+                self._error = error
+                return good
         raise AssertionError("unreachable: a payload failed only once")  # pragma: no cover
 
-    def _take(self, events: list[ChatEvent], *, chunks_only: bool = False) -> None:
-        """Queue events for the caller, folding what final_result() needs from them."""
-        self._delivered = self._delivered or bool(events)
-        if chunks_only:
-            # All of them MessageChunk: no type test per event.
-            chunks = cast(list[MessageChunk], events)
-            # Comprehensions: CPython's specialised attribute reads beat attrgetter.
-            self._text.append("".join([chunk.content_chunk for chunk in chunks]))
-            finished = [chunk for chunk in chunks if chunk.finish_reason is not None]
-            if finished:
-                self._finish_reason = finished[-1].finish_reason
-        else:
-            self._fold(events)
-        if self._chat_session_id is None:
-            for event in events:
-                if type(event) is MessageChunk and event.chat_session_id is not None:
-                    self._chat_session_id = event.chat_session_id
-                    break
-        self._pending = iter(events)
-
-    def _fold(self, events: list[ChatEvent]) -> None:
-        for event in events:
-            if type(event) is MessageChunk:
-                self._text.append(event.content_chunk)
-                if event.finish_reason is not None:
-                    self._finish_reason = event.finish_reason
-            elif type(event) is RecordsCited:
-                self._citations.extend(event.citations)
+    def _take(self, events: list[EventT]) -> None:
+        """Queue events for the caller, folding the result from them."""
+        self._pending = iter(self._wire.take(events))
 
 
-def _at_or_before(event_id: str, floor: str) -> bool:
-    """Whether an event with this id (the id in force) is one a resume from ``floor`` had.
+def _body_kind(content_type: str, head: bytes) -> str:
+    """``"json"``, ``"sse"`` or ``"other"``: what a body is, by its label and first bytes.
 
-    Ids are opaque strings, so only equality says so in general; decimal ids (what
-    the reference server sends) are also ordered, compared as numbers of any length.
+    SPEC 1.6: the label decides when the body agrees with it, the first non-blank byte
+    when not. An event stream may begin with any field name (WHATWG ignores unknown
+    ones), so a body labelled ``text/event-stream`` is one unless it opens with ``{``.
     """
-    if event_id == floor:
-        return True
-    if event_id.isdigit() and floor.isdigit() and event_id.isascii() and floor.isascii():
-        a, b = event_id.lstrip("0"), floor.lstrip("0")
-        return (len(a), a) <= (len(b), b)
-    return False
+    start = head.lstrip(_BLANK)
+    if start[:1] in (b"{", b"["):
+        return "json"
+    if content_type == "text/event-stream" or start.startswith(_SSE_STARTS):
+        return "sse"
+    if not start and (content_type == "application/json" or content_type.endswith("+json")):
+        return "json"
+    return "other"
 
 
-def _decode_other(event: ServerSentEvent) -> ChatEvent:
-    if event.event == "records_cited":
-        return _CITED.decode(event.data)
-    return UnknownEvent(event=event.event, data=event.data)
+def _resume_url(request_url: str, location: str) -> str | None:
+    """``Content-Location`` resolved against the request URL; None if it cannot be used.
 
-
-def _same_origin_url(request_url: str, location: str) -> str | None:
-    """``location`` resolved against the request URL, or None if it points at another origin.
-
-    Credentials go with the resume request, so it must stay on the server that was asked.
+    Credentials go with the resume request, so it must stay on the server that was asked;
+    a value that is not a usable URL path (control characters, a malformed authority)
+    makes the stream not resumable rather than failing later.
     """
-    resolved = urljoin(request_url, location)
-    a, b = urlsplit(request_url), urlsplit(resolved)
-    if (a.scheme, a.netloc) != (b.scheme, b.netloc):
+    try:
+        check_header_value("Content-Location", location)
+        resolved = urljoin(request_url, location)
+        a, b = urlsplit(request_url), urlsplit(resolved)
+        b.port  # noqa: B018 - ValueError for a port that is not a number
+    except (ValueError, ValidationError):
+        log.info("ignoring an unusable Content-Location; the stream is not resumable")
+        return None
+    if (a.scheme, a.netloc) != (b.scheme, b.netloc) or any(c.isspace() for c in resolved):
         return None
     return resolved

@@ -1,7 +1,9 @@
 """The one aiohttp session: auth headers, idempotency keys, the retry loop, error mapping.
 
-Everything that turns an aiohttp or msgspec failure into a chatsdk error before a
-response body is handed on lives here (the stream body is ``_streaming``'s job).
+The error boundary lives here: :func:`mapped_errors` turns an aiohttp, asyncio or OS
+failure into a chatsdk error for every send and every body read (``_streaming`` uses it
+too), :data:`DECODE_ERRORS` is the one tuple of decode failures, and
+:func:`invalid_response` the one error for a 2xx body that is not what the API answers.
 Nothing here logs or formats a credential: log lines carry the method, the path
 without its query, the status and the attempt number. Error messages and bodies are
 scrubbed of every secret the call sent (the API key, the client token, extra header
@@ -14,39 +16,66 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Any, Literal, TypeAlias
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import msgspec
 
-from ._config import RetryPolicy, Settings, Timeout, check_header_value
+from ._config import (
+    NotGiven,
+    RetryPolicy,
+    Settings,
+    Timeout,
+    check_header_value,
+    coerce_retries,
+    coerce_timeout,
+)
 from .errors import (
     APIConnectionError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
-    StreamError,
     ValidationError,
     excerpt,
     status_error_class,
 )
 from .models import ChatSessionToken
-from .sse import DEFAULT_MAX_EVENT_SIZE
 
-__all__ = ["Transport", "TokenProvider", "USER_AGENT"]
+__all__ = [
+    "DECODE_ERRORS",
+    "USER_AGENT",
+    "TokenProvider",
+    "Transport",
+    "invalid_response",
+    "mapped_errors",
+]
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=BaseException)
+
+# Every way decoding a body can fail: msgspec's DecodeError and ValidationError, the
+# UnicodeDecodeError (a ValueError) it raises for bytes that are not UTF-8, and the
+# RecursionError it raises for absurdly deep nesting.
+DECODE_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, ValueError, RecursionError)
 
 log = logging.getLogger("chatsdk")
 
 USER_AGENT = "chatsdk-python/0.1.0"
 
-#: An async callable the client calls for a fresh client token.
-TokenProvider: TypeAlias = Callable[[], Awaitable["str | ChatSessionToken"]]
+#: A callable the client calls for a fresh client token: async, or plain.
+TokenProvider: TypeAlias = Callable[
+    [], "Awaitable[str | ChatSessionToken] | str | ChatSessionToken"
+]
 
-Api: TypeAlias = Literal["tokens", "chat"]
+#: Which API a request belongs to: it picks the base URL and the auth headers.
+Api: TypeAlias = Literal["tokens", "chat", "completions"]
 
 # Refresh a client token this long before it expires: the public chat widget re-fetches
 # within 30 s of `exp`, which leaves room for a slow mint and clock skew.
@@ -97,7 +126,9 @@ class _TokenSource:
         async with self._lock:
             if self._usable(stale):  # another task refreshed while this one waited
                 return self._token
-            fetched = await self._provider()
+            fetched: object = self._provider()
+            if inspect.isawaitable(fetched):
+                fetched = await fetched
             if isinstance(fetched, ChatSessionToken):
                 token = fetched.client_token
                 expires_at: float | None = _jwt_expiry(token) or (
@@ -129,48 +160,62 @@ def _jwt_expiry(token: str) -> float | None:
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = msgspec.json.decode(base64.urlsafe_b64decode(payload))
-    except (ValueError, msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 class Transport:
-    """One aiohttp ``ClientSession`` shared by every call of a client."""
+    """One aiohttp ``ClientSession`` shared by every call of a client, on one event loop."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        timeout: Timeout,
-        retries: RetryPolicy,
-        token_provider: TokenProvider | None = None,
-        max_connections: int = 100,
-        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
-        session: aiohttp.ClientSession | None = None,
-    ):
-        self.max_event_size = max_event_size
+    def __init__(self, settings: Settings, *, session: aiohttp.ClientSession | None = None):
         self.settings = settings
-        self.timeout = timeout
-        self.retries = retries
-        self._tokens = _TokenSource(settings.session_token, token_provider)
-        self._max_connections = max_connections
+        self.timeout = settings.timeout
+        self.retries = settings.retries
+        self._tokens = _TokenSource(settings.session_token, settings.token_provider)
         self._session = session
         self._owns_session = session is None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise APIConnectionError("the client is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            # aiohttp would raise a RuntimeError from deep inside and leave a task behind.
+            raise ValidationError(
+                "this client was first used in another event loop (a second asyncio.run(), "
+                "or a thread): a client and its connections belong to one loop. Create the "
+                "client inside the loop that uses it, e.g. `async with ChatClient(...) as "
+                "client:` in each asyncio.run()"
+            )
         if self._session is None or self._session.closed:
             # Created lazily so that a client can be built outside a running loop.
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+            s = self.settings
+            connector = aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers={"User-Agent": USER_AGENT},
-                json_serialize=lambda obj: msgspec.json.encode(obj).decode(),
+                # HTTP(S)_PROXY, NO_PROXY and .netrc, as requests and httpx honour them.
+                trust_env=s.trust_env,
+                proxy=s.proxy,
             )
         return self._session
+
+    def per_call(
+        self,
+        timeout: Timeout | float | NotGiven | None,
+        retries: RetryPolicy | int | NotGiven | None,
+    ) -> tuple[Timeout, RetryPolicy]:
+        """A call's timeout and retry policy: the client's, unless the call gave its own."""
+        return (
+            self.timeout if isinstance(timeout, NotGiven) else coerce_timeout(timeout),
+            self.retries if isinstance(retries, NotGiven) else coerce_retries(retries),
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool (only when this transport created it)."""
@@ -181,6 +226,13 @@ class Transport:
     # -- auth ---------------------------------------------------------------------------
 
     async def _auth_headers(self, api: Api, *, refresh_from: str | None = None) -> dict[str, str]:
+        """The auth headers of ``api`` (SPEC 1.1, 1.8, 1.9).
+
+        Token operations: ``Gram-Key`` + ``Gram-Project``. Chat with the API key:
+        ``Authorization: Bearer`` (Inkeep), except Chat Completions on Gram (``Gram-Key``
+        + ``Gram-Project``). Chat with a client token: ``Gram-Chat-Session`` +
+        ``Gram-Project``, or ``Authorization: Bearer`` with ``token_auth="bearer"``.
+        """
         s = self.settings
         headers = dict(s.headers)
         if api == "tokens":
@@ -188,38 +240,63 @@ class Transport:
                 raise ValidationError(
                     "token operations need the secret API key and the project: pass "
                     "api_key=... and project=... (or set CHATSDK_API_KEY and CHATSDK_PROJECT)"
+                    + s.env_hint
                 )
             headers["Gram-Key"] = s.api_key
             headers["Gram-Project"] = s.project
             return headers
         if s.api_key is not None:
-            headers["Authorization"] = f"Bearer {s.api_key}"
+            if api == "completions" and s.service == "gram":
+                if s.project is None:
+                    raise ValidationError(
+                        "Gram needs the project with the API key: pass project=... (or set "
+                        "CHATSDK_PROJECT)" + s.env_hint
+                    )
+                headers["Gram-Key"] = s.api_key
+                headers["Gram-Project"] = s.project
+            else:
+                headers["Authorization"] = f"Bearer {s.api_key}"
         elif self._tokens.configured:
-            if s.project is None:
+            if s.project is None and s.token_auth == "gram-chat-session":
                 raise ValidationError(
                     "a client token must be sent with its project: pass project=... "
-                    "(or set CHATSDK_PROJECT)"
+                    "(or set CHATSDK_PROJECT)" + s.env_hint
                 )
             token = await self._tokens.get(stale=refresh_from)
             if token is None:  # pragma: no cover - configured implies a token or a provider
                 raise ValidationError("no client token available")
-            headers["Gram-Chat-Session"] = token
-            headers["Gram-Project"] = s.project
+            if s.token_auth == "bearer":
+                headers["Authorization"] = f"Bearer {token}"
+            else:
+                headers["Gram-Chat-Session"] = token
+            if s.project is not None:
+                headers["Gram-Project"] = s.project
         else:
             raise ValidationError(
                 "chat operations need api_key=... (server side) or session_token=... "
-                "(a client token from tokens.create, or an async callable returning one)"
+                "(a client token from tokens.create, or a callable returning one)" + s.env_hint
             )
         if s.origin is not None:
             headers["Origin"] = s.origin
         return headers
 
+    def sent_token(self, headers: Mapping[str, str]) -> str | None:
+        """The client token among auth headers (a secret to scrub), if one was sent."""
+        if not self._tokens.configured:
+            return None
+        token = headers.get("Gram-Chat-Session")
+        if token is None and self.settings.token_auth == "bearer":
+            token = headers.get("Authorization", "").removeprefix("Bearer ") or None
+        return token
+
     # -- requests -----------------------------------------------------------------------
 
     def url(self, api: Api, path: str) -> str:
         """The absolute URL of ``path`` on the server of ``api``."""
-        base = self.settings.tokens_base_url if api == "tokens" else self.settings.chat_base_url
-        return base + path
+        s = self.settings
+        if api == "tokens":
+            return s.tokens_base_url + path
+        return (s.chat_base_url if api == "chat" else s.completions_base_url) + path
 
     async def send(
         self,
@@ -239,7 +316,9 @@ class Transport:
         """Send a request, retrying per ``retries``; return the response with its body unread.
 
         Raises the mapped :class:`APIStatusError` for an error status, and
-        :class:`APIConnectionError` / :class:`APITimeoutError` when no response came.
+        :class:`APIConnectionError` / :class:`APITimeoutError` when no response came; the
+        error says how many attempts were made over how long (``attempts``, ``elapsed``
+        on a status error). Each retry is logged at INFO on the ``chatsdk`` logger.
         ``deadline`` is a ``loop.time()`` by which everything must be done.
         With ``retried_400_ok``, a 400 answering a retry counts as success (a revoke
         whose first attempt went through but whose answer was lost).
@@ -250,66 +329,57 @@ class Transport:
             check_header_value(name, value)
         _check_no_dot_segments(url)
         session = self._get_session()
-        secrets = self._secrets(params)
+        secrets = self.secrets(params)
         request_headers: dict[str, str] = {}
         if body is not None:
             request_headers["Content-Type"] = "application/json"
         if method == "POST" and idempotent_post:
-            # One key per logical call, the same across its retries (SPEC §1.7).
+            # One key per logical call, the same across its retries (SPEC 1.7).
             request_headers["Idempotency-Key"] = str(uuid.uuid4())
         if headers:
             request_headers.update(headers)
         client_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout.connect, sock_read=timeout.read
         )
-        path_for_log = _without_query(url)
+        doing = f"{method} {_without_query(url)}"
         attempt = 0
         refreshed_token: str | None = None
         loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
             auth = await self._auth_headers(api, refresh_from=refreshed_token)
-            sent_token = auth.get("Gram-Chat-Session")
+            sent_token = self.sent_token(auth)
             if sent_token is not None and len(sent_token) >= MIN_SECRET_LENGTH:
                 secrets.add(sent_token)
             # The wait for the response headers is bounded by ``idle`` too: a server
             # dripping header bytes (each one resetting the read timeout) or sending 1xx
             # answers forever would otherwise hold the call with no total timeout set.
-            headers_by = _earliest(deadline, timeout.idle and loop.time() + timeout.idle)
+            headers_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
+            error: APIConnectionError | APIStatusError
             try:
-                async with asyncio.timeout_at(headers_by):
-                    response = await session.request(
-                        method,
-                        url,
-                        data=body,
-                        params=params,
-                        headers={**auth, **request_headers},
-                        timeout=client_timeout,
-                        allow_redirects=False,
-                    )
-            except TimeoutError as exc:
-                if _past(deadline):
-                    raise APITimeoutError(
-                        f"{method} {path_for_log}: total timeout expired"
-                    ) from _safe_cause(exc, secrets)
-                error: APIConnectionError = APITimeoutError(
-                    f"{method} {path_for_log}: {_timeout_reason(exc, timeout)}"
-                )
-                cause = _safe_cause(exc, secrets)
-                retry_after = None
-            except aiohttp.ClientError as exc:
-                error = APIConnectionError(
-                    _redact(f"{method} {path_for_log}: {_describe(exc)}", secrets)
-                )
-                cause = _safe_cause(exc, secrets)
-                retry_after = None
+                with mapped_errors(doing, timeout, deadline, secrets):
+                    async with asyncio.timeout_at(headers_by):
+                        response = await session.request(
+                            method,
+                            url,
+                            data=body,
+                            params=params,
+                            headers={**auth, **request_headers},
+                            timeout=client_timeout,
+                            allow_redirects=False,
+                        )
+            except APIConnectionError as exc:
+                error = exc
+                delay: float | None = retries.backoff(attempt)
+                retryable = not _past(deadline)
             else:
                 status = response.status
-                log.debug("%s %s -> %d (attempt %d)", method, path_for_log, status, attempt + 1)
+                log.debug("%s -> %d (attempt %d)", doing, status, attempt + 1)
                 if status < 400 or (retried_400_ok and status == 400 and attempt > 0):
                     return response
                 if (
                     status == 401
-                    and api == "chat"
+                    and api != "tokens"
                     and self._tokens.refreshable
                     and sent_token is not None
                     and refreshed_token is None
@@ -323,28 +393,25 @@ class Transport:
                     wait = min(ERROR_BODY_TIMEOUT, timeout.idle or ERROR_BODY_TIMEOUT)
                     if deadline is not None:
                         wait = max(0.0, min(wait, deadline - loop.time()))
-                    status_error = await _status_error(
-                        response, method, path_for_log, secrets, wait
-                    )
+                    error = await _status_error(response, doing, secrets, wait)
                 finally:
                     response.release()
-                retry_after = response.headers.get("Retry-After")
-                if not retries.is_retryable_status(status) or attempt >= retries.max_retries:
-                    raise status_error
-                delay = retries.delay_for(attempt, retry_after)
-                if delay is None or _would_pass(deadline, delay):
-                    raise status_error
-                log.debug("retrying %s %s in %.2fs after %d", method, path_for_log, delay, status)
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            if attempt >= retries.max_retries:
-                raise error from cause
-            delay = retries.backoff(attempt)
-            if _would_pass(deadline, delay):
-                raise error from cause
-            log.debug(
-                "retrying %s %s in %.2fs after a connection error", method, path_for_log, delay
+                delay = retries.delay_for(attempt, response.headers.get("Retry-After"))
+                retryable = retries.is_retryable_status(status)
+            if (
+                not retryable
+                or attempt >= retries.max_retries
+                or delay is None
+                or _would_pass(deadline, delay)
+            ):
+                raise _gave_up(error, attempt + 1, loop.time() - started)
+            log.info(
+                "%s failed (%s); retry %d of %d in %.2f s",
+                doing,
+                _short(error),
+                attempt + 1,
+                retries.max_retries,
+                delay,
             )
             attempt += 1
             await asyncio.sleep(delay)
@@ -356,14 +423,23 @@ class Transport:
         *,
         api: Api,
         body: bytes | None,
+        decoder: msgspec.json.Decoder[_T] | None,
         params: Mapping[str, str] | None = None,
         timeout: Timeout,
         retries: RetryPolicy,
         retried_400_ok: bool = False,
-    ) -> bytes:
-        """Send a request and read its whole (successful) body, within ``timeout.total``."""
+        show_body: bool = True,
+    ) -> _T | None:
+        """Send a request and decode its whole (successful) body; None for an empty one
+        or when no ``decoder`` is given (the body is read and dropped).
+
+        The body is read within ``idle`` and ``total`` and at most ``MAX_JSON_BODY``
+        bytes. A body that is not JSON of the expected shape is an
+        :class:`APIResponseValidationError` (its excerpt withheld with ``show_body=False``,
+        for an answer that may hold a secret).
+        """
         deadline = deadline_for(timeout)
-        secrets = self._secrets(params)
+        secrets = self.secrets(params)
         response = await self.send(
             method,
             url,
@@ -377,26 +453,86 @@ class Transport:
         )
         loop = asyncio.get_running_loop()
         # The body is bounded like the headers: by ``idle`` as well as ``total``.
-        body_by = _earliest(deadline, timeout.idle and loop.time() + timeout.idle)
-        error: APIConnectionError
+        body_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
         try:
-            async with asyncio.timeout_at(body_by):
-                return await read_at_most(response, MAX_JSON_BODY)
-        except TimeoutError as exc:
-            error = APITimeoutError(f"{method}: timed out reading the response body")
-            cause = _safe_cause(exc, secrets)
-        except aiohttp.ClientError as exc:
-            error = APIConnectionError(_redact(f"{method}: {_describe(exc)}", secrets))
-            cause = _safe_cause(exc, secrets)
+            with mapped_errors(f"{method} {_without_query(url)}", timeout, deadline, secrets):
+                async with asyncio.timeout_at(body_by):
+                    raw = await read_at_most(response, MAX_JSON_BODY, show=show_body)
         finally:
             response.release()
-        raise error from cause
+        if decoder is None or not raw.strip():
+            return None
+        try:
+            return decoder.decode(raw)
+        except DECODE_ERRORS as exc:
+            message = f"the answer is not JSON of the expected shape ({_decode_reason(exc)})"
+            raise invalid_response(message, response, raw if show_body else None) from None
 
-    def _secrets(self, params: Mapping[str, str] | None) -> set[str]:
+    def secrets(self, params: Mapping[str, str] | None = None) -> set[str]:
         """Every secret a call may send: scrubbed from whatever it raises."""
         s = self.settings
         values = [s.api_key, self._tokens.current, *s.headers.values(), *(params or {}).values()]
         return {v for v in values if v is not None and len(v) >= MIN_SECRET_LENGTH}
+
+
+@contextmanager
+def mapped_errors(
+    doing: str, timeout: Timeout, deadline: float | None, secrets: Collection[str] = ()
+) -> Iterator[None]:
+    """The error boundary: an aiohttp, asyncio or OS failure inside becomes a chatsdk error.
+
+    A timeout becomes :class:`APITimeoutError` (saying which limit: connect, read, idle or
+    total); anything else that broke the connection, :class:`APIConnectionError`. The
+    message starts with ``doing`` and never shows a secret; the cause is chained only
+    when it cannot show one either (:func:`_safe_cause`).
+    """
+    try:
+        yield
+    except TimeoutError as exc:  # asyncio's, and aiohttp's ServerTimeoutError family
+        reason = _timeout_reason(exc, timeout, deadline)
+        raise APITimeoutError(f"{doing}: {reason}") from _safe_cause(exc, secrets)
+    except (aiohttp.ClientError, OSError) as exc:
+        message = _redact(f"{doing}: {_describe(exc)}", secrets)
+        raise APIConnectionError(message) from _safe_cause(exc, secrets)
+
+
+def invalid_response(
+    message: str, response: aiohttp.ClientResponse, body: bytes | None
+) -> APIResponseValidationError:
+    """The error for a 2xx answer whose body is not what the API answers (SPEC 1.6)."""
+    return APIResponseValidationError(
+        message,
+        status=response.status,
+        url=_without_query(str(response.url)),
+        body=excerpt(body) if body else None,
+        request_id=response.headers.get("X-Request-Id"),
+        headers=dict(response.headers),
+    )
+
+
+def _decode_reason(exc: BaseException) -> str:
+    """msgspec's reason, without its exception's name (its ``ValidationError`` reads like
+    chatsdk's)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "bytes that are not UTF-8"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc) or type(exc).__name__
+
+
+def _gave_up(error: _E, attempts: int, elapsed: float) -> _E:
+    """``error``, saying how many attempts were made over how long."""
+    if isinstance(error, APIStatusError):
+        error.attempts, error.elapsed = attempts, elapsed
+    if attempts > 1:
+        error.args = (f"{error} (gave up after {attempts} attempts over {elapsed:.1f} s)",)
+    return error
+
+
+def _short(error: BaseException) -> str:
+    if isinstance(error, APIStatusError):
+        return f"status {error.status}"
+    return type(error).__name__
 
 
 def deadline_for(timeout: Timeout) -> float | None:
@@ -406,7 +542,7 @@ def deadline_for(timeout: Timeout) -> float | None:
     return asyncio.get_running_loop().time() + timeout.total
 
 
-def _earliest(deadline: float | None, other: float | None) -> float | None:
+def earliest(deadline: float | None, other: float | None) -> float | None:
     """The earlier of two ``loop.time()`` limits (None: no limit)."""
     if deadline is None:
         return other
@@ -415,12 +551,14 @@ def _earliest(deadline: float | None, other: float | None) -> float | None:
     return min(deadline, other)
 
 
-def _timeout_reason(exc: BaseException, timeout: Timeout) -> str:
+def _timeout_reason(exc: BaseException, timeout: Timeout, deadline: float | None) -> str:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return f"timed out connecting (connect timeout {timeout.connect} s)"
-    if isinstance(exc, aiohttp.SocketTimeoutError):
+    if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
         return f"no bytes from the server for {timeout.read} s (read timeout)"
-    return f"no response headers within {timeout.idle} s (idle timeout)"
+    if _past(deadline):
+        return f"the total timeout ({timeout.total} s) expired"
+    return f"nothing from the server for {timeout.idle} s (idle timeout; pings do not count)"
 
 
 def _without_query(url: str) -> str:
@@ -483,8 +621,9 @@ async def read_capped(
     return b"".join(parts)
 
 
-async def read_at_most(response: aiohttp.ClientResponse, cap: int) -> bytes:
-    """The whole body, or StreamError once it passes ``cap`` bytes (nothing more is read)."""
+async def read_at_most(response: aiohttp.ClientResponse, cap: int, *, show: bool = True) -> bytes:
+    """The whole body; :class:`APIResponseValidationError` once it passes ``cap`` bytes
+    (nothing more is read)."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -495,13 +634,13 @@ async def read_at_most(response: aiohttp.ClientResponse, cap: int) -> bytes:
         parts.append(data)
         size += len(data)
         if size > cap:
-            raise StreamError(f"response body larger than {cap} bytes", received=parts[0][:512])
+            shown = parts[0] if show else None
+            raise invalid_response(f"the answer is larger than {cap} bytes", response, shown)
 
 
 async def _status_error(
     response: aiohttp.ClientResponse,
-    method: str,
-    path: str,
+    doing: str,
     secrets: Collection[str] = (),
     wait: float = ERROR_BODY_TIMEOUT,
 ) -> APIStatusError:
@@ -512,17 +651,14 @@ async def _status_error(
         if "json" in response.content_type:
             try:
                 body = msgspec.json.decode(raw)
-            except (ValueError, RecursionError):
-                # msgspec.DecodeError is a ValueError, and so is the UnicodeDecodeError it
-                # raises for a string that is not UTF-8; RecursionError is its answer to
-                # absurdly deep nesting.
+            except DECODE_ERRORS:
                 body = raw.decode("utf-8", "replace")
         else:
             body = raw.decode("utf-8", "replace")
     body = _redact_value(body, secrets)
     cls = status_error_class(response.status)
     return cls(
-        _redact(f"{response.reason or 'error'} from {method} {path}: {_message_of(body)}", secrets),
+        _redact(f"{response.reason or 'error'} from {doing}: {_message_of(body)}", secrets),
         status=response.status,
         body=body,
         request_id=_redact(response.headers.get("X-Request-Id") or "", secrets) or None,

@@ -1,35 +1,164 @@
-"""``client.chat``: start and continue chat sessions, answers streamed as events."""
+"""``client.chat``: the ``chat_results`` wire (SPEC 1.4/1.5), and ``chat.completions``.
+
+This module is that wire's adapter to the stream core (``_streaming``): its events,
+their decoding, and the fold into a :class:`ChatResult`. Sending, retries, timeouts,
+resume and release are the core's, shared with Chat Completions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 import msgspec
 
-from ._config import RetryPolicy, Timeout
-from ._streaming import ChatStream
+from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout
+from ._streaming import EventStream
 from ._transport import Transport
+from .completions import Completions
 from .errors import ValidationError
 from .models import (
+    ChatEvent,
     ChatRequestSession,
+    ChatResponse,
+    ChatResult,
+    Citation,
     ContinueChatRequest,
     CreateChatRequest,
     Message,
+    MessageChunk,
     RecordsCited,
+    UnknownEvent,
 )
+from .sse import EventRun
 
-__all__ = ["Chat"]
+__all__ = ["Chat", "ChatStream"]
 
 ROLES = ("user", "assistant")
 
+# Built once per type (msgspec's advice): a Decoder caches its type's validation plan.
+_CHUNK = msgspec.json.Decoder(MessageChunk)
+_CITED = msgspec.json.Decoder(RecordsCited)
+_RESPONSE = msgspec.json.Decoder(ChatResponse)
+
+
+class _ChatResultsWire:
+    """The ``chat_results`` events and their fold into a :class:`ChatResult`.
+
+    The wire has no end marker (SPEC 1.4): the answer ends with the body.
+    """
+
+    finished = False
+    needs_end = False
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._citations: list[Citation] = []
+        self._finish_reason: str | None = None
+        self.chat_session_id: str | None = None
+
+    def decode(self, runs: list[EventRun]) -> list[ChatEvent]:
+        decode_chunk = _CHUNK.decode
+        decoded: list[ChatEvent] = []
+        for event, datas in runs:
+            if event == "message_chunk":
+                # The hot path: each payload decoded on its own, all in C. (One decode of
+                # a run joined as a JSON array or JSON lines is cheaper, but accepts
+                # malformed payloads whose join is valid: '{"a":"x"},{"a":"' and '"}'.)
+                decoded += map(decode_chunk, datas)
+            else:
+                for data in datas:
+                    decoded += self.decode_one(event, data)
+        return decoded
+
+    def decode_one(self, event: str, data: str) -> list[ChatEvent]:
+        if event == "message_chunk":
+            return [_CHUNK.decode(data)]
+        if event == "records_cited":
+            return [_CITED.decode(data)]
+        return [UnknownEvent(event=event, data=data)]
+
+    def whole(self, body: bytes) -> list[ChatEvent]:
+        answer = _RESPONSE.decode(body)
+        events: list[ChatEvent] = [
+            MessageChunk(
+                content_chunk=answer.message.content,
+                chat_session_id=answer.chat_session_id,
+                finish_reason="stop",
+            )
+        ]
+        if answer.message.records_cited is not None:
+            events.append(answer.message.records_cited)
+        return events
+
+    def take(self, events: list[ChatEvent]) -> list[ChatEvent]:
+        chunks = [event for event in events if type(event) is MessageChunk]
+        if len(chunks) != len(events):
+            for event in events:
+                if type(event) is RecordsCited:
+                    self._citations.extend(event.citations)
+        # Comprehensions: CPython's specialised attribute reads beat attrgetter.
+        self._text.append("".join([chunk.content_chunk for chunk in chunks]))
+        finished = [chunk.finish_reason for chunk in chunks if chunk.finish_reason is not None]
+        if finished:
+            self._finish_reason = finished[-1]
+        if self.chat_session_id is None:
+            ids = [chunk.chat_session_id for chunk in chunks if chunk.chat_session_id]
+            if ids:
+                self.chat_session_id = ids[0]
+        return events
+
+    def text(self, event: ChatEvent) -> str | None:
+        return event.content_chunk if type(event) is MessageChunk else None
+
+    def result(self) -> ChatResult:
+        citations = list(self._citations)
+        return ChatResult(
+            chat_session_id=self.chat_session_id,
+            message=Message(
+                role="assistant",
+                content="".join(self._text),
+                records_cited=RecordsCited(citations) if citations else None,
+            ),
+            citations=citations,
+            finish_reason=self._finish_reason,
+        )
+
+
+class ChatStream(EventStream[ChatEvent, ChatResult]):
+    """The answer to ``chat.create`` / ``chat.continue_``: events of the ``chat_results`` wire.
+
+    Iterate it for :class:`MessageChunk`, :class:`RecordsCited` and :class:`UnknownEvent`
+    values, use :attr:`text_stream` for the text alone, or ``await`` it (or
+    :meth:`final_result`) for the whole :class:`ChatResult`::
+
+        async with client.chat.create(integration_id="docs", messages=[...]) as stream:
+            async for text in stream.text_stream:
+                print(text, end="")
+            result = await stream.final_result()
+    """
+
+    @property
+    def chat_session_id(self) -> str | None:
+        """The chat session this answer belongs to, once the server has said it."""
+        return cast(_ChatResultsWire, self._wire).chat_session_id
+
 
 class Chat:
-    """Chat operations; authenticated by the API key or by a client token."""
+    """Chat operations; authenticated by the API key or by a client token.
+
+    ``chat.create`` and ``chat.continue_`` speak the ``chat_results`` wire (SPEC 1.4/1.5,
+    Inkeep v0, deprecated by Inkeep); ``chat.completions.create`` the current Chat
+    Completions wire of both services (SPEC 1.8).
+    """
+
+    completions: Completions
+    """Chat Completions (``chat.completions.create``), the current chat API."""
 
     def __init__(self, transport: Transport):
         self._transport = transport
+        self.completions = Completions(transport)
 
     def create(
         self,
@@ -39,16 +168,29 @@ class Chat:
         guidance: str | None = None,
         context: str | None = None,
         tags: Sequence[str] | None = None,
-        chat_mode: str | None = None,
+        chat_mode: Literal["turbo", "auto"] | str | None = None,
         stream: bool = True,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
     ) -> ChatStream:
-        """Start a chat session; returns its answer as a :class:`ChatStream` (no ``await``).
+        """Start a chat session (SPEC 1.4); returns its answer as a :class:`ChatStream`.
 
-        ``messages`` is the conversation so far, ending with the user's question (a plain
-        string is one user message). With ``stream=False`` the server answers in one JSON
-        body, and the stream replays it as events.
+        No ``await``: the request is sent on first use of the stream, and every error
+        (a refused call, a timeout, a malformed stream) is raised there.
+
+        - ``integration_id``: the integration (the knowledge base and settings) to ask.
+        - ``messages``: the conversation so far, ending with the user's question: a list
+          of :class:`Message` (or mappings with ``role`` ``"user"``/``"assistant"`` and
+          ``content``), or a plain string (one user message).
+        - ``guidance``: extra instructions for this answer, not shown to the user.
+        - ``context``: extra text the answer may draw on (e.g. the page the user is on).
+        - ``tags``: labels kept with the session, for analytics.
+        - ``chat_mode``: ``"turbo"`` (fast) or ``"auto"`` (the service picks), or any
+          mode the service knows.
+        - ``stream``: False asks for one JSON answer, which the stream replays as events.
+        - ``timeout``, ``retries``: this call's (``None``: no limit, no retries).
+
+        Raises :class:`ValidationError` at once for bad arguments.
         """
         _check_text("integration_id", integration_id)
         history = _messages(messages)
@@ -70,9 +212,7 @@ class Chat:
             chat_mode=chat_mode,
             stream=bool(stream),
         )
-        return self._stream(
-            "/chat_sessions/chat_results", msgspec.json.encode(body), timeout, retries
-        )
+        return self._stream("/chat_sessions/chat_results", body, timeout, retries)
 
     def continue_(
         self,
@@ -81,12 +221,14 @@ class Chat:
         integration_id: str,
         message: Message | Mapping[str, Any] | str,
         stream: bool = True,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
     ) -> ChatStream:
-        """Ask the next question in an existing session; the server keeps the history.
+        """Ask the next question in an existing session (SPEC 1.5); the server keeps the
+        history. Returns a :class:`ChatStream`, as :meth:`create` does.
 
-        ``message`` is a :class:`Message` or a plain string (a user message).
+        ``chat_session_id`` is :attr:`ChatStream.chat_session_id` of an earlier answer;
+        ``message`` a :class:`Message` with role ``"user"`` or a plain string.
         """
         _check_text("chat_session_id", chat_session_id)
         _check_text("integration_id", integration_id)
@@ -99,24 +241,25 @@ class Chat:
             integration_id=integration_id, message=question, stream=bool(stream)
         )
         path = f"/chat_sessions/{quote(chat_session_id, safe='')}/chat_results"
-        return self._stream(path, msgspec.json.encode(body), timeout, retries)
+        return self._stream(path, body, timeout, retries)
 
     def _stream(
         self,
         path: str,
-        body: bytes,
-        timeout: Timeout | float | None,
-        retries: RetryPolicy | int | None,
+        body: CreateChatRequest | ContinueChatRequest,
+        timeout: Timeout | float | NotGiven | None,
+        retries: RetryPolicy | int | NotGiven | None,
     ) -> ChatStream:
         t = self._transport
+        timeout_, retries_ = t.per_call(timeout, retries)
         return ChatStream(
             t,
+            _ChatResultsWire(),
             api="chat",
             url=t.url("chat", path),
-            body=body,
-            timeout=Timeout.coerce(timeout) if timeout is not None else t.timeout,
-            retries=RetryPolicy.coerce(retries) if retries is not None else t.retries,
-            max_event_size=t.max_event_size,
+            body=msgspec.json.encode(body),
+            timeout=timeout_,
+            retries=retries_,
         )
 
 

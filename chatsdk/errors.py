@@ -1,26 +1,37 @@
 """The chatsdk exception hierarchy.
 
-Every error the SDK raises derives from :class:`ChatSDKError`::
+Every error the SDK raises derives from :class:`ChatSDKError`; each line says where
+it comes from::
 
     ChatSDKError
-    ├── ValidationError            bad arguments, caught before anything is sent
-    ├── APIConnectionError         the server could not be reached or the connection broke
-    │   └── APITimeoutError        a connect/read/idle/total timeout expired
-    ├── StreamError                the server sent a malformed or interrupted event stream
-    └── APIStatusError             the server answered with a 4xx/5xx status
-        ├── BadRequestError            400
-        ├── AuthenticationError        401
-        ├── PermissionDeniedError      403
-        ├── NotFoundError              404
-        ├── ConflictError              409
-        ├── UnprocessableEntityError   422 (``.detail``)
-        ├── RateLimitError             429
-        └── InternalServerError        5xx
+    ├── ValidationError            the caller's arguments or settings, refused before
+    │                              anything is sent (or a client used outside its loop)
+    ├── APIConnectionError         no answer: connect failed, or the connection broke
+    │   │                          before the response headers or mid-body (any wire)
+    │   └── APITimeoutError        a connect, read, idle or total timeout expired
+    ├── StreamError                the bytes of an event stream are malformed, oversized,
+    │                              or end mid-answer with no way to resume; also a
+    │                              stream read after it was closed
+    └── APIError                   the server answered and said, or showed, it failed
+        ├── APIResponseValidationError  a 2xx answer that is not what the API returns
+        │                               (an HTML page, JSON of another shape)
+        ├── APIStatusError         a 4xx/5xx status (SPEC 1.6)
+        │   ├── BadRequestError            400
+        │   ├── AuthenticationError        401
+        │   ├── PermissionDeniedError      403
+        │   ├── NotFoundError              404
+        │   ├── ConflictError              409
+        │   ├── UnprocessableEntityError   422 (``.detail``)
+        │   ├── RateLimitError             429
+        │   └── InternalServerError        5xx
+        └── (APIError itself)      an ``{"error": {...}}`` chunk in a Chat Completions
+                                   stream (SPEC 1.8): the server failing mid-answer
 
 The split mirrors h11's: :class:`ValidationError` is the caller's mistake,
-:class:`StreamError` and :class:`APIStatusError` are the peer's answer.
-Lower-level errors (aiohttp, msgspec) are converted at one boundary, in
-``_transport`` and ``_streaming``, and chained with ``raise ... from exc``.
+:class:`StreamError` and :class:`APIError` are the peer's answer. Lower-level errors
+(aiohttp, msgspec, the standard library) are converted at one boundary,
+``_transport.mapped_errors``, and chained with ``raise ... from exc`` only when the
+cause cannot show a secret.
 No message built here ever contains a credential.
 """
 
@@ -31,6 +42,8 @@ from typing import Any
 
 __all__ = [
     "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -97,14 +110,66 @@ class StreamError(ChatSDKError):
         super().__init__(detail)
 
 
-class APIStatusError(ChatSDKError):
+class APIError(ChatSDKError):
+    """The server answered, and the answer says (or shows) that the call failed.
+
+    ``body`` is what the server sent about it (parsed JSON when it was JSON, else text),
+    ``request_id`` its ``X-Request-Id`` and ``headers`` the response headers. Raised as
+    such for an ``{"error": {...}}`` chunk in a Chat Completions stream (SPEC 1.8), with
+    ``body`` the error object (``message``, ``type``, ``code``...); see the subclasses.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        body: Any = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
+        self.body = body
+        self.request_id = request_id
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        if request_id:
+            message += f" (request id {request_id})"
+        super().__init__(message)
+
+
+class APIResponseValidationError(APIError):
+    """A successful status whose body is not what the API answers (SPEC 1.6).
+
+    An HTML page from a proxy, a JSON answer of another shape, bytes that are not
+    UTF-8. ``status`` and ``url`` (without its query) say which answer; ``body`` is a
+    bounded excerpt of it (withheld when it may hold a secret, as a token's answer).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        url: str,
+        body: str | None = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
+        self.status = status
+        self.url = url
+        text = f"{message} ({status} from {url})"
+        if body:
+            text += f"; received: {body!r}"
+        super().__init__(text, body=body, request_id=request_id, headers=headers)
+
+
+class APIStatusError(APIError):
     """The server answered with an error status.
 
     ``status`` is the HTTP status, ``body`` the parsed JSON body (or the text
     when it was not JSON), ``request_id`` the server's ``X-Request-Id`` and
     ``headers`` the response headers. For token operations the ServiceError
     fields (``name``, ``id``, ``temporary``, ``timeout``, ``fault``) are set
-    when the server sent them.
+    when the server sent them. ``attempts`` is how many requests were made
+    (retries included) and ``elapsed`` the seconds they took.
     """
 
     def __init__(
@@ -117,19 +182,15 @@ class APIStatusError(ChatSDKError):
         headers: Mapping[str, str] | None = None,
     ):
         self.status = status
-        self.body = body
-        self.request_id = request_id
-        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.attempts = 1
+        self.elapsed = 0.0
         service = body if isinstance(body, dict) else {}
         self.name: str | None = _str_or_none(service.get("name"))
         self.id: str | None = _str_or_none(service.get("id"))
         self.temporary: bool | None = _bool_or_none(service.get("temporary"))
         self.timeout: bool | None = _bool_or_none(service.get("timeout"))
         self.fault: bool | None = _bool_or_none(service.get("fault"))
-        text = f"{status} {message}"
-        if request_id:
-            text += f" (request id {request_id})"
-        super().__init__(text)
+        super().__init__(f"{status} {message}", body=body, request_id=request_id, headers=headers)
 
 
 class BadRequestError(APIStatusError):

@@ -411,6 +411,11 @@ class SSEDecoder:
         the end of a body means the body ended mid-event."""
         return not (self._partial or self._fields_seen or self._undecoded)
 
+    def end(self) -> None:
+        """The body ended: raise StreamError if it ended inside an event."""
+        if not self.at_event_boundary:
+            raise StreamError("the event stream ended in the middle of an event")
+
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Decode the next chunk of the stream; return the events it completed, in order.
 

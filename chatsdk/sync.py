@@ -19,25 +19,32 @@ import asyncio
 import inspect
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, suppress
 from functools import partial
 from types import TracebackType
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._client import ChatClient
-from ._config import RetryPolicy, Timeout
-from ._streaming import ChatStream
+from ._streaming import EventStream
 from .errors import APIConnectionError, ValidationError
-from .models import ChatEvent, ChatResult, ChatSessionToken, Message, MessageChunk
+from .models import (
+    ChatCompletionResult,
+    ChatEvent,
+    ChatResult,
+    ChatSessionToken,
+    CompletionEvent,
+)
 
 __all__ = ["SyncChatClient", "SyncChatStream", "SyncTokenProvider"]
 
 T = TypeVar("T")
+EventT = TypeVar("EventT")
+ResultT = TypeVar("ResultT")
 
 #: What ``SyncChatClient(session_token=...)`` accepts besides a string: a callable
 #: (plain or async) returning a fresh client token. A plain one runs in a worker thread,
@@ -67,7 +74,7 @@ class _Done:
 _DONE = _Done()
 
 
-async def _next_event(stream: ChatStream) -> ChatEvent | _Done:
+async def _next_event(stream: EventStream[EventT, Any]) -> EventT | _Done:
     try:
         return await stream.__anext__()
     except StopAsyncIteration:
@@ -85,7 +92,7 @@ class _Runner:
         self.closed = False
         self._lock = threading.Lock()
         self._loop_thread = self.portal.call(threading.get_ident)
-        self.streams: weakref.WeakSet[ChatStream] = weakref.WeakSet()
+        self.streams: weakref.WeakSet[EventStream[Any, Any]] = weakref.WeakSet()
         """The async streams handed out and not yet collected; closed with the client."""
 
     def call(self, func: Callable[[], Awaitable[T]]) -> T:
@@ -112,7 +119,7 @@ class _Runner:
         if self.closed:
             return
         # RuntimeError: the portal stopped meanwhile, or this runs in the loop thread
-        # itself (a garbage collection there); ChatStream's own finalizer closes the socket.
+        # itself (a garbage collection there); the stream closes its own socket.
         with suppress(RuntimeError):
             self.portal.start_task_soon(func)
 
@@ -157,21 +164,20 @@ class _Handle:
         )
 
 
-class SyncChatStream:
-    """The answer to one chat call, for synchronous code.
+class SyncChatStream(Generic[EventT, ResultT]):
+    """The answer to one chat call, for synchronous code (either chat wire).
 
-    Iterate it for events (:class:`~chatsdk.MessageChunk`, :class:`~chatsdk.RecordsCited`,
-    :class:`~chatsdk.UnknownEvent`), or use :attr:`text_stream` for the text alone, and
-    :meth:`final_result` for the whole answer. The request is sent on first use. Leaving
-    early (``break`` and dropping the stream, an exception, :meth:`close`, the end of a
-    ``with`` block) releases the connection.
+    Iterate it for the wire's events, use :attr:`text_stream` for the text alone, and
+    :meth:`final_result` for the whole answer. The request is sent on first use.
+    Leaving early (``break`` and dropping the stream, an exception, :meth:`close`, the
+    end of a ``with`` block) releases the connection.
 
     >>> with client.chat.create(integration_id="docs", messages="Hi") as stream:
     ...     for text in stream.text_stream:
     ...         print(text, end="")
     """
 
-    def __init__(self, runner: _Runner, stream: ChatStream, handle: _Handle):
+    def __init__(self, runner: _Runner, stream: EventStream[EventT, ResultT], handle: _Handle):
         self._runner = runner
         self._stream = stream
         self._closed = False
@@ -181,8 +187,9 @@ class SyncChatStream:
 
     @property
     def chat_session_id(self) -> str | None:
-        """The chat session this answer belongs to, once the server has said it."""
-        return self._stream.chat_session_id
+        """The ``chat_results`` session this answer belongs to (None on Chat Completions)."""
+        value = getattr(self._stream, "chat_session_id", None)
+        return value if isinstance(value, str) else None
 
     @property
     def resumes(self) -> int:
@@ -190,19 +197,26 @@ class SyncChatStream:
         return self._stream.resumes
 
     @property
+    def replays_dropped(self) -> int:
+        """Events a resumed connection sent again, not delivered twice."""
+        return self._stream.replays_dropped
+
+    @property
     def text_stream(self) -> Iterator[str]:
-        """The answer's text pieces as they arrive (non-empty ``content_chunk`` values)."""
+        """The answer's text pieces as they arrive (each a non-empty ``str``)."""
         return self._texts()
 
     def _texts(self) -> Iterator[str]:
+        text = self._stream._wire.text
         for event in self:
-            if type(event) is MessageChunk and event.content_chunk:
-                yield event.content_chunk
+            piece = text(event)
+            if piece:
+                yield piece
 
-    def __iter__(self) -> Iterator[ChatEvent]:
+    def __iter__(self) -> Iterator[EventT]:
         return self
 
-    def __next__(self) -> ChatEvent:
+    def __next__(self) -> EventT:
         if self._closed:
             raise StopIteration
         event = self._runner.call(partial(_next_event, self._stream))
@@ -210,7 +224,7 @@ class SyncChatStream:
             raise StopIteration
         return event
 
-    def final_result(self) -> ChatResult:
+    def final_result(self) -> ResultT:
         """Read the rest of the stream and return the whole answer."""
         return self._runner.call(self._stream.final_result)
 
@@ -222,7 +236,7 @@ class SyncChatStream:
         if not self._runner.closed:
             self._runner.call(self._stream.aclose)
 
-    def __enter__(self) -> SyncChatStream:
+    def __enter__(self) -> SyncChatStream[EventT, ResultT]:
         # Sends the request now, so that an error status surfaces at the `with`.
         self._runner.call(self._stream.__aenter__)
         return self
@@ -246,112 +260,66 @@ class SyncChatStream:
         return f"<SyncChatStream of {self._stream!r}>"
 
 
-class SyncTokens:
-    """Token operations; they need the secret API key and the project (server side only)."""
-
+class _SyncResource:
     def __init__(self, runner: _Runner, client: ChatClient, handle: _Handle):
         self._runner = runner
         self._client = client
         self._handle = handle
 
-    def create(
-        self,
-        *,
-        embed_origin: str,
-        expires_after: int = 3600,
-        user_identifier: str | None = None,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
-    ) -> ChatSessionToken:
-        """Mint a client token for pages served from ``embed_origin``.
+    def _wrap(self, stream: EventStream[EventT, ResultT]) -> SyncChatStream[EventT, ResultT]:
+        return SyncChatStream(self._runner, stream, self._handle)
+
+
+class SyncTokens(_SyncResource):
+    """Token operations (``ChatClient.tokens``, without ``await``); same arguments."""
+
+    def create(self, **arguments: Any) -> ChatSessionToken:
+        """Mint a client token: see :meth:`chatsdk.tokens.Tokens.create`.
 
         >>> tok = client.tokens.create(embed_origin="https://docs.example.com", expires_after=900)
         """
-        return self._runner.call(
-            partial(
-                self._client.tokens.create,
-                embed_origin=embed_origin,
-                expires_after=expires_after,
-                user_identifier=user_identifier,
-                timeout=timeout,
-                retries=retries,
-            )
-        )
+        return self._runner.call(partial(self._client.tokens.create, **arguments))
 
-    def revoke(
-        self,
-        token: str | ChatSessionToken,
-        *,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
-    ) -> None:
-        """Revoke a client token; revoking one twice is not an error."""
-        self._runner.call(
-            partial(self._client.tokens.revoke, token, timeout=timeout, retries=retries)
-        )
+    def revoke(self, token: str | ChatSessionToken, **arguments: Any) -> None:
+        """Revoke a client token: see :meth:`chatsdk.tokens.Tokens.revoke`."""
+        self._runner.call(partial(self._client.tokens.revoke, token, **arguments))
 
 
-class SyncChat:
-    """Chat operations; authenticated by the API key or by a client token."""
+class SyncCompletions(_SyncResource):
+    """``client.chat.completions`` without ``await``."""
+
+    def create(self, **arguments: Any) -> SyncChatStream[CompletionEvent, ChatCompletionResult]:
+        """Ask for a chat completion: see :meth:`chatsdk.completions.Completions.create`.
+
+        Arguments are checked at once; the request is sent on first use of the stream.
+        """
+        _refuse_running_loop()
+        return self._wrap(self._client.chat.completions.create(**arguments))
+
+
+class SyncChat(_SyncResource):
+    """Chat operations (``ChatClient.chat``, without ``await``); same arguments."""
 
     def __init__(self, runner: _Runner, client: ChatClient, handle: _Handle):
-        self._runner = runner
-        self._client = client
-        self._handle = handle
+        super().__init__(runner, client, handle)
+        self.completions = SyncCompletions(runner, client, handle)
+        """Chat Completions (``chat.completions.create``)."""
 
-    def create(
-        self,
-        *,
-        integration_id: str,
-        messages: Sequence[Message | Mapping[str, Any]] | str,
-        guidance: str | None = None,
-        context: str | None = None,
-        tags: Sequence[str] | None = None,
-        chat_mode: str | None = None,
-        stream: bool = True,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
-    ) -> SyncChatStream:
-        """Start a chat session; returns its answer as a :class:`SyncChatStream`.
+    def create(self, **arguments: Any) -> SyncChatStream[ChatEvent, ChatResult]:
+        """Start a chat session: see :meth:`chatsdk.chat.Chat.create`.
 
         Arguments are checked at once; the request is sent on first use of the stream.
         """
         _refuse_running_loop()
         # Building the stream only validates and encodes; nothing touches the loop yet.
-        async_stream = self._client.chat.create(
-            integration_id=integration_id,
-            messages=messages,
-            guidance=guidance,
-            context=context,
-            tags=tags,
-            chat_mode=chat_mode,
-            stream=stream,
-            timeout=timeout,
-            retries=retries,
-        )
-        return SyncChatStream(self._runner, async_stream, self._handle)
+        return self._wrap(self._client.chat.create(**arguments))
 
     def continue_(
-        self,
-        chat_session_id: str,
-        *,
-        integration_id: str,
-        message: Message | Mapping[str, Any] | str,
-        stream: bool = True,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
-    ) -> SyncChatStream:
-        """Ask the next question in an existing session; the server keeps the history."""
+        self, chat_session_id: str, **arguments: Any
+    ) -> SyncChatStream[ChatEvent, ChatResult]:
+        """Ask the next question in a session: see :meth:`chatsdk.chat.Chat.continue_`."""
         _refuse_running_loop()
-        async_stream = self._client.chat.continue_(
-            chat_session_id,
-            integration_id=integration_id,
-            message=message,
-            stream=stream,
-            timeout=timeout,
-            retries=retries,
-        )
-        return SyncChatStream(self._runner, async_stream, self._handle)
+        return self._wrap(self._client.chat.continue_(chat_session_id, **arguments))
 
 
 def _async_provider(
@@ -373,10 +341,10 @@ def _async_provider(
 class SyncChatClient:
     """The synchronous client: the same API as :class:`~chatsdk.ChatClient`, no ``await``.
 
-    Takes the same arguments as ``ChatClient`` (read from the same ``CHATSDK_*``
-    environment variables when unset), except ``http_session``; ``session_token`` may
-    also be a plain callable returning a fresh token. Use it as a context manager, or
-    call :meth:`close` when done.
+    Takes the same arguments as :class:`~chatsdk.ChatClient` (read from the same
+    ``CHATSDK_*`` environment variables when unset), except ``http_session``; a plain
+    ``session_token`` callable runs in a worker thread, so it may block. Use it as a context
+    manager, or call :meth:`close` when done.
 
     Raises :class:`~chatsdk.ValidationError` when built or called inside a running event
     loop: use the async ``ChatClient`` there.
@@ -391,34 +359,16 @@ class SyncChatClient:
         self,
         api_key: str | None = None,
         *,
-        project: str | None = None,
         session_token: str | SyncTokenProvider | None = None,
-        base_url: str | None = None,
-        tokens_base_url: str | None = None,
-        chat_base_url: str | None = None,
-        origin: str | None = None,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
-        headers: Mapping[str, str] | None = None,
-        max_connections: int = 100,
+        **settings: Any,
     ):
         _refuse_running_loop()
         token = _async_provider(session_token) if callable(session_token) else session_token
+        if "http_session" in settings:
+            raise ValidationError("SyncChatClient makes its own connection pool: no http_session")
         # Built (and its arguments checked) here, before a thread is started for it; its
         # connection pool is created lazily, inside the loop, on the first call.
-        client = ChatClient(
-            api_key,
-            project=project,
-            session_token=token,
-            base_url=base_url,
-            tokens_base_url=tokens_base_url,
-            chat_base_url=chat_base_url,
-            origin=origin,
-            timeout=timeout,
-            retries=retries,
-            headers=headers,
-            max_connections=max_connections,
-        )
+        client = ChatClient(api_key, session_token=token, **settings)
         runner = _Runner()
         self._runner = runner
         self._client = client
@@ -428,7 +378,7 @@ class SyncChatClient:
         self.tokens = SyncTokens(runner, client, self._handle)
         """Mint and revoke client tokens (``tokens.create``, ``tokens.revoke``)."""
         self.chat = SyncChat(runner, client, self._handle)
-        """Stream chat answers (``chat.create``, ``chat.continue_``)."""
+        """Stream chat answers (``chat.completions.create``, ``chat.create``, ``continue_``)."""
 
     @property
     def base_url(self) -> str:
@@ -462,7 +412,7 @@ class SyncChatClient:
         return f"<SyncChatClient {inner}{state}>"
 
 
-async def _close_all(client: ChatClient, streams: weakref.WeakSet[ChatStream]) -> None:
+async def _close_all(client: ChatClient, streams: weakref.WeakSet[EventStream[Any, Any]]) -> None:
     for stream in list(streams):
         await stream.aclose()
     await client.aclose()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from ._config import RetryPolicy, Timeout, check_header_value, check_origin
+from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, check_header_value, check_origin
 from ._transport import Transport
-from .errors import StreamError, ValidationError
+from .errors import APIResponseValidationError, ValidationError
 from .models import ChatSessionToken, CreateTokenRequest
 
 __all__ = ["Tokens"]
@@ -30,10 +30,20 @@ class Tokens:
         embed_origin: str,
         expires_after: int = 3600,
         user_identifier: str | None = None,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
     ) -> ChatSessionToken:
-        """Mint a client token for pages served from ``embed_origin``.
+        """Mint a client token for pages served from ``embed_origin`` (SPEC 1.2).
+
+        ``embed_origin`` is the page's origin, ``scheme://host[:port]`` with no path;
+        ``expires_after`` the token's lifetime in seconds, 1 to 3600; ``user_identifier``
+        an optional id of the end user, kept in the token. ``timeout`` and ``retries``
+        override the client's for this call (``None``: no limit, no retries).
+
+        Raises :class:`ValidationError` (bad arguments, no API key or project),
+        :class:`APIStatusError` subclasses (the server refused), :class:`APIConnectionError`
+        / :class:`APITimeoutError`, or :class:`APIResponseValidationError` (a 2xx answer
+        that is not a token; its body is withheld, as it may hold the token).
 
         >>> origin = "https://docs.example.com"
         >>> tok = await client.tokens.create(embed_origin=origin, expires_after=900)
@@ -60,45 +70,50 @@ class Tokens:
             )
         )
         t = self._transport
-        raw = await t.request_json(
+        timeout_, retries_ = t.per_call(timeout, retries)
+        url = t.url("tokens", "/rpc/chatSessions.create")
+        token = await t.request_json(
             "POST",
-            t.url("tokens", "/rpc/chatSessions.create"),
+            url,
             api="tokens",
             body=body,
-            timeout=Timeout.coerce(timeout) if timeout is not None else t.timeout,
-            retries=RetryPolicy.coerce(retries) if retries is not None else t.retries,
+            decoder=_TOKEN,
+            timeout=timeout_,
+            retries=retries_,
+            show_body=False,  # a malformed answer may still hold the token
         )
-        try:
-            return _TOKEN.decode(raw)
-        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            # msgspec raises UnicodeDecodeError (a ValueError) for bytes that are not UTF-8
-            # and RecursionError for absurd nesting. The excerpt is withheld: a malformed
-            # answer may still hold the token.
-            raise StreamError(
-                f"invalid chatSessions.create answer: {type(exc).__name__}: {exc}"
-            ) from None
+        if token is None:
+            raise APIResponseValidationError("the answer is empty", status=200, url=url)
+        return token
 
     async def revoke(
         self,
         token: str | ChatSessionToken,
         *,
-        timeout: Timeout | float | None = None,
-        retries: RetryPolicy | int | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
     ) -> None:
-        """Revoke a client token; revoking one twice is not an error."""
+        """Revoke a client token (SPEC 1.3); revoking one twice is not an error.
+
+        ``token`` is the token string or the :class:`ChatSessionToken`. Raises
+        :class:`ValidationError` for an empty or malformed token string, and the
+        status and connection errors of :meth:`create`.
+        """
         if isinstance(token, ChatSessionToken):
             token = token.client_token
         if not isinstance(token, str) or not token.strip():
             raise ValidationError("token must be a non-empty client token string")
         check_header_value("token", token)  # a token never holds control characters
         t = self._transport
+        timeout_, retries_ = t.per_call(timeout, retries)
         await t.request_json(
             "DELETE",
             t.url("tokens", "/rpc/chatSessions.revoke"),
             api="tokens",
             body=None,
+            decoder=None,  # any 2xx is success, whatever its body (SPEC 1.3)
             params={"token": token},  # aiohttp percent-encodes it; never spliced into the URL
-            timeout=Timeout.coerce(timeout) if timeout is not None else t.timeout,
-            retries=RetryPolicy.coerce(retries) if retries is not None else t.retries,
+            timeout=timeout_,
+            retries=retries_,
             retried_400_ok=True,
         )

@@ -305,10 +305,21 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "env-key" not in repr(c) and "env-project" in repr(c)
 
 
-def test_missing_base_url_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CHATSDK_BASE_URL", raising=False)
-    with pytest.raises(chatsdk.ValidationError, match="CHATSDK_BASE_URL"):
-        chatsdk.ChatClient("k")
+def test_no_url_means_the_real_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BASE_URL", "TOKENS_BASE_URL", "CHAT_BASE_URL", "SERVICE"):
+        monkeypatch.delenv("CHATSDK_" + name, raising=False)
+    gram = chatsdk.ChatClient("k", project="p").settings
+    assert (gram.service, gram.tokens_base_url, gram.completions_base_url) == (
+        "gram",
+        "https://app.getgram.ai",
+        "https://app.getgram.ai",
+    )
+    inkeep = chatsdk.ChatClient("k").settings
+    assert (inkeep.service, inkeep.chat_base_url, inkeep.completions_base_url) == (
+        "inkeep",
+        "https://api.inkeep.com/v0",
+        "https://api.inkeep.com/v1",
+    )
 
 
 @pytest.mark.parametrize("bad", ["key\r\nX-Evil: 1", "key\n", "k\x00y"])

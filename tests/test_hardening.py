@@ -494,7 +494,7 @@ async def test_no_secret_in_any_log_repr_exception_or_traceback(
                     await evidence.expect(chatsdk.InternalServerError, lambda: c.tokens.revoke(tok))
                     server.faults = Faults(drop_after_events=2, no_content_location=True)
                     await evidence.expect(
-                        chatsdk.StreamError,
+                        chatsdk.APIConnectionError,
                         lambda: browser.chat.create(integration_id="docs", messages=QUESTION),
                     )
                     server.faults = Faults()
@@ -999,11 +999,13 @@ def test_settings_repr_masks_every_secret() -> None:
     client = chatsdk.ChatClient(
         KEY,
         project=PROJECT,
-        session_token="a-client-token-xyz",
         base_url="http://127.0.0.1:9",
         headers={"X-Custom-Auth": "custom-secret-value"},
     )
-    text = repr(client._transport.settings) + repr(client) + str(client)
+    browser = chatsdk.ChatClient(
+        session_token="a-client-token-xyz", project=PROJECT, base_url="http://127.0.0.1:9"
+    )
+    text = "".join(repr(x) + str(x) for x in (client, client.settings, browser, browser.settings))
     for secret in (KEY, "a-client-token-xyz", "custom-secret-value"):
         assert secret not in text
     buffer = io.StringIO()

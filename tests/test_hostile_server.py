@@ -33,7 +33,7 @@ pytestmark = pytest.mark.anyio
 
 KEY = "hostile-test-api-key-1234"
 FAST = chatsdk.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
-TYPED = (chatsdk.StreamError, chatsdk.APIConnectionError)
+TYPED = (chatsdk.StreamError, chatsdk.APIConnectionError, chatsdk.APIError)
 # Small limits make oversized lines and events cheap to reach.
 LIMIT = 2048
 
@@ -269,19 +269,19 @@ async def test_deeply_nested_json_in_an_event_payload_is_a_stream_error_xfail() 
     await deeply_nested_json_payload_is_a_stream_error()
 
 
-async def test_non_utf8_json_answer_is_a_stream_error() -> None:
+async def test_non_utf8_json_answer_is_an_invalid_response() -> None:
     body = b'{"chat_session_id": "s", "message": {"role": "assistant", "content": "\xff"}}'
     async with ScriptedServer([Reply(body=body)]) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
-            with pytest.raises(chatsdk.StreamError):
+            with pytest.raises(chatsdk.APIResponseValidationError, match="UTF-8"):
                 await client.chat.create(integration_id="docs", messages="q", stream=False)
 
 
-async def test_non_utf8_token_answer_is_a_stream_error() -> None:
+async def test_non_utf8_token_answer_is_an_invalid_response() -> None:
     body = b'{"client_token": "\xff", "embed_origin": "x", "expires_after": 1, "status": "a"}'
     async with ScriptedServer([Reply(body=body)]) as srv:
         async with chatsdk.ChatClient(KEY, project="p", base_url=srv.url, retries=0) as client:
-            with pytest.raises(chatsdk.StreamError):
+            with pytest.raises(chatsdk.APIResponseValidationError, match="UTF-8"):
                 await client.tokens.create(embed_origin="https://a.example")
 
 
@@ -324,14 +324,14 @@ def texts(events: list[chatsdk.ChatEvent]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("ids", "replayed_from"), [("decimal", 1), ("decimal", 4), ("opaque", 1), ("opaque", 5)]
+    ("ids", "replayed_from"), [("decimal", 1), ("decimal", 5), ("opaque", 1), ("opaque", 5)]
 )
 async def test_a_resume_that_replays_events_already_delivered_delivers_them_once(
     ids: str, replayed_from: int
 ) -> None:
     # Events 1-5 arrive, the connection drops, and the resumed body starts again at an
-    # event already delivered. Decimal ids are ordered; opaque ones are recognised as
-    # the id sent (5) or, for a replay from the top, the stream's first id.
+    # event already delivered. Ids are opaque (WHATWG), decimal or not: a replay is
+    # recognised as the id sent (5) or, for a replay from the top, the stream's first id.
     first = numbered(1, 5) + CUT
     again = numbered(replayed_from, 8)
     if ids == "opaque":
@@ -513,26 +513,26 @@ STREAM_FAILURES: dict[str, tuple[Handler, type[Exception], int]] = {
     # name: (server, the error expected, events the caller gets before it)
     "reset before the status line": (scripted("reset"), chatsdk.APIConnectionError, 0),
     "close before the status line": (scripted("close"), chatsdk.APIConnectionError, 0),
-    "reset after the headers": (scripted(SSE_HEAD, PAUSE, "reset"), chatsdk.StreamError, 0),
+    "reset after the headers": (scripted(SSE_HEAD, PAUSE, "reset"), chatsdk.APIConnectionError, 0),
     "reset mid-event": (
         scripted(SSE_HEAD, chunk(CHUNK), chunk(b"event: message_chunk\ndata: {"), PAUSE, "reset"),
-        chatsdk.StreamError,
+        chatsdk.APIConnectionError,
         1,
     ),
     "reset mid-chunk-size line": (
         scripted(SSE_HEAD, chunk(CHUNK), b"1", PAUSE, "reset"),
-        chatsdk.StreamError,
+        chatsdk.APIConnectionError,
         1,
     ),
     "truncated chunked encoding (no last chunk)": (
         scripted(SSE_HEAD, chunk(CHUNK), PAUSE, "close"),
-        chatsdk.StreamError,
+        chatsdk.APIConnectionError,
         1,
     ),
     "chunk shorter than its size": (
         # 256 bytes announced, one event sent: the event is data, and arrives.
         scripted(SSE_HEAD, chunk(CHUNK), b"100\r\n" + CHUNK, PAUSE, "close"),
-        chatsdk.StreamError,
+        chatsdk.APIConnectionError,
         2,
     ),
     # aiohttp 3.14 (C parser) never wakes a body reader after an invalid chunk size, and
@@ -549,7 +549,7 @@ STREAM_FAILURES: dict[str, tuple[Handler, type[Exception], int]] = {
             PAUSE,
             "close",
         ),
-        chatsdk.StreamError,
+        chatsdk.APIConnectionError,
         1,
     ),
     "garbage status line": (scripted(b"SPAM EGGS\r\n\r\n"), chatsdk.APIConnectionError, 0),
@@ -666,7 +666,7 @@ TOKEN_FAILURES: dict[str, tuple[Handler, type[Exception]]] = {
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4194304\r\n\r\n",
             b'{"client_token": "' + b"a" * (4 * 2**20 - 20) + b'"}',
         ),
-        chatsdk.StreamError,
+        chatsdk.APIResponseValidationError,
     ),
     "answer dripped forever": (
         forever(

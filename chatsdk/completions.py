@@ -1,0 +1,488 @@
+"""``client.chat.completions``: the Chat Completions wire (SPEC 1.8), as Gram and Inkeep serve it.
+
+This module is that wire's adapter to the stream core (``_streaming``): chunks decoded
+from data-only events, ``data: [DONE]`` as the end marker, an ``{"error": ...}`` chunk
+raised as :class:`APIError`, tool-call fragments joined per index, and Inkeep's
+``provideLinks`` / ``provideAIAnnotations`` tool calls decoded into typed events.
+Names follow openai-python's (``client.chat.completions.create``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout
+from ._streaming import EventStream
+from ._transport import Transport
+from .errors import APIError, ValidationError
+from .models import (
+    COMPLETION_ROLES,
+    AIAnnotations,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
+    ChatCompletionRequest,
+    ChatCompletionResult,
+    ChatCompletionTool,
+    ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
+    ChunkChoice,
+    CompletionEvent,
+    CompletionUsage,
+    Function,
+    FunctionDefinition,
+    Link,
+    ProvidedLinks,
+    StreamOptions,
+)
+from .sse import EventRun
+
+__all__ = ["INKEEP_TOOLS", "CompletionStream", "Completions"]
+
+log = logging.getLogger("chatsdk")
+
+_CHUNK = msgspec.json.Decoder(ChatCompletionChunk)
+_WHOLE = msgspec.json.Decoder(ChatCompletion)
+_DONE: Final = "[DONE]"
+
+
+class _LinksArguments(msgspec.Struct):
+    links: list[Link] = []
+
+
+class _Annotations(msgspec.Struct, frozen=True):
+    answerConfidence: str | None = None
+
+
+class _AnnotationsArguments(msgspec.Struct):
+    aiAnnotations: _Annotations = _Annotations()
+
+
+_LINKS = msgspec.json.Decoder(_LinksArguments)
+_ANNOTATIONS = msgspec.json.Decoder(_AnnotationsArguments)
+
+#: Inkeep's citation tools (SPEC 1.8): pass ``tools=INKEEP_TOOLS`` (with
+#: ``tool_choice="auto"``) and the answer's sources arrive as :class:`ProvidedLinks` and
+#: :class:`AIAnnotations` events and on the result (``links``, ``answer_confidence``).
+INKEEP_TOOLS: Final = (
+    ChatCompletionTool(
+        function=FunctionDefinition(
+            name="provideLinks",
+            description="Provide the links the answer drew on.",
+            parameters={
+                "type": "object",
+                "properties": {
+                    "links": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "label": {"type": "string"},
+                                "url": {"type": "string"},
+                                "title": {"type": "string"},
+                                "type": {"type": "string"},
+                                "breadcrumbs": {"type": "array", "items": {"type": "string"}},
+                            },
+                            "required": ["url"],
+                        },
+                    }
+                },
+                "required": ["links"],
+            },
+        )
+    ),
+    ChatCompletionTool(
+        function=FunctionDefinition(
+            name="provideAIAnnotations",
+            description="Say how confident the answer is.",
+            parameters={
+                "type": "object",
+                "properties": {
+                    "aiAnnotations": {
+                        "type": "object",
+                        "properties": {"answerConfidence": {"type": "string"}},
+                    }
+                },
+                "required": ["aiAnnotations"],
+            },
+        )
+    ),
+)
+
+
+class _ToolCallParts:
+    """The fragments of one tool call, joined as they come."""
+
+    __slots__ = ("arguments", "id", "name", "type")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.type = "function"
+        self.name = ""
+        self.arguments: list[str] = []
+
+    def add(self, fragment: ChoiceDeltaToolCall) -> None:
+        if fragment.id:
+            self.id = fragment.id
+        if fragment.type:
+            self.type = fragment.type
+        function = fragment.function
+        if function is not None:
+            if function.name:
+                self.name = function.name
+            if function.arguments:
+                self.arguments.append(function.arguments)
+
+    def whole(self) -> ChatCompletionMessageToolCall:
+        return ChatCompletionMessageToolCall(
+            id=self.id,
+            type=self.type,
+            function=Function(name=self.name, arguments="".join(self.arguments)),
+        )
+
+
+class _CompletionsWire:
+    """Chat Completions chunks and their fold into a :class:`ChatCompletionResult`.
+
+    The fold follows choice 0 (the only one unless the request asked for ``n`` > 1;
+    every choice is still in the chunks). The end marker is ``data: [DONE]``.
+    """
+
+    needs_end = True
+
+    def __init__(self) -> None:
+        self.finished = False
+        self._id = ""
+        self._model = ""
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._tool_calls: dict[int, _ToolCallParts] = {}
+        self._finish_reason: str | None = None
+        self._usage: CompletionUsage | None = None
+        self._links: list[Link] = []
+        self._answer_confidence: str | None = None
+        self._inkeep_done = False
+
+    def decode(self, runs: list[EventRun]) -> list[CompletionEvent]:
+        decode_chunk = _CHUNK.decode
+        decoded: list[CompletionEvent] = []
+        for event, datas in runs:
+            if self.finished:
+                break
+            if event != "message":
+                for data in datas:
+                    decoded += self.decode_one(event, data)
+                continue
+            if _DONE in datas:
+                datas = datas[: datas.index(_DONE)]
+                self.finished = True
+            chunks = list(map(decode_chunk, datas))
+            if [chunk for chunk in chunks if chunk.error is not None]:
+                raise APIError("an error chunk")  # located and raised by decode_one
+            decoded += chunks
+        return decoded
+
+    def decode_one(self, event: str, data: str) -> list[CompletionEvent]:
+        if self.finished:
+            return []
+        if data == _DONE:
+            self.finished = True
+            return []
+        if event not in ("message", "error"):
+            log.debug("ignoring a %r event on a Chat Completions stream", event)
+            return []
+        chunk = _CHUNK.decode(data)
+        if chunk.error is not None or event == "error":
+            raise _error_of(chunk.error if chunk.error is not None else data)
+        return [chunk]
+
+    def whole(self, body: bytes) -> list[CompletionEvent]:
+        answer = _WHOLE.decode(body)
+        if answer.error is not None:
+            raise _error_of(answer.error)
+        self.finished = True
+        choices = [
+            ChunkChoice(
+                index=choice.index,
+                delta=ChoiceDelta(
+                    role=choice.message.role,
+                    content=choice.message.content,
+                    reasoning_content=choice.message.reasoning_content,
+                    tool_calls=[
+                        ChoiceDeltaToolCall(
+                            index=i,
+                            id=call.id,
+                            type=call.type,
+                            function=ChoiceDeltaToolCallFunction(
+                                name=call.function.name, arguments=call.function.arguments
+                            ),
+                        )
+                        for i, call in enumerate(choice.message.tool_calls or [])
+                    ]
+                    or None,
+                ),
+                finish_reason=choice.finish_reason,
+            )
+            for choice in answer.choices
+        ]
+        return [
+            ChatCompletionChunk(
+                id=answer.id,
+                choices=choices,
+                created=answer.created,
+                model=answer.model,
+                usage=answer.usage,
+            )
+        ]
+
+    def take(self, events: list[CompletionEvent]) -> list[CompletionEvent]:
+        for chunk in events:
+            if type(chunk) is not ChatCompletionChunk:
+                continue
+            if not self._id:
+                self._id, self._model = chunk.id, chunk.model
+            if chunk.usage is not None:
+                self._usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.index:
+                    continue
+                delta = choice.delta
+                if delta.content:
+                    self._text.append(delta.content)
+                reasoning = delta.reasoning_content or delta.reasoning
+                if reasoning:
+                    self._reasoning.append(reasoning)
+                if delta.tool_calls:
+                    self._add_tool_calls(delta.tool_calls)
+                if choice.finish_reason:
+                    self._finish_reason = choice.finish_reason
+        if (self._finish_reason is not None or self.finished) and not self._inkeep_done:
+            return events + self._inkeep_events()
+        return events
+
+    def _add_tool_calls(self, fragments: list[ChoiceDeltaToolCall]) -> None:
+        calls = self._tool_calls
+        for fragment in fragments:
+            index = fragment.index
+            if index is None:  # some servers leave it out: a new id is a new call
+                index = len(calls) if fragment.id or not calls else max(calls)
+            parts = calls.get(index)
+            if parts is None:
+                parts = calls[index] = _ToolCallParts()
+            parts.add(fragment)
+
+    def _inkeep_events(self) -> list[CompletionEvent]:
+        """Inkeep's citation tool calls as typed events, once the calls are whole."""
+        self._inkeep_done = True
+        events: list[CompletionEvent] = []
+        for parts in self._tool_calls.values():
+            arguments = "".join(parts.arguments)
+            try:
+                if parts.name == "provideLinks":
+                    self._links = _LINKS.decode(arguments).links
+                    events.append(ProvidedLinks(links=self._links))
+                elif parts.name == "provideAIAnnotations":
+                    confidence = _ANNOTATIONS.decode(arguments).aiAnnotations.answerConfidence
+                    self._answer_confidence = confidence
+                    events.append(AIAnnotations(answer_confidence=confidence))
+            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                # The model's own output: kept whole in result().tool_calls, not fatal.
+                log.warning("could not read the %s tool call's arguments: %s", parts.name, exc)
+        return events
+
+    def text(self, event: CompletionEvent) -> str | None:
+        if type(event) is not ChatCompletionChunk:
+            return None
+        return "".join([c.delta.content for c in event.choices if not c.index and c.delta.content])
+
+    def result(self) -> ChatCompletionResult:
+        tool_calls = [self._tool_calls[i].whole() for i in sorted(self._tool_calls)]
+        return ChatCompletionResult(
+            id=self._id,
+            model=self._model,
+            message=ChatCompletionMessage(
+                role="assistant",
+                content="".join(self._text) if self._text or not tool_calls else None,
+                tool_calls=tool_calls or None,
+            ),
+            finish_reason=self._finish_reason,
+            usage=self._usage,
+            reasoning="".join(self._reasoning) or None,
+            links=self._links,
+            answer_confidence=self._answer_confidence,
+        )
+
+
+def _error_of(error: Any) -> APIError:
+    """The :class:`APIError` for an ``{"error": ...}`` chunk (SPEC 1.8)."""
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str) or not message:
+        message = "the server reported an error mid-stream"
+    return APIError(f"the server failed mid-answer: {message[:300]}", body=error)
+
+
+class CompletionStream(EventStream[CompletionEvent, ChatCompletionResult]):
+    """The answer to ``chat.completions.create``: Chat Completions chunks, as they arrive.
+
+    Iterate it for :class:`ChatCompletionChunk` values (and, when Inkeep's tools were
+    offered, :class:`ProvidedLinks` and :class:`AIAnnotations`), use :attr:`text_stream`
+    for the text alone, or ``await`` it for the :class:`ChatCompletionResult`::
+
+        stream = client.chat.completions.create(model="inkeep-qa-expert", messages=[...])
+        async for text in stream.text_stream:
+            print(text, end="")
+    """
+
+
+class Completions:
+    """``client.chat.completions``: the Chat Completions API (SPEC 1.8)."""
+
+    def __init__(self, transport: Transport):
+        self._transport = transport
+
+    def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[ChatCompletionMessage | Mapping[str, Any]] | str,
+        tools: Sequence[ChatCompletionTool | Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        stream: bool = True,
+        stream_options: StreamOptions | Mapping[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
+    ) -> CompletionStream:
+        """Ask for a chat completion; returns its answer as a :class:`CompletionStream`.
+
+        No ``await``: the request is sent on first use of the stream, and every error
+        (a refused call, a timeout, a malformed or cut stream, an error chunk) is
+        raised there.
+
+        - ``model``: e.g. ``"inkeep-qa-expert"`` (Inkeep names ``{mode}-{model}``).
+        - ``messages``: the whole conversation (the server keeps no history):
+          :class:`ChatCompletionMessage` values or mappings with ``role``
+          (``"system"``, ``"user"``, ``"assistant"``, ``"tool"``) and ``content``; a
+          ``"tool"`` message needs ``tool_call_id``. A plain string is one user message.
+          ``result.message`` is the assistant's turn, ready to append for the next call.
+        - ``tools``, ``tool_choice``: functions the model may call; tool-call argument
+          fragments are joined per index into ``result.tool_calls``.
+          :data:`INKEEP_TOOLS` gives Inkeep's typed links and answer confidence.
+        - ``stream_options``: ``{"include_usage": True}`` puts ``usage`` on the result.
+        - ``temperature`` (0 to 2), ``max_tokens`` (> 0), ``response_format``: as the
+          service defines them; ``extra_body``: more fields, merged into the JSON body.
+        - ``stream``: False asks for one JSON answer, replayed as one chunk.
+        - ``timeout``, ``retries``: this call's (``None``: no limit, no retries).
+
+        Raises :class:`ValidationError` at once for bad arguments.
+        """
+        if not isinstance(model, str) or not model.strip():
+            raise ValidationError(f"model must be a non-empty string, got {model!r}")
+        request = ChatCompletionRequest(
+            model=model,
+            messages=_messages(messages),
+            stream=bool(stream),
+            stream_options=_convert(stream_options, StreamOptions, "stream_options"),
+            tools=[_convert(tool, ChatCompletionTool, "tools[]") for tool in tools]
+            if tools is not None
+            else None,
+            tool_choice=_tool_choice(tool_choice),
+            temperature=_number("temperature", temperature, 0, 2),
+            max_tokens=_max_tokens(max_tokens),
+            response_format=dict(response_format) if response_format is not None else None,
+        )
+        if extra_body:
+            fields = msgspec.to_builtins(request)
+            fields.update(extra_body)
+            try:
+                body = msgspec.json.encode(fields)
+            except (TypeError, msgspec.EncodeError) as exc:
+                raise ValidationError(f"extra_body must be JSON-serialisable: {exc}") from None
+        else:
+            body = msgspec.json.encode(request)
+        t = self._transport
+        timeout_, retries_ = t.per_call(timeout, retries)
+        return CompletionStream(
+            t,
+            _CompletionsWire(),
+            api="completions",
+            url=t.url("completions", "/chat/completions"),
+            body=body,
+            timeout=timeout_,
+            retries=retries_,
+        )
+
+
+def _convert(value: Any, kind: type[Any], where: str) -> Any:
+    if value is None or isinstance(value, kind):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{where} must be a {kind.__name__} or a mapping")
+    try:
+        return msgspec.convert(dict(value), kind)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"{where}: {exc}") from None
+
+
+def _messages(
+    messages: Sequence[ChatCompletionMessage | Mapping[str, Any]] | str,
+) -> list[ChatCompletionMessage]:
+    if isinstance(messages, str):
+        messages = [ChatCompletionMessage(role="user", content=messages)]
+    if not isinstance(messages, Sequence) or not messages:
+        raise ValidationError(
+            "messages must be a non-empty list of messages (or a question string)"
+        )
+    out = []
+    for i, value in enumerate(messages):
+        where = f"messages[{i}]"
+        message = _convert(value, ChatCompletionMessage, where)
+        if not isinstance(message, ChatCompletionMessage):
+            raise ValidationError(f"{where} must be a ChatCompletionMessage or a mapping")
+        if message.role not in COMPLETION_ROLES:
+            raise ValidationError(
+                f"{where}.role must be one of {', '.join(COMPLETION_ROLES)}, got {message.role!r}"
+            )
+        if message.content is not None and not isinstance(message.content, str):
+            raise ValidationError(f"{where}.content must be a string or None")
+        if message.content is None and not (message.role == "assistant" and message.tool_calls):
+            raise ValidationError(
+                f"{where}.content may be None only on an assistant message with tool_calls"
+            )
+        if message.role == "tool" and not message.tool_call_id:
+            raise ValidationError(f"{where} is a tool message: it needs tool_call_id")
+        if message.reasoning_content is not None:  # an answer's field; never sent back
+            message = msgspec.structs.replace(message, reasoning_content=None)
+        out.append(message)
+    return out
+
+
+def _tool_choice(value: str | Mapping[str, Any] | None) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ValidationError('tool_choice must be "auto", "none", "required" or a mapping')
+
+
+def _number(name: str, value: float | None, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValidationError(f"{name} must be a number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _max_tokens(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValidationError(f"max_tokens must be an int > 0, got {value!r}")
+    return value
