@@ -507,7 +507,10 @@ async def test_bad_client_tokens(
         ({"Authorization": "Bearer wrong"}, 401),
         ({"Authorization": f"Basic {KEY}"}, 401),
         ({"Authorization": f"Bearer {KEY}", "Gram-Project": "other"}, 403),
-        ({"Gram-Key": KEY, "Gram-Project": PROJECT}, 401),
+        # Gram's API-key style is accepted on chat routes too (SPEC 1.8), but only whole.
+        ({"Gram-Key": KEY}, 401),
+        ({"Gram-Key": "wrong", "Gram-Project": PROJECT}, 401),
+        ({"Gram-Key": KEY, "Gram-Project": "other"}, 403),
     ],
 )
 async def test_chat_credentials(
