@@ -77,7 +77,7 @@ _continue_decoder = msgspec.json.Decoder(ContinueChatBody)
 
 async def chat_create(state: ServerState, request: web.Request) -> web.StreamResponse:
     """``POST /chat_sessions/chat_results``: start a session and answer its last message."""
-    caller = authenticate_chat(state, request)
+    caller = authenticate_chat(state, request, gram_key=False)
     body = await read_body(state, request)
     params = decode_body(_create_decoder, body)
     messages = params.chat_session.messages
@@ -91,7 +91,7 @@ async def chat_create(state: ServerState, request: web.Request) -> web.StreamRes
 
 async def chat_continue(state: ServerState, request: web.Request) -> web.StreamResponse:
     """``POST /chat_sessions/{chat_session_id}/chat_results``: answer the next turn."""
-    caller = authenticate_chat(state, request)
+    caller = authenticate_chat(state, request, gram_key=False)
     body = await read_body(state, request)
     params = decode_body(_continue_decoder, body)
     if params.message.role != "user":

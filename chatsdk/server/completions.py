@@ -114,7 +114,7 @@ class _Completion:
 
 async def chat_completions(state: ServerState, request: web.Request) -> web.StreamResponse:
     """``POST /chat/completions`` (also ``/v1/chat/completions``): answer a conversation."""
-    caller = authenticate_chat(state, request)
+    caller = authenticate_chat(state, request, gram_key=True)
     body = await read_body(state, request)
     params = decode_body(_decoder, body)
     conversation = _conversation(params.messages)

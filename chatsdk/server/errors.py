@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from chatsdk.models import ServiceErrorBody, ValidationErrorItem
 
-__all__ = ["ApiError", "decode_body", "error_response", "invalid", "json_encoder"]
+__all__ = ["ApiError", "ChatError", "decode_body", "error_response", "invalid", "json_encoder"]
 
 json_encoder: Final = msgspec.json.Encoder()
 
@@ -43,6 +43,12 @@ _SERVICE_ERROR_NAMES: Final[Mapping[int, str]] = {
 _TEMPORARY_STATUSES: Final = frozenset({429, 502, 503, 504})
 
 
+class ChatError(msgspec.Struct, frozen=True):
+    """A chat route's error body: a message, or the 422 list of what was wrong."""
+
+    detail: str | list[ValidationErrorItem]
+
+
 class ApiError(Exception):
     """An error answer; :func:`error_response` renders it in the route family's format.
 
@@ -57,7 +63,7 @@ class ApiError(Exception):
         *,
         name: str | None = None,
         headers: Mapping[str, str] | None = None,
-        detail: Any = None,
+        detail: list[ValidationErrorItem] | None = None,
         plain: bool = False,
     ) -> None:
         super().__init__(message)
@@ -91,8 +97,7 @@ def error_response(request: web.Request, exc: ApiError) -> web.Response:
         headers["goa-error"] = exc.name
         payload = json_encoder.encode(body)
     else:
-        detail = exc.message if exc.detail is None else exc.detail
-        payload = json_encoder.encode({"detail": detail})
+        payload = json_encoder.encode(ChatError(exc.message if exc.detail is None else exc.detail))
     return web.Response(
         status=exc.status, body=payload, content_type="application/json", headers=headers
     )

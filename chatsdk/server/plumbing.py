@@ -214,13 +214,15 @@ def _check_project(state: ServerState, project: str | None) -> None:
         raise ApiError(403, "the credentials are not valid for this project")
 
 
-def authenticate_chat(state: ServerState, request: web.Request) -> str:
+def authenticate_chat(state: ServerState, request: web.Request, *, gram_key: bool) -> str:
     """Chat operations (both wires, SPEC 1.1 and 1.8); returns the caller's identity.
 
     Accepted, first match wins: ``Gram-Chat-Session`` + ``Gram-Project`` (client token);
     ``Authorization: Bearer`` with the API key, or with a client token (the style of
     Gram's RFC deprecating ``Gram-Chat-Session``; ``Gram-Project`` optional, checked when
-    sent); ``Gram-Key`` + ``Gram-Project`` (API key).
+    sent); and, where ``gram_key`` (the Chat Completions wire, which Gram serves),
+    ``Gram-Key`` + ``Gram-Project`` (API key). The chat_results wire is Inkeep's only, and
+    Gram's key style was never a chat credential there.
     """
     headers = request.headers
     project = headers.get("Gram-Project")
@@ -243,15 +245,16 @@ def authenticate_chat(state: ServerState, request: web.Request) -> str:
             return _authenticate_client_token(state, request, value)
         raise ApiError(401, "invalid API key")
     key = headers.get("Gram-Key")
-    if key is not None:
+    if key is not None and gram_key:
         if not keys_equal(key, state.api_key):
             raise ApiError(401, "invalid API key")
         _check_project(state, project)
         return "key"
+    also = ", 'Gram-Key' with 'Gram-Project'," if gram_key else ""
     raise ApiError(
         401,
-        "missing credentials: send 'Authorization: Bearer <api key or client token>',"
-        " 'Gram-Key' with 'Gram-Project', or 'Gram-Chat-Session' with 'Gram-Project'",
+        f"missing credentials: send 'Authorization: Bearer <api key or client token>'{also}"
+        " or 'Gram-Chat-Session' with 'Gram-Project'",
     )
 
 

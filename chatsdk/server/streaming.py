@@ -107,6 +107,10 @@ async def _faulty_frames(
         yield _error_frame(completions)
 
 
+def _is_completions_log(log: Sequence[StoredEvent]) -> bool:
+    return bool(log) and not log[0].event
+
+
 def _cut(request: web.Request) -> None:
     """Drop the connection mid-body, as a crashed proxy or server would.
 
@@ -126,7 +130,7 @@ async def send_stream(
     if state.closing:
         raise ApiError(503, "the server is shutting down", headers={"Retry-After": "1"})
     log = state.store.result_events(result_id)
-    completions = bool(log) and not log[0].event
+    completions = _is_completions_log(log)
     events = [event for event in log if event.id > after]
     faults = state.fault_state  # one scenario per response, even if swapped meanwhile
     response = web.StreamResponse(status=200)
@@ -160,10 +164,11 @@ async def send_stream(
 async def result_events(state: ServerState, request: web.Request) -> web.StreamResponse:
     """``GET /chat_sessions/results/{result_id}/events``: replay after ``Last-Event-ID``.
 
-    One route for the logs of both wires.
+    One route for the logs of both wires; each wire's credentials resume its logs.
     """
-    caller = authenticate_chat(state, request)
     result_id = request.match_info["result_id"]
+    completions = _is_completions_log(state.store.result_events(result_id)[:1])
+    caller = authenticate_chat(state, request, gram_key=completions)
     after = last_event_id(request)
     not_before = time.time() - state.result_ttl
     if not state.store.result_exists(result_id, state.project, not_before):
