@@ -77,6 +77,16 @@ async def complete(
         return resp, await resp.text()
 
 
+async def raw_stream(
+    http: aiohttp.ClientSession, server: ReferenceServer, body: Any = None
+) -> tuple[aiohttp.ClientResponse, bytes, bool]:
+    """POST a streamed completion; the response, its body bytes and whether it was cut."""
+    url = server.base_url + "/chat/completions"
+    async with http.post(url, json=body or body_of(), headers=BEARER) as resp:
+        data, cut = await read_until_cut(resp)
+    return resp, data, cut
+
+
 def chunks(events: list[dict[str, str]]) -> list[dict[str, Any]]:
     """The JSON chunks of a stream (everything but ``[DONE]``)."""
     return [json.loads(e["data"]) for e in events if e["data"] != "[DONE]"]
@@ -374,11 +384,8 @@ async def test_drop_and_resume_gives_every_event_once(
 ) -> None:
     _, full = await complete(http, server, body_of(tools=INKEEP_TOOLS))
     server.faults = Faults(drop_after_events=10)
-    async with http.post(
-        server.base_url + "/chat/completions", json=body_of(tools=INKEEP_TOOLS), headers=BEARER
-    ) as resp:
-        location = resp.headers["Content-Location"]
-        data, cut = await read_until_cut(resp)
+    resp, data, cut = await raw_stream(http, server, body_of(tools=INKEEP_TOOLS))
+    location = resp.headers["Content-Location"]
     assert cut
     received = parse_sse(data)
     assert len(received) == 10
@@ -585,10 +592,7 @@ async def test_pings_only(server: ReferenceServer, http: aiohttp.ClientSession) 
 
 async def test_malformed_after(server: ReferenceServer, http: aiohttp.ClientSession) -> None:
     server.faults = Faults(malformed_after=2)
-    async with http.post(
-        server.base_url + "/chat/completions", json=body_of(), headers=BEARER
-    ) as resp:
-        data, cut = await read_until_cut(resp)
+    _, data, cut = await raw_stream(http, server)
     assert not cut
     blocks = data.split(b"\n\n")
     assert [e["id"] for e in parse_sse(b"\n\n".join(blocks[:2]) + b"\n\n")] == ["1", "2"]
@@ -597,10 +601,7 @@ async def test_malformed_after(server: ReferenceServer, http: aiohttp.ClientSess
 
 async def test_error_chunk_after(server: ReferenceServer, http: aiohttp.ClientSession) -> None:
     server.faults = Faults(error_chunk_after=3)
-    async with http.post(
-        server.base_url + "/chat/completions", json=body_of(), headers=BEARER
-    ) as resp:
-        data, cut = await read_until_cut(resp)
+    _, data, cut = await raw_stream(http, server)
     assert not cut
     events = parse_sse(data)
     assert [e.get("id") for e in events] == ["1", "2", "3", None]
@@ -620,11 +621,8 @@ async def test_error_chunk_after(server: ReferenceServer, http: aiohttp.ClientSe
 async def test_no_done(server: ReferenceServer, http: aiohttp.ClientSession) -> None:
     _, full = await complete(http, server, body_of())
     server.faults = Faults(no_done=True)
-    async with http.post(
-        server.base_url + "/chat/completions", json=body_of(), headers=BEARER
-    ) as resp:
-        location = resp.headers["Content-Location"]
-        data, cut = await read_until_cut(resp)
+    resp, data, cut = await raw_stream(http, server)
+    location = resp.headers["Content-Location"]
     assert not cut  # a clean end, only without [DONE]
     assert parse_sse(data) == full[:-1]
     # The log still has it: a resume with the fault gone gets [DONE].
@@ -638,12 +636,9 @@ async def test_content_type_location_and_retry_faults(
     server: ReferenceServer, http: aiohttp.ClientSession
 ) -> None:
     server.faults = Faults(wrong_content_type=True, no_content_location=True, retry_ms=1500)
-    async with http.post(
-        server.base_url + "/chat/completions", json=body_of(), headers=BEARER
-    ) as resp:
-        assert resp.status == 200 and resp.content_type == "text/plain"
-        assert "Content-Location" not in resp.headers
-        data = await resp.read()
+    resp, data, _ = await raw_stream(http, server)
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    assert "Content-Location" not in resp.headers
     assert data.startswith(b"retry: 1500\n\nid: 1\ndata: {")
     assert data.endswith(b"data: [DONE]\n\n")
 
@@ -652,11 +647,8 @@ async def test_drop_after_zero_and_drop_times(
     server: ReferenceServer, http: aiohttp.ClientSession
 ) -> None:
     server.faults = Faults(drop_after_events=0, drop_times=1)
-    async with http.post(
-        server.base_url + "/chat/completions", json=body_of(), headers=BEARER
-    ) as resp:
-        location = resp.headers["Content-Location"]
-        data, cut = await read_until_cut(resp)
+    resp, data, cut = await raw_stream(http, server)
+    location = resp.headers["Content-Location"]
     assert cut and data == b""
     async with http.get(server.base_url + location, headers=BEARER) as resp:
         data, cut = await read_until_cut(resp)
