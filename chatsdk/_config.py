@@ -495,21 +495,10 @@ def check_origin(name: str, origin: str) -> str:
     """``origin`` if it is ``scheme://host[:port]`` with no path, query or fragment."""
     if not isinstance(origin, str):
         raise ValidationError(f"{name} must be a string like 'https://docs.example.com'")
-    try:
-        parts = urlsplit(origin)  # raises ValueError on a malformed IPv6 literal
-        parts.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
-    except ValueError:
-        valid = False
-    else:
-        valid = (
-            parts.scheme in ("http", "https")
-            and bool(parts.hostname)
-            and origin.startswith(f"{parts.scheme}://")
-            # The whole rest must be host[:port]: this also refuses a path, a query or
-            # fragment (even an empty one: "https://a.example?"), userinfo, whitespace
-            # and control characters, none of which a browser puts in an Origin header.
-            and _ORIGIN_AUTHORITY.fullmatch(origin[len(parts.scheme) + 3 :]) is not None
-        )
+    # One rule for client, server and OpenAPI document: chatsdk/_rules.py.
+    from ._rules import origin_problem
+
+    valid = origin_problem(origin) is None
     if not valid:
         raise ValidationError(
             f"{name} must be an origin like 'https://docs.example.com' (scheme://host[:port], "

@@ -440,6 +440,23 @@ async def test_client_token_chats_with_or_without_origin(
         assert status == 200 and events[-1]["event"] == "records_cited"
 
 
+async def test_client_token_as_a_bearer_token(
+    server: ReferenceServer, http: aiohttp.ClientSession
+) -> None:
+    # The style of Gram's RFC deprecating Gram-Chat-Session: the same JWT, the same rules.
+    token = (await mint(http, server))["client_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    for extra in ({}, {"Origin": ORIGIN}, {"Gram-Project": PROJECT}):
+        status, events = await chat(http, server, create_body(), headers={**bearer, **extra})
+        assert status == 200 and events[-1]["event"] == "records_cited"
+    status, _ = await chat(http, server, create_body(), headers={**bearer, "Gram-Project": "x"})
+    assert status == 403
+    status, text = await chat(
+        http, server, create_body(), headers={**bearer, "Origin": "https://evil.example.net"}
+    )
+    assert status == 403 and text.startswith("Origin https://evil.example.net does not match")
+
+
 async def test_wrong_origin_is_a_plain_text_403(
     server: ReferenceServer, http: aiohttp.ClientSession
 ) -> None:
@@ -507,6 +524,8 @@ async def test_bad_client_tokens(
         ({"Authorization": "Bearer wrong"}, 401),
         ({"Authorization": f"Basic {KEY}"}, 401),
         ({"Authorization": f"Bearer {KEY}", "Gram-Project": "other"}, 403),
+        # Gram's API-key style is a chat credential on Gram's wire (Chat Completions),
+        # never on Inkeep's chat_results (tests/test_server_completions.py).
         ({"Gram-Key": KEY, "Gram-Project": PROJECT}, 401),
     ],
 )

@@ -1,6 +1,7 @@
 """The reference server against its OpenAPI 3.1 document, fuzzed with schemathesis.
 
-``GET /openapi.json`` describes the four operations and the resume ``GET``. Two bounded
+``GET /openapi.json`` describes the token operations, both chat wires under every path
+the real services use (``/v0``, ``/v1``) and the resume ``GET``: nine operations. Two bounded
 schemathesis runs (a few hundred requests, a few seconds) send generated bodies, query
 values and headers to a live server in a thread:
 
@@ -68,8 +69,8 @@ def live() -> Iterator[ReferenceServer]:
 
 @pytest.fixture(scope="module")
 def known(live: ReferenceServer) -> dict[str, str]:
-    """A real session, result id and client token, so that continue, resume and revoke
-    can succeed too."""
+    """A real session, result ids (of both wires) and client token, so that continue,
+    resume and revoke can succeed too."""
     body = {
         "integration_id": "docs",
         "chat_session": {"messages": [{"role": "user", "content": "How do I retry?"}]},
@@ -84,6 +85,15 @@ def known(live: ReferenceServer) -> dict[str, str]:
         location = resp.headers["Content-Location"]
         first = resp.read().split(b"\n\n")[0]
     data = json.loads(first.split(b"data: ", 1)[1])
+    completion = {"model": "inkeep-qa-expert", "messages": [{"role": "user", "content": "Hi"}]}
+    request = urllib.request.Request(
+        live.base_url + "/chat/completions",
+        data=json.dumps({**completion, "stream": True}).encode(),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        completion_location = resp.headers["Content-Location"]
+        assert resp.read().endswith(b"data: [DONE]\n\n")
     request = urllib.request.Request(
         live.base_url + "/rpc/chatSessions.create",
         data=b'{"embed_origin": "https://docs.example.com"}',
@@ -94,16 +104,18 @@ def known(live: ReferenceServer) -> dict[str, str]:
     return {
         "chat_session_id": data["chat_session_id"],
         "result_id": location.split("/")[-2],
+        "completion_result_id": completion_location.split("/")[-2],
         "token": token,
     }
 
 
 def use_known_ids(case: Any, known: dict[str, str]) -> None:
-    """Point about half of the cases at a real session, result or token."""
+    """Point about half of the cases at a real session, result (of either wire) or token."""
     for parameters in (case.path_parameters, case.query):
         for name, value in (parameters or {}).items():
             if name in known and len(str(value)) % 2 == 0:
-                parameters[name] = known[name]
+                wire = "completion_" if name == "result_id" and len(str(value)) % 4 else ""
+                parameters[name] = known[wire + name]
 
 
 def tally(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -141,7 +153,7 @@ def test_openapi_document_describes_exactly_the_api_routes(live: ReferenceServer
     }
     assert documented == routes
     assert (
-        len({op["operationId"] for item in OPENAPI["paths"].values() for op in item.values()}) == 5
+        len({op["operationId"] for item in OPENAPI["paths"].values() for op in item.values()}) == 9
     )
 
 
@@ -149,7 +161,7 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
     # schemathesis validates the document against the OpenAPI 3.1 meta-schema on load.
     schema = schemathesis.openapi.from_dict(OPENAPI)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 5
+    assert len(operations) == 9
 
 
 @with_valid_credentials.parametrize()
@@ -189,9 +201,9 @@ def test_zz_the_fuzz_reached_every_kind_of_answer() -> None:
     print(f"\nschemathesis: {sum(STATUSES.values())} requests, {EXAMPLES} examples/operation")
     for operation, statuses in sorted(by_operation.items()):
         print(f"  {operation}: {sorted(statuses)}")
-    assert len(by_operation) == 5, by_operation
+    assert len(by_operation) == 9, by_operation
     assert all(all(s < 500 for s in statuses) for statuses in by_operation.values())
     successes = {op for op, statuses in by_operation.items() if statuses & {200, 204}}
-    assert len(successes) == 5, by_operation
+    assert len(successes) == 9, by_operation
     seen = set().union(*by_operation.values())
     assert {401, 422}.issubset(seen), seen

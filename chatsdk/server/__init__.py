@@ -1,10 +1,12 @@
 """The chatsdk reference server: the whole protocol of SPEC §1 on loopback, no network.
 
 It mints and verifies client tokens (HS256 JWTs bound to an origin, revocable),
-keeps sessions, history and result event logs in SQLite, answers from a small
-bundled document set with citations, supports resumable streams
-(``Content-Location`` + ``Last-Event-ID``) and ``Idempotency-Key``, and can be told
-to misbehave through :class:`Faults`::
+serves both chat wires (Inkeep's ``chat_results``, with the history kept in SQLite,
+and Chat Completions, as Gram and Inkeep v1 serve it) under the real services' paths,
+answers from a small bundled document set with citations (Inkeep's ``provideLinks``
+tool calls on Chat Completions), supports resumable streams (``Content-Location`` +
+``Last-Event-ID``) and ``Idempotency-Key``, and can be told to misbehave through
+:class:`Faults`::
 
     from chatsdk.server import Faults, ReferenceServer
 

@@ -1,4 +1,7 @@
-"""Credentials of the reference server: API key, project, client-token JWTs, origins.
+"""Credentials of the reference server: API keys and client-token JWTs.
+
+The origin rule lives in :mod:`chatsdk._rules` (shared with the client); the checks
+of a request's headers are in :mod:`chatsdk.server.plumbing`.
 
 Client tokens are HS256 JWTs shaped like the ones the public service issues
 (SPEC §1.2): ``jti`` (a UUID), ``aud`` (``[embed_origin]``), ``iat``, ``exp``,
@@ -12,7 +15,6 @@ import hmac
 import time
 import uuid
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import jwt
 import msgspec
@@ -25,7 +27,6 @@ __all__ = [
     "TokenExpired",
     "TokenSigner",
     "keys_equal",
-    "origin_error",
 ]
 
 ALGORITHM: Final = "HS256"
@@ -59,29 +60,6 @@ def keys_equal(given: str | None, expected: str) -> bool:
         return False
     # "replace": a header with undecodable bytes must compare unequal, not crash.
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
-
-
-def origin_error(value: str) -> str | None:
-    """Why ``value`` is not a web origin (``scheme://host[:port]``), or None when it is."""
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
-    except ValueError:
-        return "embed_origin is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "embed_origin must use the http or https scheme"
-    if not parts.hostname:
-        return "embed_origin must include a host"
-    if parts.username is not None or parts.password is not None:
-        return "embed_origin must not include credentials"
-    # Browsers send Origin without a path, so an origin with one could never match.
-    if parts.path or parts.query or parts.fragment or value.endswith(("?", "#")):
-        return (
-            "embed_origin must be an origin (scheme://host[:port]) without path, query or fragment"
-        )
-    if any(ch.isspace() for ch in value):
-        return "embed_origin must not contain whitespace"
-    return None
 
 
 class TokenSigner:

@@ -21,8 +21,10 @@ __all__ = ["FaultState", "Faults"]
 class Faults(msgspec.Struct, frozen=True, kw_only=True):
     """What the reference server should get wrong; every field defaults to off.
 
-    Stream faults apply to every event-stream response: ``POST`` chat calls with
-    ``stream: true``, their idempotent replays, and resume ``GET``\\ s.
+    Stream faults apply to every event-stream response of both chat wires
+    (``chat_results`` and Chat Completions): ``POST`` calls with ``stream: true``, their
+    idempotent replays, and resume ``GET``\\ s. Where a fault writes something of its own
+    (``malformed_after``, ``error_chunk_after``), it is shaped like the wire's events.
     """
 
     drop_after_events: int | None = None
@@ -44,7 +46,8 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     without doing any work."""
 
     fail_status: int = 503
-    """The status used by ``fail_first``."""
+    """The status used by ``fail_first`` (402 is answered as Gram's
+    ``insufficient_credits``)."""
 
     retry_after: str | None = None
     """A ``Retry-After`` value (seconds or an HTTP date) sent with ``fail_first``
@@ -59,8 +62,19 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds between two pings of ``pings_only``."""
 
     malformed_after: int | None = None
-    """After this many events send ``event: message_chunk`` with data that is not JSON,
-    then end the body normally."""
+    """After this many events send an event whose data is not JSON (``event:
+    message_chunk`` on chat_results, a bare ``data:`` on Chat Completions), then end the
+    body normally."""
+
+    error_chunk_after: int | None = None
+    """After this many events send the wire's mid-stream error, ``data: {"error":
+    {"message", "type", "code"}}`` (on chat_results under ``event: error``, an event the
+    client does not know), then end the body normally."""
+
+    no_done: bool = False
+    """End Chat Completions bodies cleanly without their ``data: [DONE]`` event (a
+    truncated answer). chat_results streams have no end event, so it changes nothing
+    there."""
 
     wrong_content_type: bool = False
     """Serve stream bodies as ``text/plain`` instead of ``text/event-stream``."""

@@ -1,10 +1,12 @@
 """The reference server's OpenAPI 3.1 document, served at ``GET /openapi.json``.
 
-It describes the wire format of SPEC §1 as this server speaks it: the two token
-operations, the two chat operations and the resume ``GET`` of SPEC §1.7, with every
-status each one can answer and the body that comes with it. It is built once, as
-plain data, and is what ``tests/test_server_fuzz.py`` fuzzes the server against, so
-a change to a route without the matching change here fails a test.
+It describes the wire format of SPEC §1 as this server speaks it: the token operations,
+both chat wires under every path the real services use (SPEC 1.9) and the resume
+``GET`` of SPEC 1.7, with every status each one can answer and the body that comes with
+it. The body schemas are generated from the msgspec Structs the routes decode and the
+client reads (``msgspec.json.schema_components``), so a field changed in a Struct
+changes here too; only the event streams, headers and security are written out. It is
+what ``tests/test_server_fuzz.py`` fuzzes the server against.
 """
 
 from __future__ import annotations
@@ -13,23 +15,47 @@ from typing import Any, Final
 
 import msgspec
 
+from chatsdk.models import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatResponse,
+    ChatSessionToken,
+    MessageChunk,
+    RecordsCited,
+    ServiceErrorBody,
+)
+from chatsdk.server.chat_results import ContinueChatBody, CreateChatBody
+from chatsdk.server.completions import ChatCompletionBody
+from chatsdk.server.errors import ChatError
+from chatsdk.server.streaming import result_path
+from chatsdk.server.tokens import CreateChatSessionRequest
+
 __all__ = ["OPENAPI", "openapi_json"]
 
-_VERSION: Final = "0.1.0"
+_VERSION: Final = "0.2.0"
+_REF: Final = "#/components/schemas/{name}"
 
-# What ``origin_error`` in auth.py accepts, as far as a pattern can say it: scheme,
-# "://", an RFC 3986 host (reg-name or IP literal) and an optional numeric port.
-_ORIGIN_PATTERN: Final = (
-    r"^https?://(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+_, _SCHEMAS = msgspec.json.schema_components(
+    [
+        CreateChatSessionRequest,
+        ChatSessionToken,
+        ServiceErrorBody,
+        CreateChatBody,
+        ContinueChatBody,
+        ChatResponse,
+        MessageChunk,
+        RecordsCited,
+        ChatError,
+        ChatCompletionBody,
+        ChatCompletion,
+        ChatCompletionChunk,
+    ],
+    ref_template=_REF,
 )
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
+    return {"$ref": _REF.format(name=name)}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -50,28 +76,25 @@ _RETRY_AFTER_HEADER: Final = {
 }
 
 
-def _service_error(description: str) -> dict[str, Any]:
+def _error(description: str, content: dict[str, Any], **headers: Any) -> dict[str, Any]:
     return {
         "description": description,
-        "headers": {
-            "goa-error": {"description": "The error name.", "schema": {"type": "string"}},
-            **_REQUEST_ID_HEADER,
-            **_RETRY_AFTER_HEADER,
-        },
-        "content": _json(_ref("ServiceError")),
+        "headers": {**headers, **_REQUEST_ID_HEADER, **_RETRY_AFTER_HEADER},
+        "content": content,
     }
+
+
+def _service_error(description: str) -> dict[str, Any]:
+    goa = {"description": "The error name.", "schema": {"type": "string"}}
+    return _error(description, _json(_ref("ServiceErrorBody")), **{"goa-error": goa})
 
 
 def _chat_error(description: str, *, plain_text: bool = False) -> dict[str, Any]:
-    content: dict[str, Any] = _json(_ref("ChatError"))
+    content = _json(_ref("ChatError"))
     if plain_text:
         # The origin mismatch is plain text, like the public service's.
         content["text/plain"] = {"schema": {"type": "string"}}
-    return {
-        "description": description,
-        "headers": {**_REQUEST_ID_HEADER, **_RETRY_AFTER_HEADER},
-        "content": content,
-    }
+    return _error(description, content)
 
 
 _TOKEN_ERRORS: Final = {
@@ -92,6 +115,7 @@ _TOKEN_ERRORS: Final = {
 _CHAT_ERRORS: Final = {
     "400": _chat_error("Malformed header (Idempotency-Key, Last-Event-ID)."),
     "401": _chat_error("Missing, invalid, expired or revoked credentials."),
+    "402": _chat_error("Out of credits (insufficient_credits; only as an injected fault)."),
     "403": _chat_error("Wrong project, or Origin not the token's embed origin.", plain_text=True),
     "404": _chat_error("Unknown chat session or result."),
     "405": _chat_error("Method not allowed."),
@@ -112,232 +136,162 @@ _STREAM_HEADERS: Final = {
 }
 
 
-def _event_of(name: str, payload: str) -> dict[str, Any]:
+def _event_of(name: str, payload: dict[str, Any], **data: Any) -> dict[str, Any]:
+    # A parsed event without an ``event:`` field is named "message" (the SSE default).
+    data.update(contentMediaType="application/json", contentSchema=payload)
+    return {"required": ["event"], "properties": {"event": {"const": name}, "data": data}}
+
+
+def _event(description: str, *variants: dict[str, Any]) -> dict[str, Any]:
+    # OpenAPI 3.1 has no itemSchema: the schema of an event-stream media type describes
+    # one event, as a parsed object (event, data, id, retry).
     return {
-        "required": ["event"],
+        "description": description,
+        "type": "object",
+        "required": ["data", "id"],
         "properties": {
-            "event": {"const": name},
-            "data": {"contentMediaType": "application/json", "contentSchema": _ref(payload)},
+            "event": {"type": "string"},
+            "data": {"type": "string"},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": {"type": "integer", "minimum": 0},
         },
+        "oneOf": list(variants),
     }
 
 
-# OpenAPI 3.1 has no itemSchema: the schema of an event-stream media type describes one
-# event, as a parsed object (event, data, id, retry).
-_EVENT: Final = {
-    "description": "One server-sent event: message_chunk events, then one records_cited; "
+_CHAT_RESULTS_EVENT: Final = _event(
+    "One server-sent event: message_chunk events, then one records_cited; each carries an "
+    "id for Last-Event-ID.",
+    _event_of("message_chunk", _ref("MessageChunk")),
+    _event_of("records_cited", _ref("RecordsCited")),
+)
+_COMPLETION_EVENT: Final = _event(
+    "One server-sent event without an event name: a chat.completion.chunk (the last one, "
+    "with stream_options.include_usage, has empty choices and the usage), then [DONE]; "
     "each carries an id for Last-Event-ID.",
-    "type": "object",
-    "required": ["data", "id"],
-    "properties": {
-        "event": {"type": "string"},
-        "data": {"type": "string"},
-        "id": {"type": "string", "pattern": "^[0-9]+$"},
-        "retry": {"type": "integer", "minimum": 0},
-    },
-    "oneOf": [
-        _event_of("message_chunk", "MessageChunk"),
-        _event_of("records_cited", "RecordsCited"),
-    ],
-}
+    _event_of("message", _ref("ChatCompletionChunk"), pattern="^[{]"),
+    {"properties": {"event": {"const": "message"}, "data": {"const": "[DONE]"}}},
+)
 
 
-def _answer(description: str, *, json_answer: bool) -> dict[str, Any]:
-    content: dict[str, Any] = {"text/event-stream": {"schema": _EVENT}}
-    if json_answer:
-        content.update(_json(_ref("ChatResponse")))
+def _answer(description: str, events: dict[str, Any], whole: str | None) -> dict[str, Any]:
+    content: dict[str, Any] = {"text/event-stream": {"schema": events}}
+    if whole is not None:
+        content.update(_json(_ref(whole)))
     return {"description": description, "headers": _STREAM_HEADERS, "content": content}
 
 
-_IDEMPOTENCY_KEY: Final = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "One per logical call, the same across its retries; a repeat gets "
-    "the first result.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-}
-_ORIGIN: Final = {
-    "name": "Origin",
-    "in": "header",
-    "required": False,
-    "description": "Checked against a client token's embed origin when present.",
-    "schema": {"type": "string"},
-}
-_LAST_EVENT_ID: Final = {
-    "name": "Last-Event-ID",
-    "in": "header",
-    "required": False,
-    "description": "Resume after this event id (an id this server sent); empty: from the start.",
-    "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
-}
-_X_REQUEST_ID: Final = {
-    "name": "X-Request-Id",
-    "in": "header",
-    "required": False,
-    "description": "Echoed back when it is 1..128 characters of [A-Za-z0-9._:/+=-].",
-    "schema": {"type": "string"},
-}
+def _header(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_IDEMPOTENCY_KEY: Final = _header(
+    "Idempotency-Key",
+    "One per logical call, the same across its retries; a repeat gets the first result.",
+    minLength=1,
+    maxLength=255,
+)
+_ORIGIN: Final = _header("Origin", "Checked against a client token's embed origin when present.")
+_LAST_EVENT_ID: Final = _header(
+    "Last-Event-ID",
+    "Resume after this event id (an id this server sent); empty: from the start.",
+    pattern="^[0-9]{0,18}$",
+)
+_X_REQUEST_ID: Final = _header(
+    "X-Request-Id", "Echoed back when it is 1..128 characters of [A-Za-z0-9._:/+=-]."
+)
+_CHAT_HEADERS: Final = [_IDEMPOTENCY_KEY, _ORIGIN, _LAST_EVENT_ID, _X_REQUEST_ID]
 
 _TOKEN_SECURITY: Final[list[dict[str, list[str]]]] = [{"GramKey": [], "GramProject": []}]
+# The API key or a client token as a bearer token; a client token with Gram-Project;
+# the API key Gram's way.
 _CHAT_SECURITY: Final[list[dict[str, list[str]]]] = [
     {"BearerAuth": []},
     {"GramChatSession": [], "GramProject": []},
+    {"GramKey": [], "GramProject": []},
 ]
 
-_SCHEMAS: Final[dict[str, Any]] = {
-    "ServiceError": {
-        "type": "object",
-        "required": ["name", "id", "message", "temporary", "timeout", "fault"],
-        "properties": {
-            "name": {"type": "string"},
-            "id": {"type": "string"},
-            "message": {"type": "string"},
-            "temporary": {"type": "boolean"},
-            "timeout": {"type": "boolean"},
-            "fault": {"type": "boolean"},
-        },
-    },
-    "ValidationErrorItem": {
-        "type": "object",
-        "required": ["loc", "msg", "type"],
-        "properties": {
-            "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
-            "msg": {"type": "string"},
-            "type": {"type": "string"},
-        },
-    },
-    "ChatError": {
-        "type": "object",
-        "required": ["detail"],
-        "properties": {
-            "detail": {
-                "anyOf": [
-                    {"type": "string"},
-                    {"type": "array", "items": _ref("ValidationErrorItem")},
-                ]
-            }
-        },
-    },
-    "CreateChatSessionRequest": {
-        "type": "object",
-        "required": ["embed_origin"],
-        "properties": {
-            "embed_origin": {
-                "type": "string",
-                "pattern": _ORIGIN_PATTERN,
-                "description": "The origin (scheme://host[:port]) of the embedding page.",
+
+def _chat_post(
+    operation_id: str, summary: str, body: str, answer: dict[str, Any], *path_parameters: str
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": _CHAT_SECURITY,
+            "parameters": [*map(_path_parameter, path_parameters), *_CHAT_HEADERS],
+            "requestBody": {"required": True, "content": _json(_ref(body))},
+            "responses": {"200": answer, **_CHAT_ERRORS},
+        }
+    }
+
+
+def _chat_paths() -> dict[str, Any]:
+    """Both chat wires under each prefix the real services use (SPEC 1.9)."""
+    paths: dict[str, Any] = {}
+    chat_answer = _answer("The answer, streamed or whole.", _CHAT_RESULTS_EVENT, "ChatResponse")
+    for prefix, suffix in (("", ""), ("/v0", "V0")):
+        paths[f"{prefix}/chat_sessions/chat_results"] = _chat_post(
+            f"createChatResults{suffix}",
+            "Start a chat session and answer its last message.",
+            "CreateChatBody",
+            chat_answer,
+        )
+        paths[f"{prefix}/chat_sessions/{{chat_session_id}}/chat_results"] = _chat_post(
+            f"continueChatResults{suffix}",
+            "Answer the next message of a session; the server keeps history.",
+            "ContinueChatBody",
+            chat_answer,
+            "chat_session_id",
+        )
+    completion = _answer(
+        "The answer, streamed (stream: true) or whole.", _COMPLETION_EVENT, "ChatCompletion"
+    )
+    for prefix, suffix in (("", ""), ("/v1", "V1")):
+        paths[f"{prefix}/chat/completions"] = _chat_post(
+            f"createChatCompletion{suffix}",
+            "Answer a whole conversation in the Chat Completions format (no history kept).",
+            "ChatCompletionBody",
+            completion,
+        )
+    paths[result_path("{result_id}")] = {
+        "get": {
+            "operationId": "resumeChatResults",
+            "summary": "Replay a result's events after Last-Event-ID (resume, both wires).",
+            "security": _CHAT_SECURITY,
+            "parameters": [_path_parameter("result_id"), _LAST_EVENT_ID, _ORIGIN, _X_REQUEST_ID],
+            "responses": {
+                "200": _answer(
+                    "The events after Last-Event-ID.",
+                    {"anyOf": [_CHAT_RESULTS_EVENT, _COMPLETION_EVENT]},
+                    None,
+                ),
+                **_CHAT_ERRORS,
             },
-            "expires_after": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 3600,
-                "default": 3600,
-            },
-            "user_identifier": _nullable({"type": "string"}),
-        },
-    },
-    "ChatSessionToken": {
-        "type": "object",
-        "required": ["client_token", "embed_origin", "expires_after", "status"],
-        "properties": {
-            "client_token": {"type": "string", "description": "An HS256 JWT."},
-            "embed_origin": {"type": "string"},
-            "expires_after": {"type": "integer"},
-            "status": {"type": "string"},
-            "user_identifier": {"type": "string"},
-        },
-    },
-    "Record": {
-        "type": "object",
-        "required": ["type"],
-        "properties": {
-            "type": {"type": "string"},
-            "url": _nullable({"type": "string"}),
-            "title": _nullable({"type": "string"}),
-            "description": _nullable({"type": "string"}),
-            "breadcrumbs": _nullable({"type": "array", "items": {"type": "string"}}),
-        },
-    },
-    "Citation": {
-        "type": "object",
-        "required": ["record"],
-        "properties": {
-            "number": _nullable({"type": "integer"}),
-            "record": _ref("Record"),
-            "hit_url": _nullable({"type": "string"}),
-        },
-    },
-    "RecordsCited": {
-        "type": "object",
-        "properties": {"citations": {"type": "array", "items": _ref("Citation")}},
-    },
-    "Message": {
-        "type": "object",
-        "required": ["role", "content"],
-        "properties": {
-            "role": {"enum": ["user", "assistant"]},
-            "content": {"type": "string"},
-            "records_cited": _nullable(_ref("RecordsCited")),
-        },
-    },
-    "ChatSession": {
-        "type": "object",
-        "required": ["messages"],
-        "properties": {
-            "messages": {
-                "type": "array",
-                "minItems": 1,
-                "items": _ref("Message"),
-                "description": "The conversation so far; the last message is the user's.",
-            },
-            "guidance": _nullable({"type": "string"}),
-            "context": _nullable({"type": "string"}),
-            "tags": _nullable({"type": "array", "items": {"type": "string"}}),
-        },
-    },
-    "CreateChatRequest": {
-        "type": "object",
-        "required": ["integration_id", "chat_session"],
-        "properties": {
-            "integration_id": {"type": "string", "minLength": 1},
-            "chat_session": _ref("ChatSession"),
-            "chat_mode": _nullable({"type": "string"}),
-            "stream": _nullable({"type": "boolean"}),
-        },
-    },
-    "ContinueChatRequest": {
-        "type": "object",
-        "required": ["integration_id", "message"],
-        "properties": {
-            "integration_id": {"type": "string", "minLength": 1},
-            "message": _ref("Message"),
-            "stream": _nullable({"type": "boolean"}),
-        },
-    },
-    "MessageChunk": {
-        "type": "object",
-        "required": ["content_chunk"],
-        "properties": {
-            "chat_session_id": _nullable({"type": "string"}),
-            "content_chunk": {"type": "string"},
-            "finish_reason": _nullable({"type": "string"}),
-        },
-    },
-    "ChatResponse": {
-        "type": "object",
-        "required": ["chat_session_id", "message"],
-        "properties": {"chat_session_id": {"type": "string"}, "message": _ref("Message")},
-    },
-}
+        }
+    }
+    return paths
+
 
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {
         "title": "chatsdk reference server",
         "version": _VERSION,
-        "description": "Client tokens (Gram chatSessions wire format) and streamed chat "
-        "answers (Inkeep chat_results wire format), with resumable streams.",
+        "description": "Client tokens (Gram chatSessions wire format), streamed chat answers "
+        "(Inkeep chat_results wire format) and Chat Completions (Gram, Inkeep v1), with "
+        "resumable streams.",
     },
     "paths": {
         "/rpc/chatSessions.create": {
@@ -380,68 +334,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 },
             }
         },
-        "/chat_sessions/chat_results": {
-            "post": {
-                "operationId": "createChatResults",
-                "summary": "Start a chat session and answer its last message.",
-                "security": _CHAT_SECURITY,
-                "parameters": [_IDEMPOTENCY_KEY, _ORIGIN, _LAST_EVENT_ID, _X_REQUEST_ID],
-                "requestBody": {"required": True, "content": _json(_ref("CreateChatRequest"))},
-                "responses": {
-                    "200": _answer("The answer, streamed or whole.", json_answer=True),
-                    **_CHAT_ERRORS,
-                },
-            }
-        },
-        "/chat_sessions/{chat_session_id}/chat_results": {
-            "post": {
-                "operationId": "continueChatResults",
-                "summary": "Answer the next message of a session; the server keeps history.",
-                "security": _CHAT_SECURITY,
-                "parameters": [
-                    {
-                        "name": "chat_session_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    },
-                    _IDEMPOTENCY_KEY,
-                    _ORIGIN,
-                    _LAST_EVENT_ID,
-                    _X_REQUEST_ID,
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": _json(_ref("ContinueChatRequest")),
-                },
-                "responses": {
-                    "200": _answer("The answer, streamed or whole.", json_answer=True),
-                    **_CHAT_ERRORS,
-                },
-            }
-        },
-        "/chat_sessions/results/{result_id}/events": {
-            "get": {
-                "operationId": "resumeChatResults",
-                "summary": "Replay a result's events after Last-Event-ID (resume).",
-                "security": _CHAT_SECURITY,
-                "parameters": [
-                    {
-                        "name": "result_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    },
-                    _LAST_EVENT_ID,
-                    _ORIGIN,
-                    _X_REQUEST_ID,
-                ],
-                "responses": {
-                    "200": _answer("The events after Last-Event-ID.", json_answer=False),
-                    **_CHAT_ERRORS,
-                },
-            }
-        },
+        **_chat_paths(),
     },
     "components": {
         "schemas": _SCHEMAS,

@@ -228,7 +228,11 @@ class Store:
         events: Sequence[tuple[str, str]],
         now: float,
     ) -> None:
-        """Store a result's whole event log, numbered from 1 (inside a transaction)."""
+        """Store a result's whole event log, numbered from 1 (inside a transaction).
+
+        ``session_id`` is what the log answers: a chat session (chat_results) or, on the
+        Chat Completions wire, which keeps no sessions, the completion id.
+        """
         self.db.execute(
             "INSERT INTO results (id, project, session_id, created_at) VALUES (?, ?, ?, ?)",
             (result_id, project, session_id, now),
