@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
+from ._rules import origin_problem
 from .errors import ValidationError
 from .sse import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE
 
@@ -173,11 +174,6 @@ def parse_retry_after(value: str) -> float | None:
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # RFC 9110 §5.1: a field name is a token.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 3986 host (reg-name or IP literal) and optional port: what an origin's part after
-# "scheme://" may be. No userinfo, no empty port, no whitespace, nothing after it.
-_ORIGIN_AUTHORITY = re.compile(
-    r"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
-)
 
 
 def check_header_value(name: str, value: str) -> str:
@@ -496,13 +492,11 @@ def check_origin(name: str, origin: str) -> str:
     if not isinstance(origin, str):
         raise ValidationError(f"{name} must be a string like 'https://docs.example.com'")
     # One rule for client, server and OpenAPI document: chatsdk/_rules.py.
-    from ._rules import origin_problem
-
-    valid = origin_problem(origin) is None
-    if not valid:
+    problem = origin_problem(origin)
+    if problem is not None:
         raise ValidationError(
             f"{name} must be an origin like 'https://docs.example.com' (scheme://host[:port], "
-            f"no path), got {origin!r}"
+            f"no path): {origin!r} {problem}"
         )
     return origin
 

@@ -450,7 +450,14 @@ class EventStream(Generic[EventT, ResultT]):
         await asyncio.sleep(delay)
         headers = {"Accept": "text/event-stream"}
         if self._last_event_id:
-            headers["Last-Event-ID"] = self._last_event_id
+            try:  # the server's value, sent back: it must be a valid header value
+                headers["Last-Event-ID"] = check_header_value("id", self._last_event_id)
+            except ValidationError:
+                raise StreamError(
+                    "the stream was cut and its last event id cannot be sent back as "
+                    "Last-Event-ID (it holds a control character): not resumable",
+                    received=self._last_event_id,
+                ) from cause
         self._replay_of = self._last_event_id or None
         self._top_replay_left = 0
         response = await self._transport.send(

@@ -198,8 +198,10 @@ class _CompletionsWire:
             log.debug("ignoring a %r event on a Chat Completions stream", event)
             return []
         chunk = _CHUNK.decode(data)
-        if chunk.error is not None or event == "error":
-            raise _error_of(chunk.error if chunk.error is not None else data)
+        if chunk.error is not None:
+            raise _error_of(chunk.error)
+        if event == "error":  # the error object itself as the data
+            raise _error_of(msgspec.json.decode(data))
         return [chunk]
 
     def whole(self, body: bytes) -> list[CompletionEvent]:

@@ -244,14 +244,14 @@ COMPLETION_ROLES: Final = ("system", "user", "assistant", "tool")
 CompletionRole: TypeAlias = Literal["system", "user", "assistant", "tool"]
 
 
-class Function(msgspec.Struct, frozen=True, omit_defaults=True):
+class Function(msgspec.Struct, frozen=True):
     """A whole function call: its ``name`` and its ``arguments`` (a JSON text)."""
 
     name: str
     arguments: str = ""
 
 
-class ChatCompletionMessageToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+class ChatCompletionMessageToolCall(msgspec.Struct, frozen=True):
     """A whole tool call of an assistant message (assembled from stream fragments)."""
 
     id: str
@@ -284,7 +284,7 @@ class FunctionDefinition(msgspec.Struct, frozen=True, omit_defaults=True):
     parameters: dict[str, Any] | None = None
 
 
-class ChatCompletionTool(msgspec.Struct, frozen=True, omit_defaults=True):
+class ChatCompletionTool(msgspec.Struct, frozen=True):
     """A tool offered to the model (``{"type": "function", "function": {...}}``)."""
 
     function: FunctionDefinition

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, check_header_value, check_origin
+from ._rules import expires_after_problem
 from ._transport import Transport
 from .errors import APIResponseValidationError, ValidationError
 from .models import ChatSessionToken, CreateTokenRequest
@@ -12,10 +13,6 @@ from .models import ChatSessionToken, CreateTokenRequest
 __all__ = ["Tokens"]
 
 _TOKEN = msgspec.json.Decoder(ChatSessionToken)
-
-# The public API's bounds for a client token's lifetime, in seconds.
-MIN_EXPIRES_AFTER = 1
-MAX_EXPIRES_AFTER = 3600
 
 
 class Tokens:
@@ -49,15 +46,9 @@ class Tokens:
         >>> tok = await client.tokens.create(embed_origin=origin, expires_after=900)
         """
         check_origin("embed_origin", embed_origin)
-        if (
-            isinstance(expires_after, bool)
-            or not isinstance(expires_after, int)
-            or not MIN_EXPIRES_AFTER <= expires_after <= MAX_EXPIRES_AFTER
-        ):
-            raise ValidationError(
-                f"expires_after must be an int from {MIN_EXPIRES_AFTER} to {MAX_EXPIRES_AFTER} "
-                f"seconds, got {expires_after!r}"
-            )
+        problem = expires_after_problem(expires_after)
+        if problem is not None:
+            raise ValidationError(f"expires_after {problem}, got {expires_after!r}")
         if user_identifier is not None and (
             not isinstance(user_identifier, str) or not user_identifier
         ):

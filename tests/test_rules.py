@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 import chatsdk
-from chatsdk import _rules, tokens
+from chatsdk import _rules
 from chatsdk._config import check_origin
 from chatsdk.server import ReferenceServer
 from chatsdk.server.openapi import OPENAPI
@@ -142,11 +142,6 @@ def test_expires_after_range_is_one_range_everywhere() -> None:
         _rules.MAX_EXPIRES_AFTER,
     )
     assert expires_after["default"] == _rules.MAX_EXPIRES_AFTER
-    # The client's own constants (tokens.py) until it imports these.
-    assert (tokens.MIN_EXPIRES_AFTER, tokens.MAX_EXPIRES_AFTER) == (
-        _rules.MIN_EXPIRES_AFTER,
-        _rules.MAX_EXPIRES_AFTER,
-    )
 
 
 async def test_server_expires_after_range(server: ReferenceServer) -> None:

@@ -1,0 +1,695 @@
+"""The Chat Completions client (SPEC 1.8) against scripted bodies on a loopback server.
+
+What is sent (the request JSON field by field, the URL, the auth headers) is checked on
+the :class:`ScriptedServer`'s record; what comes back is checked through the typed
+chunks, ``text_stream`` and the assembled :class:`chatsdk.ChatCompletionResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import chatsdk
+from chatsdk.models import Function
+from tests.scripted import Reply, ScriptedServer
+
+pytestmark = pytest.mark.anyio
+
+KEY = "completions-test-api-key-1234"
+TOKEN = "completions-test-client-token-1234"
+SSE = "text/event-stream"
+DONE = b"data: [DONE]\n\n"
+
+
+@pytest.fixture(autouse=True)
+def _no_chatsdk_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CHATSDK_"):
+            monkeypatch.delenv(name)
+
+
+def chunk(
+    content: str | None = None,
+    *,
+    role: str | None = None,
+    finish: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    **delta_extra: Any,
+) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
+    delta.update(delta_extra)
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1718000000,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def events(*chunks: dict[str, Any] | bytes, done: bool = True) -> bytes:
+    """``data: {chunk}`` events (bytes pass through as they are), then ``data: [DONE]``."""
+    out = [
+        c if isinstance(c, bytes) else b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks
+    ]
+    return b"".join(out) + (DONE if done else b"")
+
+
+def tool_fragment(
+    index: int | None,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    arguments: str | None = None,
+) -> dict[str, Any]:
+    fragment: dict[str, Any] = {}
+    if index is not None:
+        fragment["index"] = index
+    if id is not None:
+        fragment["id"] = id
+        fragment["type"] = "function"
+    function: dict[str, Any] = {}
+    if name is not None:
+        function["name"] = name
+    if arguments is not None:
+        function["arguments"] = arguments
+    fragment["function"] = function
+    return fragment
+
+
+def sse_reply(body: bytes, **kw: Any) -> Reply:
+    return Reply(body=body, content_type=kw.pop("content_type", SSE), **kw)
+
+
+def client_for(url: str, **kw: Any) -> chatsdk.ChatClient:
+    kw.setdefault("retries", chatsdk.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.05))
+    kw.setdefault("timeout", chatsdk.Timeout(connect=2, read=2, idle=2, total=10))
+    if "session_token" not in kw:
+        kw.setdefault("api_key", KEY)
+    return chatsdk.ChatClient(base_url=url, **kw)
+
+
+async def run(
+    replies: Sequence[Reply], **create: Any
+) -> tuple[chatsdk.CompletionStream, list[Any], chatsdk.ChatCompletionResult, ScriptedServer]:
+    """One call against scripted replies: the stream, its events, its result, the server."""
+    create.setdefault("model", "gpt-test")
+    create.setdefault("messages", "q")
+    async with ScriptedServer(replies) as srv:
+        async with client_for(srv.url) as client:
+            stream = client.chat.completions.create(**create)
+            got: list[Any] = []
+            async with asyncio.timeout(10):
+                async for event in stream:
+                    got.append(event)
+                result = await stream
+    return stream, got, result, srv
+
+
+def texts(got: Sequence[Any]) -> list[str]:
+    return [
+        c.delta.content
+        for e in got
+        if isinstance(e, chatsdk.ChatCompletionChunk)
+        for c in e.choices
+        if c.delta.content
+    ]
+
+
+def request_json(srv: ScriptedServer, n: int = 0) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(srv.seen[n].body)
+    return body
+
+
+ANSWER = events(
+    chunk(role="assistant", content=""),
+    chunk("Hel"),
+    chunk("lo"),
+    chunk(" world"),
+    chunk(finish="stop"),
+)
+
+
+# == the answer =========================================================================
+
+
+async def test_text_is_assembled_into_the_result_and_an_assistant_message() -> None:
+    _, got, result, _ = await run([sse_reply(ANSWER)])
+    assert all(isinstance(e, chatsdk.ChatCompletionChunk) for e in got)
+    assert len(got) == 5
+    assert texts(got) == ["Hel", "lo", " world"]
+    assert result.text == "Hello world"
+    assert result.message.role == "assistant"
+    assert result.message.content == "Hello world"
+    assert result.message.tool_calls is None
+    assert result.finish_reason == "stop"
+    assert result.id == "chatcmpl-1" and result.model == "gpt-test"
+    assert result.tool_calls == []
+
+
+async def test_text_stream_gives_the_text_pieces() -> None:
+    async with ScriptedServer([sse_reply(ANSWER)]) as srv:
+        async with client_for(srv.url) as client:
+            stream = client.chat.completions.create(model="gpt-test", messages="q")
+            async with asyncio.timeout(10):
+                pieces = [piece async for piece in stream.text_stream]
+                result = await stream
+    assert pieces == ["Hel", "lo", " world"]
+    assert result.text == "Hello world"
+
+
+async def test_done_ends_the_stream_and_what_follows_is_ignored() -> None:
+    body = ANSWER + events(chunk("LATE"), done=False) + b"data: {not json\n\n" + b"\xff\xfe"
+    _, got, result, _ = await run([sse_reply(body)])
+    assert result.text == "Hello world"
+    assert "LATE" not in texts(got)
+
+
+async def test_done_ends_the_stream_without_waiting_for_the_body_to_end() -> None:
+    # The server sends [DONE] and then holds the connection: the call must not wait.
+    late = events(chunk("LATE"), done=False)
+    reply = Reply(pieces=[ANSWER, late], delay=3.0, content_type=SSE)
+    began = time.monotonic()
+    _, got, result, _ = await run([reply])
+    assert time.monotonic() - began < 2
+    assert result.text == "Hello world"
+    assert "LATE" not in texts(got)
+
+
+async def test_a_body_ending_without_done_is_a_stream_error() -> None:
+    body = events(chunk("Hel"), chunk("lo", finish="stop"), done=False)
+    async with ScriptedServer([sse_reply(body)]) as srv:
+        async with client_for(srv.url) as client:
+            stream = client.chat.completions.create(model="gpt-test", messages="q")
+            got: list[Any] = []
+            with pytest.raises(chatsdk.StreamError):
+                async with asyncio.timeout(10):
+                    async for event in stream:
+                        got.append(event)
+            with pytest.raises(chatsdk.StreamError):
+                await stream
+    assert texts(got) == ["Hel", "lo"]
+    assert len(srv.seen) == 1
+
+
+async def test_a_body_ending_without_done_resumes_from_content_location() -> None:
+    location = {"Content-Location": "/chat/completions/results/r1/events"}
+    first_body = (
+        b"id: 1\n" + events(chunk("Hel"), done=False) + b"id: 2\n" + events(chunk("lo"), done=False)
+    )
+    rest = b"id: 3\n" + events(chunk(" world", finish="stop"))
+    replies = [sse_reply(first_body, headers=location), sse_reply(rest, headers=location)]
+    stream, got, result, srv = await run(replies)
+    assert result.text == "Hello world"
+    assert texts(got) == ["Hel", "lo", " world"]
+    assert stream.resumes == 1
+    assert [s.method for s in srv.seen] == ["POST", "GET"]
+    assert srv.seen[1].path == "/chat/completions/results/r1/events"
+    assert srv.seen[1].headers.get("Last-Event-ID") == "2"
+    assert srv.seen[1].body == b""
+
+
+ERROR = {"message": "boom", "type": "x"}
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["one piece", "split"])
+async def test_an_error_chunk_mid_stream_is_an_api_error_after_the_chunks_before_it(
+    cut: bool,
+) -> None:
+    before = events(chunk("a"), chunk("b"), done=False)
+    after = events({"error": ERROR}, chunk("c"), chunk(finish="stop"))
+    reply = (
+        Reply(pieces=[before, after], delay=0.05, content_type=SSE)
+        if cut
+        else sse_reply(before + after)
+    )
+    async with ScriptedServer([reply]) as srv:
+        async with client_for(srv.url) as client:
+            stream = client.chat.completions.create(model="gpt-test", messages="q")
+            got: list[Any] = []
+            with pytest.raises(chatsdk.APIError) as info:
+                async with asyncio.timeout(10):
+                    async for event in stream:
+                        got.append(event)
+    assert texts(got) == ["a", "b"]
+    assert not isinstance(info.value, chatsdk.APIStatusError)
+    assert info.value.body == ERROR
+    assert "boom" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "data", [{"error": ERROR}, ERROR], ids=["error wrapped", "bare error object"]
+)
+async def test_an_error_event_mid_stream_is_an_api_error(data: dict[str, Any]) -> None:
+    body = (
+        events(chunk("a"), done=False)
+        + b"event: error\ndata: "
+        + json.dumps(data).encode()
+        + b"\n\n"
+        + events(chunk("b"), chunk(finish="stop"))
+    )
+    async with ScriptedServer([sse_reply(body)]) as srv:
+        async with client_for(srv.url) as client:
+            got: list[Any] = []
+            with pytest.raises(chatsdk.APIError) as info:
+                async with asyncio.timeout(10):
+                    async for event in client.chat.completions.create(model="m", messages="q"):
+                        got.append(event)
+    assert texts(got) == ["a"]
+    assert info.value.body == ERROR
+    assert "boom" in str(info.value)
+
+
+# == tool calls =========================================================================
+
+
+async def test_interleaved_tool_call_fragments_are_joined_per_index() -> None:
+    body = events(
+        chunk(role="assistant", tool_calls=[tool_fragment(0, id="call_a", name="get_weather")]),
+        chunk(tool_calls=[tool_fragment(1, id="call_b", name="get_time", arguments='{"tz"')]),
+        chunk(tool_calls=[tool_fragment(0, arguments='{"city": ')]),
+        chunk(tool_calls=[tool_fragment(1, arguments=': "UTC"}')]),
+        chunk(tool_calls=[tool_fragment(0, arguments='"Paris", "unit": "C"}')]),
+        chunk(finish="tool_calls"),
+    )
+    _, _, result, _ = await run([sse_reply(body)], tools=[WEATHER_TOOL])
+    assert result.finish_reason == "tool_calls"
+    calls = result.tool_calls
+    assert [c.id for c in calls] == ["call_a", "call_b"]
+    assert [c.function.name for c in calls] == ["get_weather", "get_time"]
+    assert [c.type for c in calls] == ["function", "function"]
+    assert json.loads(calls[0].function.arguments) == {"city": "Paris", "unit": "C"}
+    assert json.loads(calls[1].function.arguments) == {"tz": "UTC"}
+    assert result.message.role == "assistant"
+    assert result.message.tool_calls == calls
+    assert result.text == ""
+
+
+async def test_tool_call_fragments_without_index_are_joined() -> None:
+    body = events(
+        chunk(tool_calls=[tool_fragment(None, id="call_a", name="one", arguments='{"a"')]),
+        chunk(tool_calls=[tool_fragment(None, arguments=": 1}")]),
+        chunk(tool_calls=[tool_fragment(None, id="call_b", name="two", arguments="{")]),
+        chunk(tool_calls=[tool_fragment(None, arguments='"b": 2}')]),
+        chunk(finish="tool_calls"),
+    )
+    _, _, result, _ = await run([sse_reply(body)])
+    calls = result.tool_calls
+    assert [(c.id, c.function.name) for c in calls] == [("call_a", "one"), ("call_b", "two")]
+    assert [json.loads(c.function.arguments) for c in calls] == [{"a": 1}, {"b": 2}]
+    assert result.finish_reason == "tool_calls"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+# == usage, reasoning, lenient chunks ===================================================
+
+
+async def test_include_usage_is_sent_and_the_usage_chunk_fills_result_usage() -> None:
+    usage_chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1718000000,
+        "model": "gpt-test",
+        "choices": [],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        "gram_metadata": {"context_window": 128000},
+    }
+    body = events(chunk("Hi"), chunk(finish="stop"), usage_chunk)
+    _, got, result, srv = await run([sse_reply(body)], stream_options={"include_usage": True})
+    assert request_json(srv)["stream_options"] == {"include_usage": True}
+    assert result.usage is not None
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (11, 7)
+    assert result.usage.total_tokens == 18
+    assert result.text == "Hi"
+    assert got[-1].choices == []
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+async def test_reasoning_is_kept_apart_from_the_text(field: str) -> None:
+    body = events(
+        chunk(role="assistant", **{field: "Let me "}),
+        chunk(**{field: "think."}),
+        chunk("The answer"),
+        chunk(" is 4."),
+        chunk(finish="stop"),
+    )
+    async with ScriptedServer([sse_reply(body)]) as srv:
+        async with client_for(srv.url) as client:
+            stream = client.chat.completions.create(model="m", messages="q")
+            async with asyncio.timeout(10):
+                pieces = [p async for p in stream.text_stream]
+                result = await stream
+    assert result.reasoning == "Let me think."
+    assert result.text == "The answer is 4."
+    assert pieces == ["The answer", " is 4."]
+
+
+async def test_chunks_in_every_shape_servers_send_are_accepted() -> None:
+    body = events(
+        {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": []},
+        {"id": "x", "choices": [{"delta": {"role": "assistant", "content": "A"}}]},  # no index
+        {"id": "x", "created": 1718000000.25, "choices": [{"index": 0, "delta": {"content": "B"}}]},
+        {"id": "x", "choices": [{"index": 0}]},  # no delta
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "system_fingerprint": "fp",
+            "service_tier": "default",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": "C", "function_call": None, "audio": {"x": 1}},
+                    "logprobs": None,
+                    "finish_reason": None,
+                    "native_finish_reason": None,
+                }
+            ],
+            "usage": None,
+            "provider": "some-router",
+        },
+        {"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    )
+    _, got, result, _ = await run([sse_reply(body)])
+    assert len(got) == 6
+    assert result.text == "ABC"
+    assert result.finish_reason == "stop"
+
+
+# == Inkeep's citation tools ============================================================
+
+
+async def test_inkeep_tools_are_sent_and_their_calls_become_typed_events() -> None:
+    links_args = json.dumps(
+        {
+            "links": [
+                {
+                    "label": "Retries",
+                    "url": "https://docs.example.com/retries",
+                    "title": "Retrying",
+                    "type": "documentation",
+                    "breadcrumbs": ["Guides", "Retries"],
+                },
+                {"url": "https://example.com/x", "type": "brand_new_record_type"},
+            ]
+        }
+    )
+    annotations_args = json.dumps({"aiAnnotations": {"answerConfidence": "very_confident"}})
+    body = events(
+        chunk("Use ", role="assistant"),
+        chunk("retries."),
+        chunk(tool_calls=[tool_fragment(0, id="call_l", name="provideLinks", arguments="")]),
+        chunk(tool_calls=[tool_fragment(0, arguments=links_args[:17])]),
+        chunk(tool_calls=[tool_fragment(1, id="call_n", name="provideAIAnnotations")]),
+        chunk(tool_calls=[tool_fragment(0, arguments=links_args[17:60])]),
+        chunk(tool_calls=[tool_fragment(1, arguments=annotations_args[:10])]),
+        chunk(tool_calls=[tool_fragment(0, arguments=links_args[60:])]),
+        chunk(tool_calls=[tool_fragment(1, arguments=annotations_args[10:])]),
+        chunk(finish="stop"),
+    )
+    _, got, result, srv = await run(
+        [sse_reply(body)],
+        model="inkeep-qa-expert",
+        tools=chatsdk.INKEEP_TOOLS,
+        tool_choice="auto",
+    )
+    sent = request_json(srv)
+    assert [t["type"] for t in sent["tools"]] == ["function", "function"]
+    assert [t["function"]["name"] for t in sent["tools"]] == [
+        "provideLinks",
+        "provideAIAnnotations",
+    ]
+    assert all("parameters" in t["function"] for t in sent["tools"])
+    assert sent["tool_choice"] == "auto"
+
+    provided = [e for e in got if isinstance(e, chatsdk.ProvidedLinks)]
+    annotations = [e for e in got if isinstance(e, chatsdk.AIAnnotations)]
+    assert len(provided) == 1 and len(annotations) == 1
+    links = provided[0].links
+    assert all(isinstance(link, chatsdk.Link) for link in links)
+    assert links[0] == chatsdk.Link(
+        url="https://docs.example.com/retries",
+        label="Retries",
+        title="Retrying",
+        type="documentation",
+        breadcrumbs=["Guides", "Retries"],
+    )
+    assert links[1].type == "brand_new_record_type"
+    assert annotations[0].answer_confidence == "very_confident"
+    assert result.links == links
+    assert result.answer_confidence == "very_confident"
+    assert result.text == "Use retries."
+
+
+# == stream=False, and bodies decoded by what they are ==================================
+
+COMPLETION = {
+    "id": "chatcmpl-9",
+    "object": "chat.completion",
+    "created": 1718000000,
+    "model": "gpt-test",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Whole answer.",
+                "tool_calls": [
+                    {
+                        "id": "call_w",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+}
+
+
+@pytest.mark.parametrize("content_type", ["application/json", SSE])
+async def test_a_whole_json_answer_is_read_whatever_its_label(content_type: str) -> None:
+    reply = Reply(body=json.dumps(COMPLETION), content_type=content_type)
+    _, _, result, srv = await run([reply], stream=False)
+    assert request_json(srv)["stream"] is False
+    assert result.text == "Whole answer."
+    assert result.finish_reason == "stop"
+    assert result.id == "chatcmpl-9"
+    assert result.usage is not None and result.usage.total_tokens == 5
+    assert [(c.id, c.function.name) for c in result.tool_calls] == [("call_w", "get_weather")]
+    assert json.loads(result.tool_calls[0].function.arguments) == {"city": "Oslo"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["no-stream", "stream"])
+async def test_a_whole_json_error_answer_with_status_200_is_an_api_error(stream: bool) -> None:
+    reply = Reply(body=json.dumps({"error": ERROR}))
+    async with ScriptedServer([reply]) as srv:
+        async with client_for(srv.url) as client:
+            with pytest.raises(chatsdk.APIError) as info:
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q", stream=stream)
+    assert info.value.body == ERROR
+    assert "boom" in str(info.value)
+
+
+async def test_an_event_stream_labelled_json_is_read_as_a_stream() -> None:
+    _, got, result, _ = await run([Reply(body=ANSWER, content_type="application/json")])
+    assert result.text == "Hello world"
+    assert texts(got) == ["Hel", "lo", " world"]
+
+
+async def test_a_whole_json_answer_to_a_streaming_request_is_read() -> None:
+    _, _, result, srv = await run([Reply(body=json.dumps(COMPLETION))])
+    assert request_json(srv)["stream"] is True
+    assert result.text == "Whole answer."
+
+
+# == the request ========================================================================
+
+
+def no_nulls(value: Any, where: str = "$") -> None:
+    if value is None:
+        raise AssertionError(f"null sent at {where}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            no_nulls(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            no_nulls(v, f"{where}[{i}]")
+
+
+async def test_the_request_json_follows_the_spec_field_by_field() -> None:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Oslo?"},
+        chatsdk.ChatCompletionMessage(
+            role="assistant",
+            content=None,
+            tool_calls=[
+                chatsdk.ChatCompletionMessageToolCall(
+                    id="call_w",
+                    function=Function(name="get_weather", arguments='{"city": "Oslo"}'),
+                )
+            ],
+        ),
+        {"role": "tool", "content": '{"temp": 3}', "tool_call_id": "call_w"},
+    ]
+    _, _, _, srv = await run(
+        [sse_reply(ANSWER)],
+        model="gpt-test",
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
+        temperature=0.5,
+        max_tokens=64,
+        response_format={"type": "text"},
+        extra_body={"user": "u-1", "top_p": 0.9, "metadata": {"k": "v"}},
+    )
+    seen = srv.seen[0]
+    assert seen.method == "POST"
+    assert seen.headers.get("Content-Type", "").startswith("application/json")
+    sent = request_json(srv)
+    no_nulls(sent)
+    assert sent == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Oslo?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_w",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "content": '{"temp": 3}', "tool_call_id": "call_w"},
+        ],
+        "stream": True,
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "auto",
+        "temperature": 0.5,
+        "max_tokens": 64,
+        "response_format": {"type": "text"},
+        "user": "u-1",
+        "top_p": 0.9,
+        "metadata": {"k": "v"},
+    }
+
+
+async def test_a_minimal_request_sends_no_optional_field() -> None:
+    _, _, _, srv = await run([sse_reply(ANSWER)], model="gpt-test", messages="Hi?")
+    assert request_json(srv) == {
+        "model": "gpt-test",
+        "messages": [{"role": "user", "content": "Hi?"}],
+        "stream": True,
+    }
+
+
+BAD_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "empty model": {"model": ""},
+    "blank model": {"model": "  "},
+    "role wizard (mapping)": {"messages": [{"role": "wizard", "content": "x"}]},
+    "role wizard (struct)": {
+        "messages": [chatsdk.ChatCompletionMessage(role="wizard", content="x")]  # type: ignore[arg-type]
+    },
+    "tool message without tool_call_id": {"messages": [{"role": "tool", "content": "42"}]},
+    "temperature 3": {"temperature": 3},
+    "temperature -0.1": {"temperature": -0.1},
+    "no messages": {"messages": []},
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_ARGUMENTS))
+async def test_bad_arguments_are_refused_before_anything_is_sent(name: str) -> None:
+    arguments = {"model": "gpt-test", "messages": "q", **BAD_ARGUMENTS[name]}
+    async with ScriptedServer([sse_reply(ANSWER)]) as srv:
+        async with client_for(srv.url) as client:
+            with pytest.raises(chatsdk.ValidationError):
+                async with asyncio.timeout(5):
+                    await client.chat.completions.create(**arguments)
+    assert srv.seen == []
+
+
+# == auth, URL, idempotency =============================================================
+
+AUTH_CASES: dict[str, tuple[dict[str, Any], dict[str, str], tuple[str, ...]]] = {
+    # name: (client arguments, headers expected, headers that must be absent)
+    "api key (Inkeep)": (
+        {"api_key": KEY},
+        {"Authorization": f"Bearer {KEY}"},
+        ("Gram-Key", "Gram-Chat-Session"),
+    ),
+    "api key (Gram)": (
+        {"api_key": KEY, "service": "gram", "project": "p"},
+        {"Gram-Key": KEY, "Gram-Project": "p"},
+        ("Authorization", "Gram-Chat-Session"),
+    ),
+    "client token": (
+        {"session_token": TOKEN, "project": "p"},
+        {"Gram-Chat-Session": TOKEN, "Gram-Project": "p"},
+        ("Authorization", "Gram-Key"),
+    ),
+    "client token as bearer": (
+        {"session_token": TOKEN, "project": "p", "token_auth": "bearer"},
+        {"Authorization": f"Bearer {TOKEN}"},
+        ("Gram-Chat-Session", "Gram-Key"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(AUTH_CASES))
+async def test_auth_headers_url_and_idempotency_key(name: str) -> None:
+    arguments, expected, absent = AUTH_CASES[name]
+    async with ScriptedServer([sse_reply(ANSWER)]) as srv:
+        async with chatsdk.ChatClient(base_url=srv.url + "/v1", retries=0, **arguments) as client:
+            async with asyncio.timeout(10):
+                result = await client.chat.completions.create(model="gpt-test", messages="q")
+    assert result.text == "Hello world"
+    seen = srv.seen[0]
+    assert (seen.method, seen.path) == ("POST", "/v1/chat/completions")
+    for header, value in expected.items():
+        assert seen.headers.get(header) == value, header
+    for header in absent:
+        assert header not in seen.headers, header
+    uuid.UUID(seen.headers["Idempotency-Key"])
+
+
+async def test_each_call_has_its_own_idempotency_key_and_retries_keep_it() -> None:
+    busy = Reply(status=503, body="busy", content_type="text/plain")
+    async with ScriptedServer([busy, sse_reply(ANSWER), sse_reply(ANSWER)]) as srv:
+        async with client_for(srv.url) as client:
+            async with asyncio.timeout(10):
+                await client.chat.completions.create(model="gpt-test", messages="q")
+                await client.chat.completions.create(model="gpt-test", messages="q")
+    keys = [s.headers["Idempotency-Key"] for s in srv.seen]
+    assert len(keys) == 3
+    assert keys[0] == keys[1] != keys[2]
