@@ -222,6 +222,84 @@ def test_python_blocks_run(path: Path, reference_server: ReferenceServer, tmp_pa
                     runner.run(value.aclose())
 
 
+# -- pasted into `python -m asyncio` -----------------------------------------------------------
+
+# The interactive console ends a compound statement only at a blank line: a block whose
+# indented part is followed directly by a top-level line (`try:`, `print(...)`) runs as a
+# file but is a SyntaxError when pasted. So every block is also pasted, line by line, into
+# a real asyncio REPL, which is what the README tells readers to do.
+_MARK = "@@pasted block at line "
+_ERROR_LINE = re.compile(
+    r"^(Traceback \(most recent call last\)|\s*File \"<stdin>\"|"
+    r"\w*(Error|Exception|Exit|Interrupt)\b[:\s])",
+    re.M,
+)
+
+
+def paste_into_repl(blocks: list[Block], env: dict[str, str]) -> dict[int, str]:
+    """Paste ``blocks`` into one ``python -m asyncio`` session; the output after each block."""
+    lines = [f"URL, KEY, PROJECT = {env['URL']!r}, {env['KEY']!r}, {env['PROJECT']!r}", ""]
+    for block in blocks:
+        lines += block.code.splitlines()
+        # The reader presses Enter after pasting, ending a trailing compound statement.
+        lines += ["", f"print({_MARK + str(block.line)!r})", ""]
+    done = subprocess.run(
+        [sys.executable, "-u", "-m", "asyncio"],
+        input="\n".join(lines) + "\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    outputs: dict[int, str] = {}
+    rest = done.stdout
+    for block in blocks:
+        mark = _MARK + str(block.line)
+        before, found, rest = rest.partition(mark + "\n")
+        assert found, f"the REPL never got past the block at line {block.line}:\n{before[-3000:]}"
+        outputs[block.line] = before
+    return outputs
+
+
+# Blocks of pages owned elsewhere that have a blank line inside a compound statement (the
+# console ends the statement there). Listed so that the check runs on every other block
+# now and fails the moment one of these is fixed, so the entry is removed with the fix.
+KNOWN_PASTE_FAILURES: dict[str, set[int]] = {
+    "docs/errors.md": {130},
+    "docs/streaming.md": {197},
+}
+
+
+@pytest.mark.parametrize("path", DOCS, ids=doc_id)
+def test_python_blocks_paste_into_the_asyncio_repl(
+    path: Path, reference_server: ReferenceServer
+) -> None:
+    blocks = [b for b in blocks_of(path) if b.lang in ("python", "py") and not b.skip]
+    env = {"URL": reference_server.base_url, "KEY": KEY, "PROJECT": PROJECT}
+    outputs = paste_into_repl(blocks, env)
+    known = KNOWN_PASTE_FAILURES.get(doc_id(path), set())
+    for line, output in outputs.items():
+        error = _ERROR_LINE.search(output)
+        if line in known:
+            assert error, f"{doc_id(path)}:{line} pastes now: remove it from KNOWN_PASTE_FAILURES"
+            continue
+        assert error is None, f"{doc_id(path)}:{line}: pasting this block fails:\n{output}"
+
+
+def test_the_repl_paste_check_catches_a_missing_blank_line(
+    reference_server: ReferenceServer,
+) -> None:
+    """The README's old revoke block: runs as a file, a SyntaxError when pasted."""
+    code = "async with chatsdk.ChatClient(api_key=KEY, project=PROJECT, base_url=URL) as c:\n"
+    code += "    pass\nprint('after')\n"
+    block = Block(ROOT / "README.md", 1, "python", "import chatsdk\n" + code, skip=False)
+    compile(block.code, "<block>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    env = {"URL": reference_server.base_url, "KEY": KEY, "PROJECT": PROJECT}
+    output = paste_into_repl([block], env)[1]
+    assert "SyntaxError" in output and _ERROR_LINE.search(output)
+
+
 def test_docs_define_tests_that_run() -> None:
     """docs/testing.md's fixtures and tests are picked up (the runner above is not a no-op)."""
     namespace: dict[str, Any] = {}
