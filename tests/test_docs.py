@@ -188,7 +188,11 @@ def reference_server() -> Iterator[ReferenceServer]:
         yield server
 
 
-@pytest.mark.parametrize("path", DOCS, ids=doc_id)
+# docs/testing.md is a test module for the pytest plugin: pytest runs it (below).
+TESTING_MD = ROOT / "docs" / "testing.md"
+
+
+@pytest.mark.parametrize("path", [d for d in DOCS if d != TESTING_MD], ids=doc_id)
 def test_python_blocks_run(path: Path, reference_server: ReferenceServer, tmp_path: Path) -> None:
     blocks = [b for b in blocks_of(path) if b.lang in ("python", "py")]
     assert blocks, f"{doc_id(path)} has no Python example"
@@ -300,20 +304,31 @@ def test_the_repl_paste_check_catches_a_missing_blank_line(
     assert "SyntaxError" in output and _ERROR_LINE.search(output)
 
 
-def test_docs_define_tests_that_run() -> None:
-    """docs/testing.md's fixtures and tests are picked up (the runner above is not a no-op)."""
-    namespace: dict[str, Any] = {}
-    for block in blocks_of(ROOT / "docs" / "testing.md"):
-        if block.lang == "python" and not block.skip and "@pytest" in block.code:
-            namespace.setdefault("__name__", "docs_probe")
-            # Definitions only: nothing is awaited at the top level of these blocks.
-            code = block.compile()
-            assert not code.co_flags & inspect.CO_COROUTINE
-            exec(code, namespace)
-    fixtures = [n for n, v in namespace.items() if fixture_function(v) is not None]
-    tests = [n for n, v in namespace.items() if n.startswith("test_")]
-    assert "chat_server" in fixtures and "chat_client" in fixtures
-    assert len(tests) >= 3
+def test_testing_md_runs_as_a_test_module_on_the_plugin(tmp_path: Path) -> None:
+    """docs/testing.md's blocks, as one test file of a project without a conftest.py, pass
+    under pytest with the fixtures of the installed plugin (its pytest11 entry point)."""
+    blocks = [b for b in blocks_of(TESTING_MD) if b.lang == "python" and not b.skip]
+    source = ""
+    for block in blocks:  # each block at its own line, so failures point into the page
+        source += "\n" * (block.line - 1 - source.count("\n")) + block.code
+    defined = [
+        node.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("test_")
+    ]
+    assert len(defined) >= 8
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_testing_md.py").write_text(source)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_testing_md.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(rf"^{len(defined)} passed in ", done.stdout, re.M), done.stdout
 
 
 # -- shell blocks ----------------------------------------------------------------------------
