@@ -331,6 +331,124 @@ def test_testing_md_runs_as_a_test_module_on_the_plugin(tmp_path: Path) -> None:
     assert re.search(rf"^{len(defined)} passed in ", done.stdout, re.M), done.stdout
 
 
+# -- counts quoted by the docs --------------------------------------------------------------
+
+# A figure the docs state about the test suite goes stale as tests are added, so each one is
+# recomputed here. Measurements of dated runs (the tables of benchmark and fuzz runs) are
+# records, not claims about today's suite, and are not matched by these phrasings.
+_COUNTED = re.compile(
+    r"\b(\d[\d,]*) (tests|cases|commands|failing calls|statements)\b", re.IGNORECASE
+)
+
+
+def collected(*files: str) -> list[str]:
+    """The test ids pytest collects from ``files`` (parametrized cases counted one by one)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [line for line in done.stdout.splitlines() if "::" in line]
+
+
+def _hardening_source() -> str:
+    return (ROOT / "tests" / "test_hardening.py").read_text(encoding="utf-8")
+
+
+def _tests_in_hardening_part(number: int) -> int:
+    """Collected tests defined in section ``# == N.`` of tests/test_hardening.py."""
+    source = _hardening_source()
+    lines = source.splitlines()
+    starts = [i + 1 for i, text in enumerate(lines) if text.startswith("# == ")]
+    begin = next(i for i in starts if lines[i - 1].startswith(f"# == {number}."))
+    end = min([i for i in starts if i > begin] + [len(lines) + 1])
+    names = {
+        node.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and begin < node.lineno < end
+    }
+    ids = collected("tests/test_hardening.py")
+    return sum(1 for i in ids if i.split("::")[1].split("[")[0] in names)
+
+
+def _cli_commands_in_the_secrets_test() -> int:
+    tree = ast.parse(_hardening_source())
+    test = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == "test_cli_output_never_shows_a_secret"
+    )
+    return sum(
+        1
+        for node in ast.walk(test)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "run"
+    )
+
+
+def _failing_calls_in_the_secrets_test() -> int:
+    found = re.findall(r"assert len\(evidence\.errors\) == (\d+)", _hardening_source())
+    assert len(found) == 1
+    return int(found[0])
+
+
+def _sql_statements() -> int:
+    calls = 0
+    for path in sorted((ROOT / "chatsdk" / "server").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"execute", "executemany", "executescript"}
+            ):
+                calls += 1
+    return calls
+
+
+def _reliability_suite() -> int:
+    """The tests of the command below ``# N tests`` in docs/RELIABILITY.md."""
+    text = (ROOT / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
+    command = re.search(r"^# \d+ tests, .*\n(.*pytest.*)$", text, re.M)
+    assert command, "docs/RELIABILITY.md: the counted command is gone"
+    files = [w for w in shlex.split(command.group(1)) if w.startswith("tests/")]
+    return len(collected(*files))
+
+
+# (the phrase around the figure, how to compute the real figure)
+QUOTED_COUNTS: dict[str, list[tuple[str, Callable[[], int]]]] = {
+    "docs/RELIABILITY.md": [
+        (r"^# (\d+) tests, ", _reliability_suite),
+        (r"\*\*Measured\.\*\* (\d+) cases\.", lambda: _tests_in_hardening_part(1)),
+        (r"then (\d+) failing calls", _failing_calls_in_the_secrets_test),
+        (r"through (\d+) commands", _cli_commands_in_the_secrets_test),
+        (r"every one of the (\d+) statements", _sql_statements),
+    ],
+}
+
+
+@pytest.mark.parametrize("path", DOCS, ids=doc_id)
+def test_counts_the_docs_quote_are_current(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    checks = QUOTED_COUNTS.get(doc_id(path), [])
+    checked: set[int] = set()
+    for pattern, actual in checks:
+        found = list(re.finditer(pattern, text, re.M))
+        assert len(found) == 1, f"{doc_id(path)}: {pattern!r} matches {len(found)} times"
+        quoted = int(found[0].group(1).replace(",", ""))
+        line = text.count("\n", 0, found[0].start()) + 1
+        real = actual()
+        assert quoted == real, f"{doc_id(path)}:{line} says {quoted}, it is {real} now: update it"
+        checked.add(found[0].start(1))
+    unchecked = [
+        f"{doc_id(path)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)!r}"
+        for m in _COUNTED.finditer(text)
+        if m.start(1) not in checked
+    ]
+    assert not unchecked, f"counts no test checks (add them to QUOTED_COUNTS): {unchecked}"
+
+
 # -- shell blocks ----------------------------------------------------------------------------
 
 _COMMANDS_WITH_SUBCOMMANDS = {"token"}
