@@ -331,6 +331,64 @@ def test_testing_md_runs_as_a_test_module_on_the_plugin(tmp_path: Path) -> None:
     assert re.search(rf"^{len(defined)} passed in ", done.stdout, re.M), done.stdout
 
 
+# -- setup: what `make` installed, and how to use it ----------------------------------------
+
+
+def test_readme_says_how_to_use_the_venv_before_using_it() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    activate = text.find(". .venv/bin/activate")
+    assert activate != -1 and "pip install -e ." in text
+    for use in ("chatsdk serve", "python examples/", "chatsdk chat"):
+        assert activate < text.find(use), f"README uses {use!r} before saying how"
+
+
+def test_activating_the_venv_puts_chatsdk_on_path(tmp_path: Path) -> None:
+    activate = Path(sys.prefix) / "bin" / "activate"
+    assert activate.exists(), activate
+    script = f". {shlex.quote(str(activate))} && chatsdk --version && python -c 'import chatsdk'"
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # not the checkout: the installed package must be found
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("chatsdk ")
+
+
+def make_dry_run(root: Path, target: str) -> str:
+    done = subprocess.run(
+        ["make", "-n", target], cwd=root, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_demo_installs_only_what_the_demo_needs_and_make_test_upgrades(
+    tmp_path: Path,
+) -> None:
+    for name in ("Makefile", "pyproject.toml"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    fresh = make_dry_run(tmp_path, "demo")
+    assert "-m venv .venv" in fresh and "install -e ." in fresh and "[dev]" not in fresh
+    assert "install -e '.[dev]'" in make_dry_run(tmp_path, "test")
+
+    # After `make demo`: the venv and the demo stamp exist, newer than pyproject.toml.
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    (tmp_path / ".venv" / ".installed-demo").touch()
+    assert "-m pip" not in make_dry_run(tmp_path, "demo")
+    upgrade = make_dry_run(tmp_path, "test")
+    assert "install -e '.[dev]'" in upgrade and "-m venv" not in upgrade
+
+    # After `make test`: both stamps are fresh, neither target installs anything.
+    (tmp_path / ".venv" / ".installed").touch()
+    assert "-m pip" not in make_dry_run(tmp_path, "demo")
+    assert "-m pip" not in make_dry_run(tmp_path, "test")
+
+
 # -- counts quoted by the docs --------------------------------------------------------------
 
 # A figure the docs state about the test suite goes stale as tests are added, so each one is
