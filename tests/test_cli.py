@@ -519,15 +519,15 @@ def silent_server() -> Iterator[str]:
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "where"),
     [
-        ["chat", QUESTION],
-        ["token", "create", "--origin", ORIGIN],
-        ["token", "revoke", "some-client-token"],
+        (["chat", QUESTION], "option"),
+        (["chat", QUESTION], "environment"),
+        (["token", "create", "--origin", ORIGIN], "option"),
+        (["token", "revoke", "some-client-token"], "environment"),
     ],
-    ids=["chat", "token create", "token revoke"],
+    ids=["chat-option", "chat-environment", "token create", "token revoke"],
 )
-@pytest.mark.parametrize("where", ["option", "environment"])
 def test_timeout_bounds_every_command_that_talks_to_a_server(
     argv: list[str], where: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

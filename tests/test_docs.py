@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import inspect
 import re
 import shlex
@@ -399,6 +400,7 @@ _COUNTED = re.compile(
 )
 
 
+@functools.cache
 def collected(*files: str) -> list[str]:
     """The test ids pytest collects from ``files`` (parametrized cases counted one by one)."""
     done = subprocess.run(
@@ -428,8 +430,12 @@ def _tests_in_hardening_part(number: int) -> int:
         for node in ast.parse(source).body
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and begin < node.lineno < end
     }
-    ids = collected("tests/test_hardening.py")
-    return sum(1 for i in ids if i.split("::")[1].split("[")[0] in names)
+    ids = collected(*_reliability_files())  # one collection serves every count
+    return sum(
+        1
+        for i in ids
+        if i.startswith("tests/test_hardening.py::") and i.split("::")[1].split("[")[0] in names
+    )
 
 
 def _cli_commands_in_the_secrets_test() -> int:
@@ -465,13 +471,18 @@ def _sql_statements() -> int:
     return calls
 
 
-def _reliability_suite() -> int:
-    """The tests of the command below ``# N tests`` in docs/RELIABILITY.md."""
+def _reliability_files() -> tuple[str, ...]:
+    """The test files of the command below ``# N tests`` in docs/RELIABILITY.md."""
     text = (ROOT / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
     command = re.search(r"^# \d+ tests, .*\n(.*pytest.*)$", text, re.M)
     assert command, "docs/RELIABILITY.md: the counted command is gone"
-    files = [w for w in shlex.split(command.group(1)) if w.startswith("tests/")]
-    return len(collected(*files))
+    files = tuple(w for w in shlex.split(command.group(1)) if w.startswith("tests/"))
+    assert "tests/test_hardening.py" in files
+    return files
+
+
+def _reliability_suite() -> int:
+    return len(collected(*_reliability_files()))
 
 
 # (the phrase around the figure, how to compute the real figure)

@@ -14,7 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parent / "plugin_example"
+pytest_plugins = ["pytester"]
 
 
 def project(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -60,32 +63,41 @@ def test_the_example_suite_passes_on_the_installed_plugin(tmp_path: Path) -> Non
     assert re.search(rf"^{len(tests)} passed in ", done.stdout, re.M), done.stdout
 
 
-def test_the_fixtures_and_marker_are_registered(tmp_path: Path) -> None:
-    root = project(tmp_path, {"test_x.py": "def test_x():\n    pass\n"})
-    fixtures = pytest_in(root, "--fixtures", "-q")
-    assert fixtures.returncode == 0, fixtures.stderr
-    assert "chat_server" in fixtures.stdout and "chat_client" in fixtures.stdout
-    markers = pytest_in(root, "--markers")
-    assert "@pytest.mark.chat_faults(**fields)" in markers.stdout
-    off = pytest_in(root, "--fixtures", "-q", "-p", "no:chatsdk")
-    assert off.returncode == 0 and "chat_server" not in off.stdout
+# In-process runs (pytester) are quicker; the entry point is loaded all the same.
 
 
-def test_a_misspelt_fault_fails_the_test_clearly(tmp_path: Path) -> None:
-    test = (
-        "import pytest\n\n"
-        "@pytest.mark.chat_faults(drop_after=3)\n"
-        "def test_drop(chat_server):\n"
-        "    pass\n"
+def test_the_fixtures_and_marker_are_registered(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    fixtures = pytester.runpytest("--fixtures", "-q")
+    assert fixtures.ret == 0
+    listed = fixtures.stdout.str()
+    assert "chat_server" in listed and "chat_client" in listed
+    markers = pytester.runpytest("--markers")
+    assert "@pytest.mark.chat_faults(**fields)" in markers.stdout.str()
+    off = pytester.runpytest("--fixtures", "-q", "-p", "no:chatsdk")
+    assert off.ret == 0 and "chat_server" not in off.stdout.str()
+
+
+def test_a_misspelt_fault_fails_the_test_clearly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_drop="""
+        import pytest
+
+        @pytest.mark.chat_faults(drop_after=3)
+        def test_drop(chat_server):
+            pass
+
+        @pytest.mark.chat_faults(drop_times="x")
+        def test_wrong_type(chat_server):
+            pass
+        """
     )
-    root = project(tmp_path, {"test_drop.py": test})
-    done = pytest_in(root, "-q")
-    assert done.returncode == 1
-    assert "1 error" in done.stdout
-    assert "@pytest.mark.chat_faults takes Faults fields as keywords; unknown: drop_after;" in (
-        done.stdout
-    )
-    assert "drop_after_events" in done.stdout and "Traceback" not in done.stdout
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert "@pytest.mark.chat_faults takes Faults fields as keywords; unknown: drop_after;" in out
+    assert "drop_after_events" in out and "Traceback" not in out
+    assert "@pytest.mark.chat_faults: Expected `int | null`, got `str` - at `$.drop_times`" in out
 
 
 def test_a_project_not_using_it_pays_nothing(tmp_path: Path) -> None:
