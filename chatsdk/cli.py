@@ -538,7 +538,7 @@ def _source_lines(citations: Sequence[Citation]) -> list[str]:
 
 
 class _Waiting:
-    """ "waiting for the first event..." on a terminal's stderr until something arrives.
+    """Shows "waiting for the first event..." on a terminal's stderr until an event comes.
 
     It counts the seconds, and is wiped (carriage return, erase line) before the first
     output; on anything but a terminal it shows nothing.

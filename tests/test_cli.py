@@ -414,9 +414,10 @@ def test_serve_prints_its_url_and_stops_cleanly_on_sigterm(
     assert KEY not in banner + out + err and "Traceback" not in err
 
 
-def test_serve_reports_the_default_test_key_and_faults() -> None:
+def run_serve(*argv: str, lines: int, stop: signal.Signals) -> tuple[list[str], str, str, int]:
+    """Start ``chatsdk serve --port 0 ARGV``, read its first lines, stop it with ``stop``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatsdk", "serve", "--port", "0", "--fail-first", "1"],
+        [sys.executable, "-m", "chatsdk", "serve", "--port", "0", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -424,19 +425,24 @@ def test_serve_reports_the_default_test_key_and_faults() -> None:
     )
     try:
         assert proc.stdout is not None
-        banner = proc.stdout.readline()
-        banner += proc.stdout.readline()  # the address comes last: it means "ready"
-        proc.send_signal(signal.SIGINT)
+        first = [proc.stdout.readline() for _ in range(lines)]  # the address last: "ready"
+        proc.send_signal(stop)
         out, err = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    return first, out, err, proc.returncode
+
+
+def test_serve_reports_the_default_test_key_and_faults() -> None:
+    first, out, err, code = run_serve("--fail-first", "1", lines=2, stop=signal.SIGINT)
+    banner = "".join(first)
     assert banner.startswith("faults: fail_first=1\nchatsdk reference server on http://")
     # The built-in test key is public and the user needs it: it is shown (a key of the
     # user's own never is: see test_serve_prints_its_url_and_stops_cleanly_on_sigterm).
     assert banner.endswith("(project demo, API key chatsdk-test-key)\n")
-    assert proc.returncode == 0, err
+    assert code == 0, err
     assert out == "" and "Traceback" not in err
 
 
@@ -577,14 +583,18 @@ def slow_server() -> Iterator[ReferenceServer]:
         yield running
 
 
-def test_a_terminal_shows_it_is_waiting_until_text_arrives(slow_server: ReferenceServer) -> None:
-    slow_server.faults = Faults(fail_first=1, retry_after="1")
-    env = {
+def chat_env(server: ReferenceServer) -> dict[str, str]:
+    return {
         **subprocess_env(),
-        "CHATSDK_BASE_URL": slow_server.base_url,
+        "CHATSDK_BASE_URL": server.base_url,
         "CHATSDK_API_KEY": KEY,
         "CHATSDK_PROJECT": PROJECT,
     }
+
+
+def test_a_terminal_shows_it_is_waiting_until_text_arrives(slow_server: ReferenceServer) -> None:
+    slow_server.faults = Faults(fail_first=1, retry_after="1")
+    env = chat_env(slow_server)
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "chatsdk", "chat", QUESTION],
@@ -628,12 +638,7 @@ def test_a_terminal_shows_it_is_waiting_until_text_arrives(slow_server: Referenc
 
 def test_a_pipe_gets_no_waiting_notice(slow_server: ReferenceServer) -> None:
     slow_server.faults = Faults(fail_first=1, retry_after="1")
-    env = {
-        **subprocess_env(),
-        "CHATSDK_BASE_URL": slow_server.base_url,
-        "CHATSDK_API_KEY": KEY,
-        "CHATSDK_PROJECT": PROJECT,
-    }
+    env = chat_env(slow_server)
     done = subprocess.run(
         [sys.executable, "-m", "chatsdk", "chat", QUESTION],
         capture_output=True,
@@ -687,25 +692,9 @@ def test_every_fault_is_a_serve_flag(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_serve_builds_faults_from_the_flags() -> None:
     argv, expected = fault_argv()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chatsdk", "serve", "--port", "0", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        faults_line = proc.stdout.readline()
-        proc.stdout.readline()  # the address: ready
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
-    given = dict(item.split("=", 1) for item in faults_line.removeprefix("faults: ").split(", "))
+    first, _, err, code = run_serve(*argv, lines=2, stop=signal.SIGTERM)
+    assert code == 0, err
+    given = dict(item.split("=", 1) for item in first[0].removeprefix("faults: ").split(", "))
     assert {k: v.strip() for k, v in given.items()} == {k: str(v) for k, v in expected.items()}
 
 
