@@ -30,7 +30,7 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
-		|| command -v google-chrome >/dev/null \
+		|| command -v google-chrome >/dev/null || command -v google-chrome-stable >/dev/null \
 		|| echo "make test: WARNING: the 2 browser tests did NOT run (no Chromium on PATH):" \
 			"install it (apt-get install chromium) and run make test again"
 

@@ -144,8 +144,8 @@ def _add_connection_options(
         ),
         "timeout": (
             "SECONDS",
-            "give up when connecting, one read, or the wait for the next event takes longer "
-            f"than this (CHATSDK_TIMEOUT; default: {_DEFAULT_TIMEOUT.connect:g} s to connect, "
+            "give up when connecting, a read, or the wait for an answer or its next event takes "
+            f"longer (CHATSDK_TIMEOUT; default: {_DEFAULT_TIMEOUT.connect:g} s to connect, "
             f"{_DEFAULT_TIMEOUT.read:g} s per read, {_DEFAULT_TIMEOUT.idle:g} s between events)",
         ),
     }
