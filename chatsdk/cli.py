@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help='print one JSON object per line: each event as {"event": NAME, "data": ...}, '
-        'then the whole answer as {"result": ...} (nothing on stderr but errors)',
+        'then the whole answer as {"result": ...}; no sources or session line on stderr',
     )
     _add_connection_options(chat, top_level=False, uses=_USES["chat"])
 
