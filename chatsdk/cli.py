@@ -3,28 +3,37 @@
 ::
 
     chatsdk serve [--host H] [--port P] [--api-key K] [--project S] [--db PATH] [fault flags]
-    chatsdk chat ["question"] [--session ID] [--integration-id ID]
-    chatsdk token create --origin URL [--expires-after S] [--user ID] [--json]
-    chatsdk token revoke TOKEN|-
+    chatsdk chat ["question"] [--session ID] [--integration-id ID] [--json] [--timeout S]
+    chatsdk token create --origin URL [--expires-after S] [--user ID] [--json] [--timeout S]
+    chatsdk token revoke TOKEN|- [--timeout S]
     chatsdk demo
 
 Connection settings (``--base-url``, ``--api-key``, ``--project``, ``--session-token``,
-``--origin``) default to the ``CHATSDK_*`` environment variables, as for ``ChatClient``.
-Errors are one line on stderr, ``chatsdk: error: <message>``, with exit status 2 for
-bad usage or arguments, 1 for API and connection errors and 130 for Ctrl-C. Secrets
-(the API key, client tokens) are never printed, except the token that
-``token create`` exists to hand over.
+``--origin``, ``--timeout``) default to the ``CHATSDK_*`` environment variables, as for
+``ChatClient``; each command accepts only those it uses. The fault flags of ``serve`` are
+generated from the fields of :class:`chatsdk.server.Faults`. Errors are one line on
+stderr, ``chatsdk: error: <message>``, with exit status 2 for bad usage or arguments, 1 for
+API and connection errors and 130 for Ctrl-C. Secrets (the API key, client tokens) are
+never printed, except the token that ``token create`` exists to hand over and the
+built-in test key that ``serve`` accepts when given no key of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import contextlib
+import inspect
+import itertools
+import json
 import os
+import re
 import signal
 import sqlite3
 import sys
+import textwrap
+import typing
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, NoReturn, TextIO, TypeVar
 
@@ -32,8 +41,10 @@ import msgspec
 
 from . import __version__
 from ._client import ChatClient
+from ._config import Timeout
+from ._streaming import ChatStream
 from .errors import ChatSDKError, ValidationError
-from .models import Citation
+from .models import ChatEvent, ChatResult, Citation, MessageChunk, RecordsCited, UnknownEvent
 
 __all__ = ["build_parser", "main"]
 
@@ -43,6 +54,7 @@ PROG = "chatsdk"
 DEFAULT_INTEGRATION_ID = "docs"
 DEFAULT_PORT = 8080
 ENV_PREFIX = "CHATSDK_"
+_DEFAULT_TIMEOUT = Timeout()
 
 
 class _UsageError(Exception):
@@ -54,7 +66,34 @@ class _Failure(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (raised, so ``main`` reports them)."""
+    """An ArgumentParser whose errors are one line (raised, so ``main`` reports them).
+
+    Options costly to define (they import the server) can be deferred: they are added
+    when this parser is first used, so other commands do not pay for them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, add_options: Callable[[argparse.ArgumentParser], None]) -> None:
+        self._deferred.append(add_options)
+
+    def _complete(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        self._complete()
+        return super().parse_known_args(*args, **kwargs)
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
 
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{message} (see '{self.prog} --help')")
@@ -63,10 +102,21 @@ class _Parser(argparse.ArgumentParser):
 # -- argument parsing ---------------------------------------------------------------------
 
 
+# The connection options, by attribute name; each command lists those it uses.
+CONNECTION_OPTIONS = ("base_url", "api_key", "project", "session_token", "origin", "timeout")
+_USES: dict[str, tuple[str, ...]] = {
+    "serve": ("api_key", "project"),
+    "chat": CONNECTION_OPTIONS,
+    "token create": ("base_url", "api_key", "project", "timeout"),
+    "token revoke": ("base_url", "api_key", "project", "timeout"),
+    "demo": (),
+}
+
+
 def _add_connection_options(
-    parser: argparse.ArgumentParser, *, top_level: bool, origin: bool = True
+    parser: argparse.ArgumentParser, *, top_level: bool, uses: Sequence[str] = CONNECTION_OPTIONS
 ) -> None:
-    """The client settings; accepted before and after the command name.
+    """The client settings ``uses`` names; accepted before and after the command name.
 
     Below the top level they default to SUPPRESS, so that a value given before the
     command is not overwritten by the subcommand's default.
@@ -75,32 +125,34 @@ def _add_connection_options(
     group = parser.add_argument_group(
         "connection options (default: the CHATSDK_* environment variables)"
     )
-    group.add_argument(
-        "--base-url", metavar="URL", default=default, help="server URL (CHATSDK_BASE_URL)"
-    )
-    group.add_argument(
-        "--api-key",
-        metavar="KEY",
-        default=default,
-        help="secret API key (CHATSDK_API_KEY; prefer the variable: arguments are visible "
-        "to other local users)",
-    )
-    group.add_argument(
-        "--project", metavar="SLUG", default=default, help="project slug (CHATSDK_PROJECT)"
-    )
-    group.add_argument(
-        "--session-token",
-        metavar="TOKEN",
-        default=default,
-        help="client token to chat with instead of the API key (CHATSDK_SESSION_TOKEN)",
-    )
-    if origin:
-        group.add_argument(
-            "--origin",
-            metavar="URL",
-            default=default,
-            help="Origin header sent with chat calls; must match the client token's embed "
+    helps = {
+        "base_url": ("URL", "server URL (CHATSDK_BASE_URL)"),
+        "api_key": (
+            "KEY",
+            "secret API key (CHATSDK_API_KEY; prefer the variable: arguments are visible "
+            "to other local users)",
+        ),
+        "project": ("SLUG", "project slug (CHATSDK_PROJECT)"),
+        "session_token": (
+            "TOKEN",
+            "client token to chat with instead of the API key (CHATSDK_SESSION_TOKEN)",
+        ),
+        "origin": (
+            "URL",
+            "Origin header sent with chat calls; must match the client token's embed "
             "origin (CHATSDK_ORIGIN)",
+        ),
+        "timeout": (
+            "SECONDS",
+            "give up when connecting, a read, or the wait for an answer or its next event takes "
+            f"longer (CHATSDK_TIMEOUT; default: {_DEFAULT_TIMEOUT.connect:g} s to connect, "
+            f"{_DEFAULT_TIMEOUT.read:g} s per read, {_DEFAULT_TIMEOUT.idle:g} s between events)",
+        ),
+    }
+    for name in uses:
+        metavar, text = helps[name]
+        group.add_argument(
+            "--" + name.replace("_", "-"), metavar=metavar, default=default, help=text
         )
 
 
@@ -136,6 +188,114 @@ def _error_status(text: str) -> int:
     if not 400 <= value <= 599:
         raise argparse.ArgumentTypeError(f"expected an HTTP error status 400..599, got {value}")
     return value
+
+
+def _seconds(text: str) -> float:
+    """A timeout: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"expected a number of seconds > 0, like 30 or 2.5, got {text!r}")
+    return value
+
+
+# -- fault flags, generated from the fields of chatsdk.server.Faults ------------------------
+
+# Older, shorter spellings kept working next to the generated ``--field-name`` flags.
+_FAULT_ALIASES = {"drop_after_events": ("--drop-after",)}
+# Values a field's type alone does not rule out.
+_FAULT_CHECKS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "fail_status": (_error_status, "CODE"),
+}
+
+
+def _fault_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The first sentence of each field's docstring (the string below its annotation)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):  # no source (a frozen build): no help texts
+        return {}
+    docs: dict[str, str] = {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            text = " ".join(after.value.value.split())
+            first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+            docs[node.target.id] = first
+    return docs
+
+
+def _fault_help(text: str, names: Sequence[str]) -> str:
+    """A field's doc in the command line's terms: ``drop_times`` -> --drop-times."""
+
+    def term(match: re.Match[str]) -> str:
+        word = match.group(1)
+        return _fault_flag(word) if word in names else word
+
+    text = re.sub(r"``([^`]+)``", term, text).replace("\\", "").rstrip(".")
+    if text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text.replace("%", "%%")  # argparse formats help texts with %
+
+
+def _add_fault_options(serve: argparse.ArgumentParser) -> None:
+    """One flag per field of ``Faults``, so that a new fault is a new flag by itself."""
+    from .server import Faults
+
+    group = serve.add_argument_group(
+        "faults (make the server misbehave, for testing clients; see docs/testing.md)"
+    )
+    fields = msgspec.structs.fields(Faults)
+    names = [field.name for field in fields]
+    docs = _field_docs(Faults)
+    for field in fields:
+        flags = [_fault_flag(field.name), *_FAULT_ALIASES.get(field.name, ())]
+        help_text = _fault_help(docs.get(field.name, field.name.replace("_", " ")), names)
+        default = field.default
+        kinds = set(typing.get_args(field.type)) - {type(None)} or {field.type}
+        if default not in (None, False, msgspec.NODEFAULT):
+            help_text += f" (default: {default})"
+        common: dict[str, Any] = {"dest": "fault_" + field.name, "default": None}
+        if kinds == {bool}:
+            if default is True:
+                group.add_argument(
+                    *flags, action=argparse.BooleanOptionalAction, help=help_text, **common
+                )
+            else:
+                group.add_argument(*flags, action="store_true", help=help_text, **common)
+            continue
+        convert: Callable[[str], Any]
+        if field.name in _FAULT_CHECKS:
+            convert, metavar = _FAULT_CHECKS[field.name]
+        elif kinds == {int}:
+            convert, metavar = _non_negative_int, "N"
+        elif kinds <= {int, float}:
+            convert, metavar = _non_negative_float, "SECONDS"
+        else:  # str, or a type added later: msgspec checks it when Faults is built
+            convert, metavar = str, "VALUE"
+        group.add_argument(*flags, type=convert, metavar=metavar, help=help_text, **common)
+
+
+def _faults_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Faults`` fields set on the command line, by field name."""
+    prefix = "fault_"
+    return {
+        name[len(prefix) :]: value
+        for name, value in vars(args).items()
+        if name.startswith(prefix) and value is not None
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,54 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="SQLite file keeping sessions and revocations across restarts (default: memory)",
     )
-    faults = serve.add_argument_group("faults (make the server misbehave, for testing clients)")
-    faults.add_argument(
-        "--drop-after",
-        metavar="N",
-        type=_non_negative_int,
-        help="cut each stream's connection after N events (resumable)",
-    )
-    faults.add_argument(
-        "--drop-times",
-        metavar="N",
-        type=_non_negative_int,
-        help="with --drop-after: only cut the first N responses",
-    )
-    faults.add_argument(
-        "--event-delay",
-        metavar="S",
-        type=_non_negative_float,
-        help="sleep S seconds between two events of a stream",
-    )
-    faults.add_argument(
-        "--fail-first",
-        metavar="N",
-        type=_non_negative_int,
-        help="answer the first N API requests with --fail-status",
-    )
-    faults.add_argument(
-        "--fail-status",
-        metavar="CODE",
-        type=_error_status,
-        help="status for --fail-first (default: 503)",
-    )
-    faults.add_argument(
-        "--retry-after",
-        metavar="S",
-        help="Retry-After value sent with --fail-first answers (seconds or an HTTP date)",
-    )
-    faults.add_argument(
-        "--pings-only",
-        action="store_true",
-        default=None,
-        help="answer streams with keep-alive pings and no events",
-    )
-    faults.add_argument(
-        "--malformed-after",
-        metavar="N",
-        type=_non_negative_int,
-        help="send a malformed event after N events",
-    )
+    assert isinstance(serve, _Parser)
+    serve.defer(_add_fault_options)  # imports the server: only when serve is used
 
     chat = commands.add_parser(
         "chat",
@@ -240,7 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_INTEGRATION_ID,
         help="integration id sent with each question (default: %(default)s)",
     )
-    _add_connection_options(chat, top_level=False)
+    chat.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object per line: each event as {"event": NAME, "data": ...}, '
+        'then the whole answer as {"result": ...}; no sources or session line on stderr',
+    )
+    _add_connection_options(chat, top_level=False, uses=_USES["chat"])
 
     token = commands.add_parser(
         "token",
@@ -270,14 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--user", metavar="ID", help="user identifier to bind to the token")
     create.add_argument("--json", action="store_true", help="print the whole JSON answer")
-    _add_connection_options(create, top_level=False, origin=False)
+    _add_connection_options(create, top_level=False, uses=_USES["token create"])
     revoke = token_commands.add_parser(
         "revoke",
         help="revoke a client token",
         description="Revoke a client token. Revoking one twice is not an error.",
     )
     revoke.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
-    _add_connection_options(revoke, top_level=False)
+    _add_connection_options(revoke, top_level=False, uses=_USES["token revoke"])
 
     commands.add_parser(
         "demo",
@@ -333,9 +453,31 @@ def _check_base_url(args: argparse.Namespace) -> None:
         )
 
 
+def _timeout(args: argparse.Namespace) -> float | None:
+    """``--timeout``, else ``CHATSDK_TIMEOUT``, in seconds; None leaves the SDK's defaults."""
+    if args.timeout is not None:
+        text, where = args.timeout, "--timeout"
+    else:
+        text, where = os.environ.get(ENV_PREFIX + "TIMEOUT", ""), ENV_PREFIX + "TIMEOUT"
+        if not text.strip():
+            return None
+    try:
+        return _seconds(text)
+    except ValueError as exc:
+        raise _UsageError(f"{where}: {exc}") from None
+
+
+def _check_options_used(args: argparse.Namespace, command: str) -> None:
+    """Refuse a connection option given before a command that does not use it."""
+    for name in CONNECTION_OPTIONS:
+        if name not in _USES[command] and getattr(args, name, None) is not None:
+            raise _UsageError(f"'{PROG} {command}' does not use --{name.replace('_', '-')}")
+
+
 def _client(args: argparse.Namespace, *, token_ops: bool) -> ChatClient:
     """A ChatClient from the connection options, after checking what the command needs."""
     _check_base_url(args)
+    timeout = _timeout(args)
     api_key = _setting(args.api_key, "API_KEY")
     project = _setting(args.project, "PROJECT")
     if token_ops:
@@ -344,7 +486,9 @@ def _client(args: argparse.Namespace, *, token_ops: bool) -> ChatClient:
                 "token commands need the secret API key and the project: pass --api-key and "
                 "--project, or set CHATSDK_API_KEY and CHATSDK_PROJECT"
             )
-        return ChatClient(args.api_key, project=args.project, base_url=args.base_url)
+        return ChatClient(
+            args.api_key, project=args.project, base_url=args.base_url, timeout=timeout
+        )
     explicit_token = bool(args.session_token) and not args.api_key
     if api_key is None or explicit_token:
         if _setting(args.session_token, "SESSION_TOKEN") is None:
@@ -365,6 +509,7 @@ def _client(args: argparse.Namespace, *, token_ops: bool) -> ChatClient:
         session_token=args.session_token,
         base_url=args.base_url,
         origin=args.origin,
+        timeout=timeout,
     )
 
 
@@ -392,45 +537,144 @@ def _source_lines(citations: Sequence[Citation]) -> list[str]:
     return lines
 
 
+class _Waiting:
+    """Shows "waiting for the first event..." on a terminal's stderr until an event comes.
+
+    It counts the seconds, and is wiped (carriage return, erase line) before the first
+    output; on anything but a terminal it shows nothing.
+    """
+
+    MESSAGE = "waiting for the first event..."
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._task: asyncio.Task[None] | None = None
+        try:
+            self._enabled = err.isatty()
+        except (AttributeError, ValueError):
+            self._enabled = False
+
+    def start(self) -> None:
+        if self._enabled:
+            self._task = asyncio.get_running_loop().create_task(self._show())
+
+    async def _show(self) -> None:
+        seconds = 0
+        while True:
+            shown = self.MESSAGE + (f" {seconds} s" if seconds else "")
+            self._err.write("\r" + shown)
+            self._err.flush()
+            await asyncio.sleep(1)
+            seconds += 1
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+            self._err.write("\r\x1b[K")  # back to the line's start, erase it
+            self._err.flush()
+
+
+_EVENT_NAMES: dict[type, str] = {MessageChunk: "message_chunk", RecordsCited: "records_cited"}
+
+
+def _event_json(event: ChatEvent) -> bytes:
+    """``{"event": NAME, "data": ...}``: the event's wire name and its payload."""
+    if isinstance(event, UnknownEvent):
+        try:
+            data: Any = json.loads(event.data)
+        except ValueError:
+            data = event.data
+        return msgspec.json.encode({"event": event.event, "data": data})
+    return msgspec.json.encode({"event": _EVENT_NAMES[type(event)], "data": event})
+
+
+class _TextOutput:
+    """The answer's text on stdout as it streams; its sources and session id on stderr."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+        self._at_line_start = True
+
+    def event(self, event: ChatEvent) -> None:
+        if type(event) is MessageChunk and event.content_chunk:
+            self.out.write(event.content_chunk)
+            self.out.flush()
+            self._at_line_start = event.content_chunk.endswith("\n")
+
+    def result(self, result: ChatResult, session: str | None) -> None:
+        if not self._at_line_start:
+            self.out.write("\n")
+            self.out.flush()
+        if result.citations:
+            lines = _source_lines(result.citations)
+            self.err.write("sources:\n" + "".join(line + "\n" for line in lines))
+        if session:
+            self.err.write(f"session: {session}\n")
+        self.err.flush()
+
+
+class _JsonOutput:
+    """One JSON object per line on stdout: each event, then the whole result."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def event(self, event: ChatEvent) -> None:
+        self.out.write(_event_json(event).decode() + "\n")
+        self.out.flush()
+
+    def result(self, result: ChatResult, session: str | None) -> None:
+        body = msgspec.to_builtins(result)
+        body["chat_session_id"] = session
+        self.out.write(msgspec.json.encode({"result": body}).decode() + "\n")
+        self.out.flush()
+
+
+def _open_chat(
+    client: ChatClient, args: argparse.Namespace, question: str, session: str | None
+) -> ChatStream:
+    """The request for one question: the one place that picks the API a question goes to."""
+    if not question.strip():
+        raise _UsageError("the question is empty")
+    if session is None:
+        return client.chat.create(integration_id=args.integration_id, messages=question)
+    return client.chat.continue_(session, integration_id=args.integration_id, message=question)
+
+
 async def _ask(
     client: ChatClient,
+    args: argparse.Namespace,
     question: str,
     session: str | None,
-    integration_id: str,
-    out: TextIO,
+    output: _TextOutput | _JsonOutput,
     err: TextIO,
 ) -> str | None:
-    """Stream one answer to ``out``; sources and the session id to ``err``."""
-    if session is None:
-        stream = client.chat.create(integration_id=integration_id, messages=question)
-    else:
-        stream = client.chat.continue_(session, integration_id=integration_id, message=question)
-    at_line_start = True
-    async with stream:
-        async for text in stream.text_stream:
-            out.write(text)
-            out.flush()
-            at_line_start = text.endswith("\n")
-        result = await stream.final_result()
-    if not at_line_start:
-        out.write("\n")
-        out.flush()
-    if result.citations:
-        err.write("sources:\n" + "".join(line + "\n" for line in _source_lines(result.citations)))
+    """Ask one question and write its events and result to ``output``; the session id."""
+    stream = _open_chat(client, args, question, session)
+    waiting = _Waiting(err)
+    waiting.start()
+    try:
+        async with stream:
+            async for event in stream:
+                waiting.stop()
+                output.event(event)
+            result = await stream.final_result()
+    finally:
+        waiting.stop()
     session = result.chat_session_id or session
-    if session:
-        err.write(f"session: {session}\n")
-    err.flush()
+    output.result(result, session)
     return session
 
 
 def _cmd_chat(args: argparse.Namespace, runner: asyncio.Runner) -> int:
     out, err = sys.stdout, sys.stderr
+    output = _JsonOutput(out) if args.json else _TextOutput(out, err)
     question: str | None = args.question
     client = _client(args, token_ops=False)
     try:
         if question is not None:
-            runner.run(_ask(client, question, args.session, args.integration_id, out, err))
+            runner.run(_ask(client, args, question, args.session, output, err))
             return 0
         stdin = sys.stdin
         interactive = stdin.isatty()
@@ -447,7 +691,7 @@ def _cmd_chat(args: argparse.Namespace, runner: asyncio.Runner) -> int:
             line = line.strip()
             if not line:
                 break
-            session = runner.run(_ask(client, line, session, args.integration_id, out, err))
+            session = runner.run(_ask(client, args, line, session, output, err))
             if interactive:
                 err.write("\n")
         return 0
@@ -496,20 +740,17 @@ def _cmd_serve(args: argparse.Namespace, runner: asyncio.Runner) -> int:
     from .server.app import DEFAULT_API_KEY, DEFAULT_PROJECT
 
     # Read like a client's settings, so that one set of CHATSDK_* variables serves both.
-    api_key = _setting(args.api_key, "API_KEY") or DEFAULT_API_KEY
+    configured_key = _setting(args.api_key, "API_KEY")
+    api_key = configured_key or DEFAULT_API_KEY
     project = _setting(args.project, "PROJECT") or DEFAULT_PROJECT
-    fault_fields = {
-        "drop_after_events": args.drop_after,
-        "drop_times": args.drop_times,
-        "event_delay": args.event_delay,
-        "fail_first": args.fail_first,
-        "fail_status": args.fail_status,
-        "retry_after": args.retry_after,
-        "pings_only": args.pings_only,
-        "malformed_after": args.malformed_after,
-    }
-    given = {k: v for k, v in fault_fields.items() if v is not None}
-    faults = Faults(**given) if given else None
+    given = _faults_given(args)
+    try:
+        faults = msgspec.convert(given, Faults) if given else None
+    except msgspec.ValidationError as exc:
+        # "Expected `int`, got `str` - at `$.name`": name the flag, not the field.
+        where = re.search(r"at `\$\.(\w+)`", str(exc))
+        flag = _fault_flag(where.group(1)) if where else "a fault flag"
+        raise _UsageError(f"{flag}: {str(exc).split(' - at ')[0]}") from None
     server = ReferenceServer(
         api_key=api_key,
         project=project,
@@ -518,7 +759,9 @@ def _cmd_serve(args: argparse.Namespace, runner: asyncio.Runner) -> int:
         db=args.db,
         faults=faults,
     )
-    key_note = "default test API key" if api_key == DEFAULT_API_KEY else "API key as configured"
+    # The built-in test key is public (it is in the docs), and a first-time user needs
+    # it to connect; a key the user chose is a secret and is never printed.
+    key_note = "API key as configured" if configured_key else f"API key {DEFAULT_API_KEY}"
 
     async def serve() -> None:
         with _stop_signals() as stop:
@@ -595,6 +838,39 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, asyncio.Runner], int]] = {
 # -- entry point ----------------------------------------------------------------------------
 
 
+# The SDK names its parameters; the user typed options. The subject of a ValidationError
+# about the CLI's own inputs, renamed (first match wins; the rest of the message is kept).
+_CLI_TERMS: list[tuple[str, str]] = [
+    (
+        r"messages\[\d+\]\.content must not be empty|message\.content must not be empty",
+        "the question is empty",
+    ),
+    (r"(?:messages\[\d+\]\.content|message\.content)", "the question"),
+    (r"token must be a non-empty client token string", "the token to revoke is empty"),
+    (r"(?:tokens |chat )?base_url", "--base-url (or CHATSDK_BASE_URL)"),
+    (r"api_key", "--api-key (or CHATSDK_API_KEY)"),
+    (r"session_token", "--session-token (or CHATSDK_SESSION_TOKEN)"),
+    (r"project", "--project (or CHATSDK_PROJECT)"),
+    (r"embed_origin", "--origin"),
+    (r"origin", "--origin (or CHATSDK_ORIGIN)"),
+    (r"expires_after must be an int from", "--expires-after must be a whole number from"),
+    (r"user_identifier", "--user"),
+    (r"integration_id", "--integration-id"),
+    (r"chat_session_id", "--session"),
+    (r"Timeout\.\w+|timeout", "--timeout (or CHATSDK_TIMEOUT)"),
+    (r"token", "the token"),
+]
+
+
+def _in_cli_terms(message: str) -> str:
+    """A ValidationError's message with the SDK's parameter name replaced by the option."""
+    for pattern, term in _CLI_TERMS:
+        found = re.match(pattern + r"\b", message)
+        if found:
+            return term + message[found.end() :]
+    return message
+
+
 def _fail(message: str, secrets: Sequence[str]) -> None:
     line = " ".join(_redact(message, secrets).split())  # one line, whatever the message
     sys.stderr.write(f"{PROG}: error: {line}\n")
@@ -612,6 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = exit_.code
             return code if isinstance(code, int) else 0
         name = args.command + (f" {args.token_command}" if args.command == "token" else "")
+        _check_options_used(args, name)
         with asyncio.Runner() as runner:
             return _COMMANDS[name](args, runner)
     except KeyboardInterrupt:
@@ -621,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), _secrets(args))
         return 2
     except ValidationError as exc:
-        _fail(str(exc), _secrets(args))
+        _fail(_in_cli_terms(str(exc)), _secrets(args))
         return 2
     except (ChatSDKError, _Failure) as exc:
         _fail(str(exc), _secrets(args))

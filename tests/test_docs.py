@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import inspect
 import re
 import shlex
@@ -188,7 +189,11 @@ def reference_server() -> Iterator[ReferenceServer]:
         yield server
 
 
-@pytest.mark.parametrize("path", DOCS, ids=doc_id)
+# docs/testing.md is a test module for the pytest plugin: pytest runs it (below).
+TESTING_MD = ROOT / "docs" / "testing.md"
+
+
+@pytest.mark.parametrize("path", [d for d in DOCS if d != TESTING_MD], ids=doc_id)
 def test_python_blocks_run(path: Path, reference_server: ReferenceServer, tmp_path: Path) -> None:
     blocks = [b for b in blocks_of(path) if b.lang in ("python", "py")]
     assert blocks, f"{doc_id(path)} has no Python example"
@@ -222,20 +227,295 @@ def test_python_blocks_run(path: Path, reference_server: ReferenceServer, tmp_pa
                     runner.run(value.aclose())
 
 
-def test_docs_define_tests_that_run() -> None:
-    """docs/testing.md's fixtures and tests are picked up (the runner above is not a no-op)."""
-    namespace: dict[str, Any] = {}
-    for block in blocks_of(ROOT / "docs" / "testing.md"):
-        if block.lang == "python" and not block.skip and "@pytest" in block.code:
-            namespace.setdefault("__name__", "docs_probe")
-            # Definitions only: nothing is awaited at the top level of these blocks.
-            code = block.compile()
-            assert not code.co_flags & inspect.CO_COROUTINE
-            exec(code, namespace)
-    fixtures = [n for n, v in namespace.items() if fixture_function(v) is not None]
-    tests = [n for n, v in namespace.items() if n.startswith("test_")]
-    assert "chat_server" in fixtures and "chat_client" in fixtures
-    assert len(tests) >= 3
+# -- pasted into `python -m asyncio` -----------------------------------------------------------
+
+# The interactive console ends a compound statement only at a blank line: a block whose
+# indented part is followed directly by a top-level line (`try:`, `print(...)`) runs as a
+# file but is a SyntaxError when pasted. So every block is also pasted, line by line, into
+# a real asyncio REPL, which is what the README tells readers to do.
+_MARK = "@@pasted block at line "
+_ERROR_LINE = re.compile(
+    r"^(Traceback \(most recent call last\)|\s*File \"<stdin>\"|"
+    r"\w*(Error|Exception|Exit|Interrupt)\b[:\s])",
+    re.M,
+)
+
+
+def paste_into_repl(blocks: list[Block], env: dict[str, str]) -> dict[int, str]:
+    """Paste ``blocks`` into one ``python -m asyncio`` session; the output after each block."""
+    lines = [f"URL, KEY, PROJECT = {env['URL']!r}, {env['KEY']!r}, {env['PROJECT']!r}", ""]
+    for block in blocks:
+        lines += block.code.splitlines()
+        # The reader presses Enter after pasting, ending a trailing compound statement.
+        lines += ["", f"print({_MARK + str(block.line)!r})", ""]
+    done = subprocess.run(
+        [sys.executable, "-u", "-m", "asyncio"],
+        input="\n".join(lines) + "\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    outputs: dict[int, str] = {}
+    rest = done.stdout
+    for block in blocks:
+        mark = _MARK + str(block.line)
+        before, found, rest = rest.partition(mark + "\n")
+        assert found, f"the REPL never got past the block at line {block.line}:\n{before[-3000:]}"
+        outputs[block.line] = before
+    return outputs
+
+
+# Blocks of pages owned elsewhere that have a blank line inside a compound statement (the
+# console ends the statement there). Listed so that the check runs on every other block
+# now and fails the moment one of these is fixed, so the entry is removed with the fix.
+KNOWN_PASTE_FAILURES: dict[str, set[int]] = {
+    "docs/errors.md": {130},
+    "docs/streaming.md": {197},
+}
+
+
+@pytest.mark.parametrize("path", DOCS, ids=doc_id)
+def test_python_blocks_paste_into_the_asyncio_repl(
+    path: Path, reference_server: ReferenceServer
+) -> None:
+    blocks = [b for b in blocks_of(path) if b.lang in ("python", "py") and not b.skip]
+    env = {"URL": reference_server.base_url, "KEY": KEY, "PROJECT": PROJECT}
+    outputs = paste_into_repl(blocks, env)
+    known = KNOWN_PASTE_FAILURES.get(doc_id(path), set())
+    for line, output in outputs.items():
+        error = _ERROR_LINE.search(output)
+        if line in known:
+            assert error, f"{doc_id(path)}:{line} pastes now: remove it from KNOWN_PASTE_FAILURES"
+            continue
+        assert error is None, f"{doc_id(path)}:{line}: pasting this block fails:\n{output}"
+
+
+def test_the_repl_paste_check_catches_a_missing_blank_line(
+    reference_server: ReferenceServer,
+) -> None:
+    """The README's old revoke block: runs as a file, a SyntaxError when pasted."""
+    code = "async with chatsdk.ChatClient(api_key=KEY, project=PROJECT, base_url=URL) as c:\n"
+    code += "    pass\nprint('after')\n"
+    block = Block(ROOT / "README.md", 1, "python", "import chatsdk\n" + code, skip=False)
+    compile(block.code, "<block>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    env = {"URL": reference_server.base_url, "KEY": KEY, "PROJECT": PROJECT}
+    output = paste_into_repl([block], env)[1]
+    assert "SyntaxError" in output and _ERROR_LINE.search(output)
+
+
+def test_testing_md_runs_as_a_test_module_on_the_plugin(tmp_path: Path) -> None:
+    """docs/testing.md's blocks, as one test file of a project without a conftest.py, pass
+    under pytest with the fixtures of the installed plugin (its pytest11 entry point)."""
+    blocks = [b for b in blocks_of(TESTING_MD) if b.lang == "python" and not b.skip]
+    source = ""
+    for block in blocks:  # each block at its own line, so failures point into the page
+        source += "\n" * (block.line - 1 - source.count("\n")) + block.code
+    defined = [
+        node.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("test_")
+    ]
+    assert len(defined) >= 8
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_testing_md.py").write_text(source)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_testing_md.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(rf"^{len(defined)} passed in ", done.stdout, re.M), done.stdout
+
+
+# -- setup: what `make` installed, and how to use it ----------------------------------------
+
+
+def test_readme_says_how_to_use_the_venv_before_using_it() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    activate = text.find(". .venv/bin/activate")
+    assert activate != -1 and "pip install -e ." in text
+    for use in ("chatsdk serve", "python examples/", "chatsdk chat"):
+        assert activate < text.find(use), f"README uses {use!r} before saying how"
+
+
+def test_activating_the_venv_puts_chatsdk_on_path(tmp_path: Path) -> None:
+    activate = Path(sys.prefix) / "bin" / "activate"
+    assert activate.exists(), activate
+    script = f". {shlex.quote(str(activate))} && chatsdk --version && python -c 'import chatsdk'"
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # not the checkout: the installed package must be found
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("chatsdk ")
+
+
+def make_dry_run(root: Path, target: str) -> str:
+    done = subprocess.run(
+        ["make", "-n", target], cwd=root, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_demo_installs_only_what_the_demo_needs_and_make_test_upgrades(
+    tmp_path: Path,
+) -> None:
+    for name in ("Makefile", "pyproject.toml"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    fresh = make_dry_run(tmp_path, "demo")
+    assert "-m venv .venv" in fresh and "install -e ." in fresh and "[dev]" not in fresh
+    assert "install -e '.[dev]'" in make_dry_run(tmp_path, "test")
+
+    # After `make demo`: the venv and the demo stamp exist, newer than pyproject.toml.
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    (tmp_path / ".venv" / ".installed-demo").touch()
+    assert "-m pip" not in make_dry_run(tmp_path, "demo")
+    upgrade = make_dry_run(tmp_path, "test")
+    assert "install -e '.[dev]'" in upgrade and "-m venv" not in upgrade
+
+    # After `make test`: both stamps are fresh, neither target installs anything.
+    (tmp_path / ".venv" / ".installed").touch()
+    assert "-m pip" not in make_dry_run(tmp_path, "demo")
+    assert "-m pip" not in make_dry_run(tmp_path, "test")
+
+
+# -- counts quoted by the docs --------------------------------------------------------------
+
+# A figure the docs state about the test suite goes stale as tests are added, so each one is
+# recomputed here. Measurements of dated runs (the tables of benchmark and fuzz runs) are
+# records, not claims about today's suite, and are not matched by these phrasings.
+_COUNTED = re.compile(
+    r"\b(\d[\d,]*) (tests|cases|commands|failing calls|statements)\b", re.IGNORECASE
+)
+
+
+@functools.cache
+def collected(*files: str) -> list[str]:
+    """The test ids pytest collects from ``files`` (parametrized cases counted one by one)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [line for line in done.stdout.splitlines() if "::" in line]
+
+
+def _hardening_source() -> str:
+    return (ROOT / "tests" / "test_hardening.py").read_text(encoding="utf-8")
+
+
+def _tests_in_hardening_part(number: int) -> int:
+    """Collected tests defined in section ``# == N.`` of tests/test_hardening.py."""
+    source = _hardening_source()
+    lines = source.splitlines()
+    starts = [i + 1 for i, text in enumerate(lines) if text.startswith("# == ")]
+    begin = next(i for i in starts if lines[i - 1].startswith(f"# == {number}."))
+    end = min([i for i in starts if i > begin] + [len(lines) + 1])
+    names = {
+        node.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and begin < node.lineno < end
+    }
+    ids = collected(*_reliability_files())  # one collection serves every count
+    return sum(
+        1
+        for i in ids
+        if i.startswith("tests/test_hardening.py::") and i.split("::")[1].split("[")[0] in names
+    )
+
+
+def _cli_commands_in_the_secrets_test() -> int:
+    tree = ast.parse(_hardening_source())
+    test = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == "test_cli_output_never_shows_a_secret"
+    )
+    return sum(
+        1
+        for node in ast.walk(test)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "run"
+    )
+
+
+def _failing_calls_in_the_secrets_test() -> int:
+    found = re.findall(r"assert len\(evidence\.errors\) == (\d+)", _hardening_source())
+    assert len(found) == 1
+    return int(found[0])
+
+
+def _sql_statements() -> int:
+    calls = 0
+    for path in sorted((ROOT / "chatsdk" / "server").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"execute", "executemany", "executescript"}
+            ):
+                calls += 1
+    return calls
+
+
+def _reliability_files() -> tuple[str, ...]:
+    """The test files of the command below ``# N tests`` in docs/RELIABILITY.md."""
+    text = (ROOT / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
+    command = re.search(r"^# \d+ tests, .*\n(.*pytest.*)$", text, re.M)
+    assert command, "docs/RELIABILITY.md: the counted command is gone"
+    files = tuple(w for w in shlex.split(command.group(1)) if w.startswith("tests/"))
+    assert "tests/test_hardening.py" in files
+    return files
+
+
+def _reliability_suite() -> int:
+    return len(collected(*_reliability_files()))
+
+
+# (the phrase around the figure, how to compute the real figure)
+QUOTED_COUNTS: dict[str, list[tuple[str, Callable[[], int]]]] = {
+    "docs/RELIABILITY.md": [
+        (r"^# (\d+) tests, ", _reliability_suite),
+        (r"\*\*Measured\.\*\* (\d+) cases\.", lambda: _tests_in_hardening_part(1)),
+        (r"then (\d+) failing calls", _failing_calls_in_the_secrets_test),
+        (r"through (\d+) commands", _cli_commands_in_the_secrets_test),
+        (r"every one of the (\d+) statements", _sql_statements),
+    ],
+}
+
+
+@pytest.mark.parametrize("path", DOCS, ids=doc_id)
+def test_counts_the_docs_quote_are_current(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    checks = QUOTED_COUNTS.get(doc_id(path), [])
+    checked: set[int] = set()
+    for pattern, actual in checks:
+        found = list(re.finditer(pattern, text, re.M))
+        assert len(found) == 1, f"{doc_id(path)}: {pattern!r} matches {len(found)} times"
+        quoted = int(found[0].group(1).replace(",", ""))
+        line = text.count("\n", 0, found[0].start()) + 1
+        real = actual()
+        assert quoted == real, f"{doc_id(path)}:{line} says {quoted}, it is {real} now: update it"
+        checked.add(found[0].start(1))
+    unchecked = [
+        f"{doc_id(path)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)!r}"
+        for m in _COUNTED.finditer(text)
+        if m.start(1) not in checked
+    ]
+    assert not unchecked, f"counts no test checks (add them to QUOTED_COUNTS): {unchecked}"
 
 
 # -- shell blocks ----------------------------------------------------------------------------

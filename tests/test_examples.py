@@ -538,7 +538,11 @@ async def chromium() -> AsyncIterator[DevTools]:
     """Headless Chromium with a fresh profile, driven over its DevTools websocket."""
     executable = find_chromium()
     if executable is None:
-        pytest.skip("no Chromium found (apt-get install chromium) for the browser example test")
+        pytest.skip(
+            "BROWSER TEST NOT RUN: no Chromium on PATH (looked for chromium, chromium-browser, "
+            "google-chrome); install one (Debian/Ubuntu: apt-get install chromium) and run "
+            "'.venv/bin/python -m pytest tests/test_examples.py -k embed_page' or 'make test'"
+        )
     profile = tempfile.mkdtemp(prefix="chatsdk-chromium-")
     log_path = Path(profile) / "chromium.log"
     with log_path.open("wb") as log:
