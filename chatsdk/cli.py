@@ -42,7 +42,7 @@ import msgspec
 from . import __version__
 from ._client import ChatClient
 from ._config import Timeout
-from ._streaming import ChatStream
+from .chat import ChatStream
 from .errors import ChatSDKError, ValidationError
 from .models import ChatEvent, ChatResult, Citation, MessageChunk, RecordsCited, UnknownEvent
 
@@ -853,7 +853,7 @@ _CLI_TERMS: list[tuple[str, str]] = [
     (r"project", "--project (or CHATSDK_PROJECT)"),
     (r"embed_origin", "--origin"),
     (r"origin", "--origin (or CHATSDK_ORIGIN)"),
-    (r"expires_after must be an int from", "--expires-after must be a whole number from"),
+    (r"expires_after must be", "--expires-after must be a whole number of seconds,"),
     (r"user_identifier", "--user"),
     (r"integration_id", "--integration-id"),
     (r"chat_session_id", "--session"),

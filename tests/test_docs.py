@@ -270,10 +270,7 @@ def paste_into_repl(blocks: list[Block], env: dict[str, str]) -> dict[int, str]:
 # Blocks of pages owned elsewhere that have a blank line inside a compound statement (the
 # console ends the statement there). Listed so that the check runs on every other block
 # now and fails the moment one of these is fixed, so the entry is removed with the fix.
-KNOWN_PASTE_FAILURES: dict[str, set[int]] = {
-    "docs/errors.md": {130},
-    "docs/streaming.md": {197},
-}
+KNOWN_PASTE_FAILURES: dict[str, set[int]] = {}
 
 
 @pytest.mark.parametrize("path", DOCS, ids=doc_id)
