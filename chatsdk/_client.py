@@ -65,11 +65,6 @@ class ChatClient:
     ...     answer = await client.chat.create(integration_id="docs", messages="How do I retry?")
     """
 
-    tokens: Tokens
-    """Mint and revoke client tokens (``tokens.create``, ``tokens.revoke``)."""
-    chat: Chat
-    """Stream chat answers (``chat.completions.create``; ``chat.create``, ``chat.continue_``)."""
-
     def __init__(
         self,
         api_key: str | None = None,
@@ -112,8 +107,19 @@ class ChatClient:
             trust_env=trust_env,
         )
         self._transport = Transport(settings, session=http_session)
-        self.tokens = Tokens(self._transport)
-        self.chat = Chat(self._transport)
+        self._tokens = Tokens(self._transport)
+        self._chat = Chat(self._transport)
+
+    @property
+    def tokens(self) -> Tokens:
+        """Mint and revoke client tokens: ``tokens.create(...)``, ``tokens.revoke(...)``."""
+        return self._tokens
+
+    @property
+    def chat(self) -> Chat:
+        """Stream chat answers: ``chat.completions.create(...)`` (the current API);
+        ``chat.create(...)``, ``chat.continue_(...)`` (``chat_results``)."""
+        return self._chat
 
     @property
     def settings(self) -> Settings:

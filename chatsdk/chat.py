@@ -153,12 +153,14 @@ class Chat:
     Completions wire of both services (SPEC 1.8).
     """
 
-    completions: Completions
-    """Chat Completions (``chat.completions.create``), the current chat API."""
-
     def __init__(self, transport: Transport):
         self._transport = transport
-        self.completions = Completions(transport)
+        self._completions = Completions(transport)
+
+    @property
+    def completions(self) -> Completions:
+        """Chat Completions (``chat.completions.create(...)``), the current chat API."""
+        return self._completions
 
     def create(
         self,

@@ -171,6 +171,12 @@ class ChatResult(msgspec.Struct, frozen=True):
         """The answer text (``message.content``)."""
         return self.message.content
 
+    def __repr__(self) -> str:
+        return (
+            f"ChatResult(chat_session_id={self.chat_session_id!r}, text={_short(self.text)}, "
+            f"citations={len(self.citations)}, finish_reason={self.finish_reason!r})"
+        )
+
 
 class CreateTokenRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     """Body of ``POST /rpc/chatSessions.create``."""
@@ -453,3 +459,19 @@ class ChatCompletionResult(msgspec.Struct, frozen=True):
     def tool_calls(self) -> list[ChatCompletionMessageToolCall]:
         """The assembled tool calls, in index order (``[]`` when none)."""
         return self.message.tool_calls or []
+
+    def __repr__(self) -> str:
+        calls = ", ".join(call.function.name for call in self.tool_calls)
+        return (
+            f"ChatCompletionResult(id={self.id!r}, model={self.model!r}, text={_short(self.text)}, "
+            f"tool_calls=[{calls}], links={len(self.links)}, "
+            f"answer_confidence={self.answer_confidence!r}, finish_reason={self.finish_reason!r}, "
+            f"usage={self.usage!r})"
+        )
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A repr of ``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

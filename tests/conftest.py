@@ -7,9 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chatsdk.server import ReferenceServer
-
-# Tests forge tokens with this secret (expired ones, other projects) instead of sleeping.
-SIGNING_SECRET = "test-signing-secret-0123456789abcdef-0123456789"
+from tests.support import reference_server
 
 
 @pytest.fixture
@@ -21,5 +19,5 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def server() -> AsyncIterator[ReferenceServer]:
     """A reference server on an ephemeral loopback port, with a known signing secret."""
-    async with ReferenceServer(signing_secret=SIGNING_SECRET) as running:
+    async with reference_server() as running:
         yield running

@@ -38,6 +38,8 @@ class Seen:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    # The client's (host, port): requests over one kept-alive connection share it.
+    peer: tuple[str, int] | None = None
 
 
 class ScriptedServer:
@@ -57,6 +59,7 @@ class ScriptedServer:
                 query=dict(request.query),
                 headers=dict(request.headers),
                 body=await request.read(),
+                peer=request.transport.get_extra_info("peername") if request.transport else None,
             )
         )
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]

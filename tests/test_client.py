@@ -13,20 +13,9 @@ import pytest
 import chatsdk
 from chatsdk.server import Faults, ReferenceServer
 from tests.scripted import Reply, ScriptedServer, sse
+from tests.support import FAST, KEY, ORIGIN, PROJECT, QUESTION
 
 pytestmark = pytest.mark.anyio
-
-KEY = "chatsdk-test-key"
-PROJECT = "demo"
-ORIGIN = "https://docs.example.com"
-QUESTION = "How do I retry a failed request?"
-FAST = chatsdk.RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ReferenceServer]:
-    async with ReferenceServer(api_key=KEY, project=PROJECT) as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -367,9 +356,12 @@ SERVICE_ERROR = msgspec.json.encode(
 async def test_each_status_maps_to_its_error(
     status: int, cls: type[chatsdk.APIStatusError]
 ) -> None:
-    async with ScriptedServer(
-        [Reply(status=status, body=SERVICE_ERROR, headers={"X-Request-Id": "req-1"})]
-    ) as srv, chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=0) as c:
+    async with (
+        ScriptedServer(
+            [Reply(status=status, body=SERVICE_ERROR, headers={"X-Request-Id": "req-1"})]
+        ) as srv,
+        chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=0) as c,
+    ):
         with pytest.raises(cls) as info:
             await c.tokens.create(embed_origin=ORIGIN)
     err = info.value
@@ -395,13 +387,16 @@ async def test_retries_keep_one_idempotency_key_and_honour_retry_after() -> None
     ok = sse(
         ("message_chunk", '{"chat_session_id":"s","content_chunk":"hi","finish_reason":"stop"}')
     )
-    async with ScriptedServer(
-        [
-            Reply(status=503, body=b"busy", headers={"Retry-After": "0"}),
-            Reply(status=429, body=b"slow down", headers={"Retry-After": "0"}),
-            Reply(body=ok, content_type="text/event-stream"),
-        ]
-    ) as srv, chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as c:
+    async with (
+        ScriptedServer(
+            [
+                Reply(status=503, body=b"busy", headers={"Retry-After": "0"}),
+                Reply(status=429, body=b"slow down", headers={"Retry-After": "0"}),
+                Reply(body=ok, content_type="text/event-stream"),
+            ]
+        ) as srv,
+        chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as c,
+    ):
         result = await c.chat.create(integration_id="docs", messages="q")
     assert result.text == "hi"
     keys = {s.headers["Idempotency-Key"] for s in srv.seen}
@@ -410,9 +405,10 @@ async def test_retries_keep_one_idempotency_key_and_honour_retry_after() -> None
 
 
 async def test_retry_after_longer_than_the_cap_is_not_waited_for() -> None:
-    async with ScriptedServer(
-        [Reply(status=429, body=b"", headers={"Retry-After": "3600"})]
-    ) as srv, chatsdk.ChatClient(KEY, base_url=srv.url, retries=5) as c:
+    async with (
+        ScriptedServer([Reply(status=429, body=b"", headers={"Retry-After": "3600"})]) as srv,
+        chatsdk.ChatClient(KEY, base_url=srv.url, retries=5) as c,
+    ):
         with pytest.raises(chatsdk.RateLimitError) as info:
             await c.chat.create(integration_id="docs", messages="q")
     assert len(srv.seen) == 1 and info.value.headers["Retry-After"] == "3600"
@@ -428,9 +424,10 @@ async def test_non_retryable_status_is_not_retried() -> None:
 
 async def test_retried_revoke_whose_first_attempt_succeeded_is_not_an_error() -> None:
     # The public server answers 400 "invalid token" for an already revoked token.
-    async with ScriptedServer(
-        [Reply(status=503, body=b""), Reply(status=400, body=SERVICE_ERROR)]
-    ) as srv, chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=FAST) as c:
+    async with (
+        ScriptedServer([Reply(status=503, body=b""), Reply(status=400, body=SERVICE_ERROR)]) as srv,
+        chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=FAST) as c,
+    ):
         await c.tokens.revoke("a.b/c+d=e&f")
     assert srv.seen[0].query == {"token": "a.b/c+d=e&f"}  # encoded, not spliced
 

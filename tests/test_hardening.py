@@ -21,21 +21,19 @@ import logging
 import socket
 import time
 import traceback
-import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jwt
 import pytest
 
 import chatsdk
 from chatsdk.server import Faults, ReferenceServer
 from chatsdk.server import store as store_module
-from tests.conftest import SIGNING_SECRET
 from tests.scripted import Reply, ScriptedServer, sse
+from tests.support import SIGNING_SECRET, create_body, forge, mint, reference_server
 
 pytestmark = pytest.mark.anyio
 
@@ -652,30 +650,9 @@ TOKEN_HEADERS = {"Gram-Key": KEY, "Gram-Project": PROJECT}
 BEARER = {"Authorization": f"Bearer {KEY}"}
 
 
-def create_body(question: str = QUESTION, *, stream: bool = False) -> dict[str, Any]:
-    return {
-        "integration_id": "docs",
-        "chat_session": {"messages": [{"role": "user", "content": question}]},
-        "stream": stream,
-    }
-
-
-def forge(**overrides: Any) -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "jti": str(uuid.uuid4()),
-        "aud": [ORIGIN],
-        "iat": now,
-        "exp": now + 600,
-        "project": PROJECT,
-    }
-    claims.update(overrides)
-    return jwt.encode(claims, SIGNING_SECRET, algorithm="HS256")
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[ReferenceServer]:
-    async with ReferenceServer(api_key=KEY, project=PROJECT, signing_secret=SIGNING_SECRET) as srv:
+    async with reference_server(api_key=KEY) as srv:
         yield srv
 
 
@@ -685,21 +662,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def mint(http: aiohttp.ClientSession, server: ReferenceServer) -> str:
-    async with http.post(
-        f"{server.base_url}/rpc/chatSessions.create",
-        json={"embed_origin": ORIGIN},
-        headers=TOKEN_HEADERS,
-    ) as resp:
-        assert resp.status == 200
-        token: str = (await resp.json())["client_token"]
-        return token
+async def mint_token(http: aiohttp.ClientSession, server: ReferenceServer) -> str:
+    token: str = (await mint(http, server, headers=TOKEN_HEADERS))["client_token"]
+    return token
 
 
 async def streamed_result_path(http: aiohttp.ClientSession, server: ReferenceServer) -> str:
     async with http.post(
         f"{server.base_url}/chat_sessions/chat_results",
-        json=create_body(stream=True),
+        json=create_body(QUESTION),
         headers=BEARER,
     ) as resp:
         assert resp.status == 200
@@ -789,7 +760,7 @@ async def test_malformed_last_event_id_is_400_on_every_route(
     async with http.get(server.base_url + path, headers=headers) as resp:
         assert resp.status == 400, await resp.text()
     url = f"{server.base_url}/chat_sessions/chat_results"
-    async with http.post(url, json=create_body(stream=True), headers=headers) as resp:
+    async with http.post(url, json=create_body(QUESTION), headers=headers) as resp:
         assert resp.status == 400
 
 
@@ -798,7 +769,7 @@ async def test_resume_checks_the_client_token_like_every_chat_call(
 ) -> None:
     path = await streamed_result_path(http, server)
     url = server.base_url + path
-    token = await mint(http, server)
+    token = await mint_token(http, server)
     as_token = {"Gram-Chat-Session": token, "Gram-Project": PROJECT}
     async with http.get(url, headers=as_token) as resp:
         assert resp.status == 200
@@ -825,7 +796,7 @@ async def test_resume_checks_the_client_token_like_every_chat_call(
 async def test_a_client_token_alone_can_never_revoke(
     server: ReferenceServer, http: aiohttp.ClientSession
 ) -> None:
-    token = await mint(http, server)
+    token = await mint_token(http, server)
     revoke = f"{server.base_url}/rpc/chatSessions.revoke"
     for headers in (
         {"Gram-Chat-Session": token, "Gram-Project": PROJECT},
@@ -836,7 +807,7 @@ async def test_a_client_token_alone_can_never_revoke(
             assert resp.status == 401, headers
     async with http.post(
         f"{server.base_url}/chat_sessions/chat_results",
-        json=create_body(),
+        json=create_body(QUESTION, stream=False),
         headers={"Gram-Chat-Session": token, "Gram-Project": PROJECT},
     ) as resp:
         assert resp.status == 200  # the token itself still works: nothing revoked it
@@ -848,21 +819,21 @@ async def test_stream_limit_applies_to_client_tokens_and_resumes_and_frees_on_di
     async with ReferenceServer(
         api_key=KEY, project=PROJECT, max_streams_per_key=2, faults=Faults(event_delay=0.02)
     ) as server:
-        token = await mint(http, server)
+        token = await mint_token(http, server)
         as_token = {"Gram-Chat-Session": token, "Gram-Project": PROJECT}
         url = f"{server.base_url}/chat_sessions/chat_results"
         async with contextlib.AsyncExitStack() as stack:
             first = await stack.enter_async_context(
-                http.post(url, json=create_body(stream=True), headers=as_token)
+                http.post(url, json=create_body(QUESTION), headers=as_token)
             )
             await first.content.readuntil(b"\n\n")
             resume = server.base_url + first.headers["Content-Location"]
             second = await stack.enter_async_context(http.get(resume, headers=as_token))
             assert second.status == 200
             await second.content.readuntil(b"\n\n")
-            async with http.post(url, json=create_body(stream=True), headers=as_token) as third:
+            async with http.post(url, json=create_body(QUESTION), headers=as_token) as third:
                 assert third.status == 429 and third.headers["Retry-After"]
-            async with http.post(url, json=create_body(stream=True), headers=BEARER) as keyed:
+            async with http.post(url, json=create_body(QUESTION), headers=BEARER) as keyed:
                 assert keyed.status == 200  # another credential has its own slots
                 keyed.close()
             # Leaving mid-stream (the connection closed, no body read) frees the slot.
@@ -873,7 +844,7 @@ async def test_stream_limit_applies_to_client_tokens_and_resumes_and_frees_on_di
                 break
             await asyncio.sleep(0.02)
         assert not server._open_streams
-        async with http.post(url, json=create_body(stream=True), headers=as_token) as again:
+        async with http.post(url, json=create_body(QUESTION), headers=as_token) as again:
             assert again.status == 200
 
 
@@ -882,11 +853,13 @@ async def test_oversized_headers_and_urls_are_refused_not_crashed(
 ) -> None:
     url = f"{server.base_url}/chat_sessions/chat_results"
     async with http.post(
-        url, json=create_body(), headers={**BEARER, "Idempotency-Key": "k" * 256}
+        url,
+        json=create_body(QUESTION, stream=False),
+        headers={**BEARER, "Idempotency-Key": "k" * 256},
     ) as resp:
         assert resp.status == 400
     async with http.post(
-        url, json=create_body(), headers={**BEARER, "X-Big": "x" * 20_000}
+        url, json=create_body(QUESTION, stream=False), headers={**BEARER, "X-Big": "x" * 20_000}
     ) as resp:
         assert 400 <= resp.status < 500
     async with http.delete(

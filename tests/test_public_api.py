@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import chatsdk
 
@@ -38,3 +41,57 @@ def test_usage_examples_type_check_under_mypy_strict() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- one error boundary: nothing untyped leaves the client -------------------------------
+
+CLIENT_MODULES = sorted(
+    path
+    for path in (Path(chatsdk.__file__).parent).glob("*.py")
+    if path.name not in ("cli.py", "_demo.py", "testing.py", "__main__.py")
+)
+# Raised by the iteration protocols and module __getattr__, or for the impossible.
+PROTOCOL = {"StopIteration", "StopAsyncIteration", "AttributeError", "AssertionError"}
+ERRORS = {
+    name
+    for name, value in vars(chatsdk.errors).items()
+    if inspect.isclass(value) and issubclass(value, chatsdk.ChatSDKError)
+}
+
+
+def _raise_sites(path: Path) -> list[tuple[int, str, ast.expr | None]]:
+    tree = ast.parse(path.read_text())
+    functions = {
+        node.name: node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    sites = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Raise) or node.exc is None:
+            continue  # a bare `raise` re-raises what an except clause caught
+        exc = node.exc
+        target = exc.func if isinstance(exc, ast.Call) else exc
+        name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+        if isinstance(exc, ast.Call) and name in functions:
+            # A helper that builds the error: its return annotation says what it is.
+            returns = functions[name].returns
+            sites.append((node.lineno, name, returns))
+        else:
+            sites.append((node.lineno, name, None))
+    return sites
+
+
+@pytest.mark.parametrize("path", CLIENT_MODULES, ids=lambda p: p.name)
+def test_every_raise_in_the_client_raises_a_chatsdk_error(path: Path) -> None:
+    # Each `raise` of the client modules names a chatsdk error class, a helper annotated
+    # to return one, or re-raises an error already caught and typed (self._error, cause).
+    untyped = []
+    for line, name, returns in _raise_sites(path):
+        if returns is not None:
+            shown = ast.unparse(returns)
+            if not any(error in shown for error in ERRORS) and shown not in ("_E",):
+                untyped.append(f"{path.name}:{line}: {name}() returns {shown}")
+        elif name[:1].isupper() and name not in ERRORS | PROTOCOL:
+            untyped.append(f"{path.name}:{line}: raise {name}")
+    assert not untyped, "\n".join(untyped)

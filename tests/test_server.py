@@ -24,15 +24,20 @@ import pytest
 
 from chatsdk.server import Faults, ReferenceServer
 from chatsdk.server.responder import NO_MATCH
-from tests.conftest import SIGNING_SECRET
+from tests.support import (
+    BEARER,
+    KEY,
+    ORIGIN,
+    PROJECT,
+    SIGNING_SECRET,
+    TOKEN_HEADERS,
+    create_body,
+    forge,
+    mint,
+)
 
 pytestmark = pytest.mark.anyio
 
-KEY = "chatsdk-test-key"
-PROJECT = "demo"
-ORIGIN = "https://docs.example.com"
-TOKEN_HEADERS = {"Gram-Key": KEY, "Gram-Project": PROJECT}
-BEARER = {"Authorization": f"Bearer {KEY}"}
 QUESTION = "How do I retry?"
 SERVICE_ERROR_FIELDS = {"name", "id", "message", "temporary", "timeout", "fault"}
 
@@ -60,15 +65,6 @@ def parse_sse(raw: bytes) -> list[dict[str, str]]:
     return events
 
 
-def create_body(question: str = QUESTION, *, stream: bool = True, **extra: Any) -> dict[str, Any]:
-    return {
-        "integration_id": "docs",
-        "chat_session": {"messages": [{"role": "user", "content": question}]},
-        "stream": stream,
-        **extra,
-    }
-
-
 def continue_body(question: str, *, stream: bool = True) -> dict[str, Any]:
     return {
         "integration_id": "docs",
@@ -86,29 +82,6 @@ async def read_until_cut(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
     except aiohttp.ClientPayloadError:
         return data, True
     return data, False
-
-
-async def mint(http: aiohttp.ClientSession, server: ReferenceServer, **body: Any) -> dict[str, Any]:
-    body.setdefault("embed_origin", ORIGIN)
-    async with http.post(
-        f"{server.base_url}/rpc/chatSessions.create", json=body, headers=TOKEN_HEADERS
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        result: dict[str, Any] = await resp.json()
-        return result
-
-
-def forge(**overrides: Any) -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "jti": str(uuid.uuid4()),
-        "aud": [ORIGIN],
-        "iat": now,
-        "exp": now + 600,
-        "project": PROJECT,
-    }
-    claims.update(overrides)
-    return jwt.encode(claims, SIGNING_SECRET, algorithm="HS256")
 
 
 def client_token_headers(token: str, **extra: str) -> dict[str, str]:

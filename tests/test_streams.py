@@ -8,26 +8,17 @@ import time
 import warnings
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 import chatsdk
 from chatsdk.server import Faults, ReferenceServer
 from tests.scripted import Reply, ScriptedServer, sse
+from tests.support import FAST, KEY, PROJECT
 
 pytestmark = pytest.mark.anyio
 
-KEY = "chatsdk-test-key"
-PROJECT = "demo"
 QUESTION = "How do I resume a dropped stream?"
-FAST = chatsdk.RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
 POOL = 2
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ReferenceServer]:
-    async with ReferenceServer(api_key=KEY, project=PROJECT) as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -38,13 +29,19 @@ async def client(server: ReferenceServer) -> AsyncIterator[chatsdk.ChatClient]:
         yield c
 
 
-def busy_connections(client: chatsdk.ChatClient) -> int:
-    """Connections the pool has handed out and not had back (aiohttp's own bookkeeping)."""
-    session = client._transport._session
-    assert session is not None
-    connector = session.connector
-    assert isinstance(connector, aiohttp.TCPConnector)
-    return len(connector._acquired)
+async def assert_pool_free(client: chatsdk.ChatClient, server: ReferenceServer) -> None:
+    """Every connection of the pool is free: POOL streams opened at once all get their
+    answer's headers within a bounded wait (a leaked connection would block the last)."""
+    faults, server.faults = server.faults, Faults()
+    streams = [start(client) for _ in range(POOL)]
+    try:
+        async with asyncio.timeout(5):
+            for stream in streams:
+                await stream.__aenter__()
+    finally:
+        for stream in streams:
+            await stream.aclose()
+        server.faults = faults
 
 
 def start(client: chatsdk.ChatClient) -> chatsdk.ChatStream:
@@ -88,7 +85,7 @@ async def test_hundreds_of_abandoned_streams_never_exhaust_a_small_pool(
         gc.collect()
         await asyncio.sleep(0.05)
     assert exits == ABANDONED
-    assert busy_connections(client) == 0
+    await assert_pool_free(client, server)
     assert not [w for w in caught if "Unclosed" in str(w.message)]
 
 
@@ -107,20 +104,19 @@ async def test_cancellation_mid_stream_releases_the_connection(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert busy_connections(client) == 0
+    await assert_pool_free(client, server)
     server.faults = Faults()
     assert (await start(client)).text  # the pool still works
 
 
-async def test_a_finished_stream_returns_its_connection_for_reuse(
-    client: chatsdk.ChatClient,
-) -> None:
-    for _ in range(5):
-        await start(client)
-    session = client._transport._session
-    assert session is not None and isinstance(session.connector, aiohttp.TCPConnector)
-    assert busy_connections(client) == 0
-    assert sum(len(v) for v in session.connector._conns.values()) >= 1  # kept alive
+async def test_a_finished_stream_returns_its_connection_for_reuse() -> None:
+    body = sse(("message_chunk", '{"content_chunk":"a","finish_reason":"stop"}'))
+    async with ScriptedServer([Reply(body=body, content_type="text/event-stream")]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, max_connections=1) as client:
+            for _ in range(5):
+                await start(client)
+    # One connection, kept alive and reused for every call.
+    assert len({seen.peer for seen in srv.seen}) == 1 and len(srv.seen) == 5
 
 
 # -- 2. timeouts -------------------------------------------------------------------------
@@ -136,7 +132,7 @@ async def test_pings_do_not_reset_the_idle_timeout(
             integration_id="docs", messages=QUESTION, timeout=chatsdk.Timeout(idle=0.3)
         )
     assert time.monotonic() - began < 5
-    assert busy_connections(client) == 0
+    await assert_pool_free(client, server)
 
 
 async def test_total_timeout_bounds_the_whole_call(
@@ -212,7 +208,7 @@ async def test_a_drop_without_content_location_is_a_connection_error(
         async for event in stream:
             seen.append(event)
     assert len(seen) == 3
-    assert busy_connections(client) == 0
+    await assert_pool_free(client, server)
 
 
 async def test_a_retried_create_does_not_make_a_second_session(
@@ -239,7 +235,7 @@ async def test_malformed_payload_names_the_event_and_what_arrived(
         await start(client)
     assert info.value.event == "message_chunk"
     assert "{not json" in info.value.received
-    assert busy_connections(client) == 0
+    await assert_pool_free(client, server)
 
 
 async def test_a_mislabelled_event_stream_is_decoded_by_what_it_is(
