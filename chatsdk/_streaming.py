@@ -39,6 +39,7 @@ import aiohttp
 from ._config import RetryPolicy, Timeout, check_header_value
 from ._transport import (
     DECODE_ERRORS,
+    MAX_JSON_BODY,
     Api,
     Transport,
     deadline_for,
@@ -48,7 +49,7 @@ from ._transport import (
     read_at_most,
 )
 from .errors import APIConnectionError, APIError, APITimeoutError, StreamError, ValidationError
-from .sse import DEFAULT_MAX_EVENT_SIZE, EventRun, ServerSentEvent, SSEDecoder, event_runs
+from .sse import EventRun, ServerSentEvent, SSEDecoder, event_runs
 
 __all__ = ["EventStream", "Wire"]
 
@@ -57,9 +58,6 @@ log = logging.getLogger("chatsdk")
 EventT = TypeVar("EventT")
 ResultT = TypeVar("ResultT")
 ResultT_co = TypeVar("ResultT_co", covariant=True)
-
-# A non-streaming answer is read whole; bounded like the decoder bounds one event.
-MAX_JSON_BODY = DEFAULT_MAX_EVENT_SIZE
 
 # What decoding a run of payloads may raise: a malformed payload, or an error chunk.
 _PAYLOAD_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, APIError)

@@ -47,6 +47,7 @@ from .errors import (
     status_error_class,
 )
 from .models import ChatSessionToken
+from .sse import DEFAULT_MAX_EVENT_SIZE
 
 __all__ = [
     "DECODE_ERRORS",
@@ -87,9 +88,11 @@ MAX_ERROR_BODY = 64 * 1024
 # ... and do not wait long for it: it is only a message, and a server dripping it a byte
 # at a time (each byte resetting the read timeout) must not hold the call.
 ERROR_BODY_TIMEOUT = 10.0
-# A token operation's JSON answer is a few hundred bytes; a mebibyte leaves room for any
-# forward-compatible growth while bounding what a hostile server can make us buffer.
-MAX_JSON_BODY = 1024 * 1024
+# The one limit on a whole JSON answer (a token's, or a chat answer asked with
+# stream=False), in bytes: a non-streamed answer is the whole text a stream would carry in
+# its events, so it gets the size of the largest event (sse.DEFAULT_MAX_EVENT_SIZE), and a
+# hostile server still cannot make us buffer more.
+MAX_JSON_BODY = DEFAULT_MAX_EVENT_SIZE
 # Secrets shorter than this are not scrubbed from messages (as in the CLI): no real key
 # or token is that short, and replacing every "k" of a message would make it unreadable.
 MIN_SECRET_LENGTH = 6

@@ -19,6 +19,7 @@ from ._transport import Transport
 from .completions import Completions
 from .errors import ValidationError
 from .models import (
+    MESSAGE_ROLES,
     ChatEvent,
     ChatRequestSession,
     ChatResponse,
@@ -34,8 +35,6 @@ from .models import (
 from .sse import EventRun
 
 __all__ = ["Chat", "ChatStream"]
-
-ROLES = ("user", "assistant")
 
 # Built once per type (msgspec's advice): a Decoder caches its type's validation plan.
 _CHUNK = msgspec.json.Decoder(MessageChunk)
@@ -291,7 +290,7 @@ def _message(value: Message | Mapping[str, Any] | str, where: str) -> Message:
             raise ValidationError(f"{where}: {exc}") from None
     if not isinstance(value, Message):
         raise ValidationError(f"{where} must be a Message, a mapping or a string")
-    if value.role not in ROLES:
+    if value.role not in MESSAGE_ROLES:
         raise ValidationError(f"{where}.role must be 'user' or 'assistant', got {value.role!r}")
     if not isinstance(value.content, str):
         raise ValidationError(f"{where}.content must be a string")

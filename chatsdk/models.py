@@ -8,13 +8,14 @@ Decoders are built once per type, at import, never per event.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 import msgspec
 
 __all__ = [
     "COMPLETION_ROLES",
     "KNOWN_RECORD_TYPES",
+    "MESSAGE_ROLES",
     "AIAnnotations",
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -48,6 +49,7 @@ __all__ = [
     "HTTPValidationError",
     "Message",
     "MessageChunk",
+    "MessageRole",
     "Record",
     "RecordsCited",
     "ServiceErrorBody",
@@ -117,10 +119,15 @@ class UnknownEvent(msgspec.Struct, frozen=True, gc=False):
 ChatEvent: TypeAlias = MessageChunk | RecordsCited | UnknownEvent
 
 
+#: Roles a ``chat_results`` message may have (SPEC 1.4), shared like CompletionRole.
+MessageRole: TypeAlias = Literal["user", "assistant"]
+MESSAGE_ROLES: Final = get_args(MessageRole)
+
+
 class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     """A ``chat_results`` message (SPEC 1.4): ``role`` is ``"user"`` or ``"assistant"``."""
 
-    role: Literal["user", "assistant"]
+    role: MessageRole
     content: str
     records_cited: RecordsCited | None = None
 
@@ -245,9 +252,10 @@ class HTTPValidationError(msgspec.Struct, frozen=True):
 # moving from it finds them where expected. Every response field has a default: the
 # OpenAI-compatible servers (vLLM, Ollama, llama.cpp, LiteLLM, ...) each leave some out.
 
-#: Roles a Chat Completions request accepts (SPEC 1.8).
-COMPLETION_ROLES: Final = ("system", "user", "assistant", "tool")
+#: Roles a Chat Completions request accepts (SPEC 1.8): the client checks them before
+#: sending and the reference server decodes requests with this type, so both share it.
 CompletionRole: TypeAlias = Literal["system", "user", "assistant", "tool"]
+COMPLETION_ROLES: Final = get_args(CompletionRole)
 
 
 class Function(msgspec.Struct, frozen=True):

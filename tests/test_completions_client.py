@@ -12,14 +12,18 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
 
 import chatsdk
 from chatsdk.models import Function
+from chatsdk.server import Faults, ReferenceServer
+from tests import support
 from tests.scripted import Reply, ScriptedServer
+from tests.support import KEY as SUPPORT_KEY
+from tests.support import PROJECT, reference_server
 
 pytestmark = pytest.mark.anyio
 
@@ -693,3 +697,96 @@ async def test_each_call_has_its_own_idempotency_key_and_retries_keep_it() -> No
     keys = [s.headers["Idempotency-Key"] for s in srv.seen]
     assert len(keys) == 3
     assert keys[0] == keys[1] != keys[2]
+
+
+# -- against the reference server: the same core, resume and faults ----------------------
+
+
+@pytest.fixture
+async def reference() -> AsyncIterator[ReferenceServer]:
+    async with reference_server() as srv:
+        yield srv
+
+
+def ref_client(server: ReferenceServer, **settings: Any) -> chatsdk.ChatClient:
+    return chatsdk.ChatClient(SUPPORT_KEY, project=PROJECT, base_url=server.base_url, **settings)
+
+
+async def test_a_reference_completion_streams_text_links_and_usage(
+    reference: ReferenceServer,
+) -> None:
+    async with ref_client(reference) as client:
+        stream = client.chat.completions.create(
+            model="inkeep-qa-expert",
+            messages=[
+                {"role": "system", "content": "Answer from the docs."},
+                {"role": "user", "content": "How do I retry?"},
+            ],
+            tools=chatsdk.INKEEP_TOOLS,
+            tool_choice="auto",
+            stream_options={"include_usage": True},
+        )
+        kinds = {type(event).__name__ async for event in stream}
+        result = await stream
+    assert kinds == {"ChatCompletionChunk", "ProvidedLinks", "AIAnnotations"}
+    assert result.text and result.finish_reason == "tool_calls"
+    assert result.links and all(link.url for link in result.links)
+    assert result.answer_confidence and result.usage and result.usage.total_tokens > 0
+    assert [call.function.name for call in result.tool_calls] == [
+        "provideLinks",
+        "provideAIAnnotations",
+    ]
+
+
+async def test_a_dropped_completion_resumes_with_every_chunk_once(
+    reference: ReferenceServer,
+) -> None:
+    async with ref_client(reference, retries=support.FAST) as client:
+        whole = await client.chat.completions.create(model="m", messages="How do I retry?")
+        reference.faults = Faults(drop_after_events=3, drop_times=2)
+        stream = client.chat.completions.create(model="m", messages="How do I retry?")
+        result = await stream
+    assert stream.resumes == 2 and stream.replays_dropped == 0
+    assert result.text == whole.text and result.finish_reason == whole.finish_reason
+
+
+@pytest.mark.parametrize(
+    ("faults", "error"),
+    [
+        (Faults(no_done=True), chatsdk.StreamError),
+        (Faults(no_done=True, no_content_location=True), chatsdk.StreamError),
+        (Faults(error_chunk_after=2), chatsdk.APIError),
+        (Faults(malformed_after=2), chatsdk.StreamError),
+        (Faults(drop_after_events=2, no_content_location=True), chatsdk.APIConnectionError),
+        (Faults(fail_first=5, fail_status=402), chatsdk.APIStatusError),
+    ],
+    ids=["no [DONE]", "no [DONE], not resumable", "error chunk", "malformed", "drop", "402"],
+)
+async def test_a_misbehaving_reference_server_gives_a_typed_error(
+    reference: ReferenceServer, faults: Faults, error: type[Exception]
+) -> None:
+    reference.faults = faults
+    got = []
+    async with ref_client(reference, retries=support.FAST) as client:
+        with pytest.raises(error):
+            async with asyncio.timeout(10):
+                async for event in client.chat.completions.create(model="m", messages="Hi"):
+                    got.append(event)
+    if faults.error_chunk_after or faults.malformed_after:
+        assert len(got) == 2  # the chunks before the bad one were delivered
+
+
+def test_the_sync_client_streams_a_completion(reference_thread: ReferenceServer) -> None:
+    with chatsdk.SyncChatClient(
+        SUPPORT_KEY, project=PROJECT, base_url=reference_thread.base_url
+    ) as client:
+        stream = client.chat.completions.create(model="m", messages="How do I retry?")
+        pieces = list(stream.text_stream)
+        result = stream.final_result()
+    assert pieces and "".join(pieces) == result.text
+
+
+@pytest.fixture
+def reference_thread() -> Iterator[ReferenceServer]:
+    with reference_server().serve_in_thread() as running:
+        yield running

@@ -661,10 +661,10 @@ TOKEN_FAILURES: dict[str, tuple[Handler, type[Exception]]] = {
         scripted(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 2**20 + b"\r\n\r\n"),
         chatsdk.APIConnectionError,
     ),
-    "answer larger than 1 MiB": (
+    "answer larger than 8 MiB": (
         scripted(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4194304\r\n\r\n",
-            b'{"client_token": "' + b"a" * (4 * 2**20 - 20) + b'"}',
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9437184\r\n\r\n",
+            b'{"client_token": "' + b"a" * (9 * 2**20 - 20) + b'"}',
         ),
         chatsdk.APIResponseValidationError,
     ),
