@@ -482,6 +482,8 @@ class EventStream(Generic[EventT, ResultT]):
         # Idle counts from the last event, across resumes: a new wait starts here.
         wait_until = earliest(self._deadline, self._idle_end())
         while True:
+            if self._done:  # a resumed connection answered with a whole JSON answer
+                return
             response, decoder = self._response, self._decoder
             assert response is not None and decoder is not None
             if self._carry:
