@@ -662,7 +662,8 @@ class _ChatResultsConversation:
     def __init__(self, args: argparse.Namespace, output: _Output) -> None:
         self.output = output
         self.session: str | None = args.session
-        self.integration_id: str = args.integration_id or DEFAULT_INTEGRATION_ID
+        given = args.integration_id
+        self.integration_id: str = DEFAULT_INTEGRATION_ID if given is None else given
 
     def _event(self, event: ChatEvent) -> None:
         self.output.line(_event_json(event))
@@ -919,7 +920,7 @@ _SUBJECTS: list[tuple[str, str]] = [
     (r"(?:messages\[\d+\]|message)\.content", "the question"),
     (r"token must be a non-empty client token string", "the token to revoke is empty"),
     (r"expires_after must be", "--expires-after must be a whole number of seconds,"),
-    (r"token", "the token"),
+    (r"token(?= must| contains)", "the token"),
 ]
 # SDK-only wording, in the CLI's words.
 _PHRASES: list[tuple[str, str]] = [

