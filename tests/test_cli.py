@@ -742,12 +742,15 @@ def chat_env(server: ReferenceServer) -> dict[str, str]:
     }
 
 
-def test_a_terminal_shows_it_is_waiting_until_text_arrives(slow_server: ReferenceServer) -> None:
+@pytest.mark.parametrize("api", ["completions", "chat-results"])
+def test_a_terminal_shows_it_is_waiting_until_text_arrives(
+    slow_server: ReferenceServer, api: str
+) -> None:
     slow_server.faults = Faults(fail_first=1, retry_after="1")
     env = chat_env(slow_server)
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatsdk", "chat", QUESTION],
+        [sys.executable, "-m", "chatsdk", "chat", "--api", api, QUESTION],
         stdin=subprocess.DEVNULL,
         stdout=follower,
         stderr=follower,
@@ -902,3 +905,204 @@ def test_an_option_the_command_does_not_use_is_refused(
         result = Result(code, *capsys.readouterr())
         check_no_secret_or_traceback(result)
         assert code == 2 and f"does not use {option}" in result.err, result.err
+
+
+# -- which API: a recording proxy in front of the reference server --------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    body: Any
+
+
+@contextlib.contextmanager
+def recording_proxy(upstream: str) -> Iterator[tuple[str, list[Seen]]]:
+    """A loopback server that records each request (method, path, JSON body) and passes
+    it on to ``upstream``, streaming the answer back; yields its URL and the record."""
+    seen: list[Seen] = []
+    hop_by_hop = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen.append(Seen(request.method, request.path, json.loads(body) if body else None))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop}
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method, upstream + request.path_qs, data=body, headers=headers
+            ) as answer,
+        ):
+            response = web.StreamResponse(
+                status=answer.status,
+                headers={k: v for k, v in answer.headers.items() if k.lower() not in hop_by_hop},
+            )
+            await response.prepare(request)
+            async for chunk in answer.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> web.AppRunner:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}", seen
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture
+def proxy(server: ReferenceServer) -> Iterator[tuple[str, list[Seen]]]:
+    with recording_proxy(server.base_url) as recorded:
+        yield recorded
+
+
+def chatsdk_script(
+    url: str, *argv: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The installed console script, with the connection settings in the environment."""
+    return subprocess.run(
+        [str(VENV_BIN / "chatsdk"), *argv],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **subprocess_env(),
+            "CHATSDK_BASE_URL": url,
+            "CHATSDK_API_KEY": KEY,
+            "CHATSDK_PROJECT": PROJECT,
+            **(env or {}),
+        },
+    )
+
+
+def test_the_script_speaks_chat_completions_by_default(
+    proxy: tuple[str, list[Seen]],
+) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", QUESTION)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("A client token is a short-lived JWT")
+    assert done.stderr == f"sources:\n  {SOURCE}\n"
+    assert [(s.method, s.path) for s in seen] == [("POST", "/chat/completions")]
+    body = seen[0].body
+    assert body["model"] == "inkeep-qa-expert" and body["stream"] is True
+    assert body["messages"] == [{"role": "user", "content": QUESTION}]
+    assert [t["function"]["name"] for t in body["tools"]] == [
+        "provideLinks",
+        "provideAIAnnotations",
+    ]
+    assert body["tool_choice"] == "auto" and body["stream_options"] == {"include_usage": True}
+
+    seen.clear()
+    done = chatsdk_script(url, "chat", "--model", "inkeep-rag", QUESTION)
+    assert done.returncode == 0, done.stderr
+    assert seen[0].body["model"] == "inkeep-rag"
+
+
+def test_the_script_still_speaks_chat_results_when_asked(proxy: tuple[str, list[Seen]]) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", "--api", "chat-results", "--integration-id", "x", QUESTION)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("A client token is a short-lived JWT")
+    assert f"sources:\n  {SOURCE}\n" in done.stderr and session_of(done.stderr)
+    assert [(s.method, s.path) for s in seen] == [("POST", "/chat_sessions/chat_results")]
+    assert seen[0].body["integration_id"] == "x"
+
+
+def test_interactive_completions_send_the_whole_conversation(
+    proxy: tuple[str, list[Seen]],
+) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", stdin=f"{QUESTION}\n{FOLLOW_UP}\n")
+    assert done.returncode == 0, done.stderr
+    first_answer, second_answer = done.stdout.splitlines()
+    assert first_answer.startswith("A client token is a short-lived JWT")
+    # The server keeps no history on this wire: the follow-up made sense only because
+    # the second request carried the first question and answer.
+    assert second_answer.startswith("Continuing on Client tokens and origins:")
+    assert done.stderr.count("sources:") == 2 and "session" not in done.stderr
+    assert [s.path for s in seen] == ["/chat/completions"] * 2
+    first, second = (s.body["messages"] for s in seen)
+    assert first == [{"role": "user", "content": QUESTION}]
+    assert second[0] == first[0] and second[2] == {"role": "user", "content": FOLLOW_UP}
+    assistant = second[1]
+    assert assistant["role"] == "assistant" and assistant["content"] == first_answer
+    # The whole assistant turn (result.message), its tool calls included.
+    assert [c["function"]["name"] for c in assistant["tool_calls"]] == [
+        "provideLinks",
+        "provideAIAnnotations",
+    ]
+    assert len(second) == 3
+
+
+def test_the_script_json_lines_parse_and_end_with_the_result(
+    proxy: tuple[str, list[Seen]],
+) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", "--json", QUESTION)
+    assert done.returncode == 0 and done.stderr == ""
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert all(set(line) == {"event", "data"} for line in lines[:-1])
+    assert lines[0]["event"] == "chunk" and set(lines[-1]) == {"result"}
+    assert lines[-1]["result"]["message"]["content"].startswith("A client token")
+    assert [s.path for s in seen] == ["/chat/completions"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--session", "s-1"], "'chatsdk chat --api completions' does not use --session"),
+        (["--integration-id", "docs"], "'chatsdk chat --api completions' does not use"),
+        (
+            ["--api", "completions", "--session", "s-1"],
+            "does not use --session (it is for --api chat-results)",
+        ),
+        (
+            ["--api", "chat-results", "--model", "inkeep-rag"],
+            "'chatsdk chat --api chat-results' does not use --model (it is for --api completions)",
+        ),
+        (["--api", "chat"], "argument --api: invalid choice: 'chat'"),
+    ],
+)
+def test_an_option_the_chosen_api_does_not_use_is_refused(
+    proxy: tuple[str, list[Seen]], argv: list[str], message: str
+) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", *argv, QUESTION)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("chatsdk: error: ") and done.stderr.count("\n") == 1
+    assert message in done.stderr, done.stderr
+    assert seen == []  # refused before anything is sent
+
+
+def test_the_script_reads_no_variable_itself(proxy: tuple[str, list[Seen]]) -> None:
+    """A bad CHATSDK_TIMEOUT is reported once, in the SDK's words; none is re-read."""
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", QUESTION, env={"CHATSDK_TIMEOUT": "abc"})
+    assert done.returncode == 2 and seen == []
+    assert done.stderr == (
+        "chatsdk: error: CHATSDK_TIMEOUT must be a number of seconds, got 'abc'\n"
+    )
+    # The option is passed on as given, and the variable is then not read at all.
+    done = chatsdk_script(url, "chat", "--timeout", "20", QUESTION, env={"CHATSDK_TIMEOUT": "abc"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("A client token")
