@@ -147,7 +147,10 @@ def _add_connection_options(
         "connection options (default: the CHATSDK_* environment variables)"
     )
     helps = {
-        "base_url": ("URL", "server URL (CHATSDK_BASE_URL)"),
+        "base_url": (
+            "URL",
+            "server URL (CHATSDK_BASE_URL; default: the real services, Gram or Inkeep)",
+        ),
         "api_key": (
             "KEY",
             "secret API key (CHATSDK_API_KEY; prefer the variable: arguments are visible "
