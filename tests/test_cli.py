@@ -497,14 +497,16 @@ def test_serve_prints_its_url_and_stops_cleanly_on_sigterm(
     assert KEY not in banner + out + err and "Traceback" not in err
 
 
-def run_serve(*argv: str, lines: int, stop: signal.Signals) -> tuple[list[str], str, str, int]:
+def run_serve(
+    *argv: str, lines: int, stop: signal.Signals, env: dict[str, str] | None = None
+) -> tuple[list[str], str, str, int]:
     """Start ``chatsdk serve --port 0 ARGV``, read its first lines, stop it with ``stop``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "chatsdk", "serve", "--port", "0", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=subprocess_env(),
+        env={**subprocess_env(), **(env or {})},
     )
     try:
         assert proc.stdout is not None
@@ -527,6 +529,15 @@ def test_serve_reports_the_default_test_key_and_faults() -> None:
     assert banner.endswith("(project demo, API key chatsdk-test-key)\n")
     assert code == 0, err
     assert out == "" and "Traceback" not in err
+
+
+def test_serve_takes_its_key_and_project_from_the_client_settings() -> None:
+    # Resolved by Settings like a client's; the timeout, of no use to a server, is not read.
+    env = {"CHATSDK_API_KEY": KEY, "CHATSDK_PROJECT": PROJECT, "CHATSDK_TIMEOUT": "abc"}
+    first, _, err, code = run_serve(lines=1, stop=signal.SIGTERM, env=env)
+    assert code == 0, err
+    assert first[0].endswith(f"(project {PROJECT}, API key as configured)\n")
+    assert KEY not in first[0] + err
 
 
 def test_ctrl_c_during_interactive_chat_exits_130(server: ReferenceServer) -> None:
