@@ -3,19 +3,23 @@
 ::
 
     chatsdk serve [--host H] [--port P] [--api-key K] [--project S] [--db PATH] [fault flags]
-    chatsdk chat ["question"] [--session ID] [--integration-id ID] [--json] [--timeout S]
+    chatsdk chat ["question"] [--model NAME] [--json] [--timeout S]
+    chatsdk chat --api chat-results ["question"] [--session ID] [--integration-id ID] [--json]
     chatsdk token create --origin URL [--expires-after S] [--user ID] [--json] [--timeout S]
     chatsdk token revoke TOKEN|- [--timeout S]
-    chatsdk demo
+    chatsdk demo [--api completions|chat-results]
 
-Connection settings (``--base-url``, ``--api-key``, ``--project``, ``--session-token``,
-``--origin``, ``--timeout``) default to the ``CHATSDK_*`` environment variables, as for
-``ChatClient``; each command accepts only those it uses. The fault flags of ``serve`` are
-generated from the fields of :class:`chatsdk.server.Faults`. Errors are one line on
-stderr, ``chatsdk: error: <message>``, with exit status 2 for bad usage or arguments, 1 for
-API and connection errors and 130 for Ctrl-C. Secrets (the API key, client tokens) are
-never printed, except the token that ``token create`` exists to hand over and the
-built-in test key that ``serve`` accepts when given no key of its own.
+``chat`` speaks Chat Completions (SPEC 1.8) unless ``--api chat-results`` asks for the
+deprecated chat_results wire. Connection options (``--base-url``, ``--api-key``,
+``--project``, ``--session-token``, ``--origin``, ``--timeout``) are passed to
+``ChatClient`` only when given: the rest is left to ``Settings.resolve`` (``_config.py``),
+the one place that reads the ``CHATSDK_*`` variables (with no URL anywhere, the real
+services of SPEC 1.9 are used). Each command accepts only the options it uses. The fault
+flags of ``serve`` are generated from the fields of :class:`chatsdk.server.Faults`. Errors
+are one line on stderr, ``chatsdk: error: <message>``, with exit status 2 for bad usage or
+arguments, 1 for API and connection errors and 130 for Ctrl-C. Secrets (the API key,
+client tokens) are never printed, except the token that ``token create`` exists to hand
+over and the built-in test key that ``serve`` accepts when given no key of its own.
 """
 
 from __future__ import annotations
@@ -41,10 +45,23 @@ import msgspec
 
 from . import __version__
 from ._client import ChatClient
-from ._config import Timeout
-from .chat import ChatStream
+from ._config import Settings, Timeout
+from ._streaming import EventStream
+from .completions import INKEEP_TOOLS
 from .errors import ChatSDKError, ValidationError
-from .models import ChatEvent, ChatResult, Citation, MessageChunk, RecordsCited, UnknownEvent
+from .models import (
+    AIAnnotations,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatEvent,
+    Citation,
+    CompletionEvent,
+    Link,
+    MessageChunk,
+    ProvidedLinks,
+    RecordsCited,
+    UnknownEvent,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -52,8 +69,12 @@ T = TypeVar("T")
 
 PROG = "chatsdk"
 DEFAULT_INTEGRATION_ID = "docs"
+DEFAULT_MODEL = "inkeep-qa-expert"
+# The chat APIs, the default first: Chat Completions (SPEC 1.8), chat_results (1.4/1.5).
+APIS = ("completions", "chat-results")
+# The options of one API only, refused with the other.
+_API_OPTIONS = {"completions": ("model",), "chat-results": ("session", "integration_id")}
 DEFAULT_PORT = 8080
-ENV_PREFIX = "CHATSDK_"
 _DEFAULT_TIMEOUT = Timeout()
 
 
@@ -126,7 +147,10 @@ def _add_connection_options(
         "connection options (default: the CHATSDK_* environment variables)"
     )
     helps = {
-        "base_url": ("URL", "server URL (CHATSDK_BASE_URL)"),
+        "base_url": (
+            "URL",
+            "server URL (CHATSDK_BASE_URL; default: the real services, Gram or Inkeep)",
+        ),
         "api_key": (
             "KEY",
             "secret API key (CHATSDK_API_KEY; prefer the variable: arguments are visible "
@@ -342,17 +366,30 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser(
         "chat",
         help="ask a question; the answer streams to stdout",
-        description="Ask a question and stream the answer to stdout; the sources and the "
-        "session id go to stderr. Without a question, read questions from stdin, one per "
-        "line, in one session, until end of input or an empty line.",
+        description="Ask a question and stream the answer to stdout; its sources (and, on "
+        "chat-results, the session id) go to stderr. Without a question, read questions "
+        "from stdin, one per line, as one conversation, until end of input or an empty "
+        "line. The default API is Chat Completions, where the server keeps no history: the "
+        "conversation so far is sent with each question.",
     )
     chat.add_argument("question", nargs="?", help="the question (omit for interactive mode)")
-    chat.add_argument("--session", metavar="ID", help="continue this chat session")
+    chat.add_argument(
+        "--api",
+        choices=APIS,
+        default=APIS[0],
+        help="the chat API: completions (Chat Completions, the current API of both services) "
+        "or chat-results (deprecated by Inkeep; the server keeps the session) "
+        "(default: %(default)s)",
+    )
+    chat.add_argument(
+        "--model", metavar="NAME", help=f"model to ask (completions; default: {DEFAULT_MODEL})"
+    )
+    chat.add_argument("--session", metavar="ID", help="continue this chat session (chat-results)")
     chat.add_argument(
         "--integration-id",
         metavar="ID",
-        default=DEFAULT_INTEGRATION_ID,
-        help="integration id sent with each question (default: %(default)s)",
+        help="integration id sent with each question (chat-results; default: "
+        f"{DEFAULT_INTEGRATION_ID})",
     )
     chat.add_argument(
         "--json",
@@ -399,11 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
     _add_connection_options(revoke, top_level=False, uses=_USES["token revoke"])
 
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
         help="walk through the whole story against an in-process server",
-        description="Start a reference server in-process, mint a client token, stream two "
-        "answers with it, revoke it and show the next call refused.",
+        description="Start a reference server in-process, mint a client token, stream an "
+        "answer and a follow-up with it, revoke it and show the next call refused.",
+    )
+    demo.add_argument(
+        "--api",
+        choices=APIS,
+        default=APIS[0],
+        help="the chat API the page uses (default: %(default)s)",
     )
     return parser
 
@@ -411,21 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
 # -- settings -------------------------------------------------------------------------------
 
 
-def _setting(value: str | None, name: str) -> str | None:
-    """An option's value, else its ``CHATSDK_`` variable (empty counts as unset)."""
-    if value:
-        return value
-    return os.environ.get(ENV_PREFIX + name) or None
-
-
 def _secrets(args: argparse.Namespace) -> list[str]:
-    """Every secret this run knows of, so that error messages can be scrubbed of them."""
+    """Every secret this run knows of, so that error messages can be scrubbed of them:
+    those given on the command line, and those the client's settings resolved."""
     found = [
         getattr(args, "api_key", None),
         getattr(args, "session_token", None),
-        os.environ.get(ENV_PREFIX + "API_KEY"),
-        os.environ.get(ENV_PREFIX + "SESSION_TOKEN"),
         getattr(args, "revoked_token", None),
+        *getattr(args, "resolved_secrets", ()),
     ]
     return [s for s in found if s]
 
@@ -444,73 +480,42 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-def _check_base_url(args: argparse.Namespace) -> None:
-    base = _setting(args.base_url, "BASE_URL")
-    if base is None and not (_setting(None, "TOKENS_BASE_URL") and _setting(None, "CHAT_BASE_URL")):
-        raise _UsageError(
-            "no server URL: pass --base-url or set CHATSDK_BASE_URL "
-            "(run 'chatsdk serve' for a local reference server)"
-        )
-
-
-def _timeout(args: argparse.Namespace) -> float | None:
-    """``--timeout``, else ``CHATSDK_TIMEOUT``, in seconds; None leaves the SDK's defaults."""
-    if args.timeout is not None:
-        text, where = args.timeout, "--timeout"
-    else:
-        text, where = os.environ.get(ENV_PREFIX + "TIMEOUT", ""), ENV_PREFIX + "TIMEOUT"
-        if not text.strip():
-            return None
-    try:
-        return _seconds(text)
-    except ValueError as exc:
-        raise _UsageError(f"{where}: {exc}") from None
-
-
 def _check_options_used(args: argparse.Namespace, command: str) -> None:
-    """Refuse a connection option given before a command that does not use it."""
+    """Refuse an option given to a command (or a chat API) that does not use it."""
     for name in CONNECTION_OPTIONS:
         if name not in _USES[command] and getattr(args, name, None) is not None:
             raise _UsageError(f"'{PROG} {command}' does not use --{name.replace('_', '-')}")
+    if command == "chat":
+        for api, names in _API_OPTIONS.items():
+            for name in names:
+                if api != args.api and getattr(args, name) is not None:
+                    raise _UsageError(
+                        f"'{PROG} chat --api {args.api}' does not use "
+                        f"--{name.replace('_', '-')} (it is for --api {api})"
+                    )
 
 
-def _client(args: argparse.Namespace, *, token_ops: bool) -> ChatClient:
-    """A ChatClient from the connection options, after checking what the command needs."""
-    _check_base_url(args)
-    timeout = _timeout(args)
-    api_key = _setting(args.api_key, "API_KEY")
-    project = _setting(args.project, "PROJECT")
-    if token_ops:
-        if api_key is None or project is None:
-            raise _UsageError(
-                "token commands need the secret API key and the project: pass --api-key and "
-                "--project, or set CHATSDK_API_KEY and CHATSDK_PROJECT"
-            )
-        return ChatClient(
-            args.api_key, project=args.project, base_url=args.base_url, timeout=timeout
-        )
-    explicit_token = bool(args.session_token) and not args.api_key
-    if api_key is None or explicit_token:
-        if _setting(args.session_token, "SESSION_TOKEN") is None:
-            raise _UsageError(
-                "chat needs credentials: --api-key (or CHATSDK_API_KEY), or a client token "
-                "with --session-token and --project (or CHATSDK_SESSION_TOKEN and "
-                "CHATSDK_PROJECT)"
-            )
-        if project is None:
-            raise _UsageError(
-                "a client token is sent with its project: pass --project or set CHATSDK_PROJECT"
-            )
-    # A token given on the command line beats an exported API key: ChatClient reads
-    # CHATSDK_API_KEY only when no client token was passed.
-    return ChatClient(
-        args.api_key,
-        project=args.project,
-        session_token=args.session_token,
-        base_url=args.base_url,
-        origin=args.origin,
-        timeout=timeout,
-    )
+def _client(args: argparse.Namespace) -> ChatClient:
+    """A ChatClient given only the connection options set on the command line.
+
+    The others are left out, so that ``Settings.resolve`` applies the ``CHATSDK_*``
+    variables and the defaults, and reports what is missing or wrong in its words
+    (put in the CLI's by ``_in_cli_terms``).
+    """
+    given: dict[str, Any] = {
+        name: getattr(args, name, None)
+        for name in ("api_key", "project", "session_token", "base_url", "origin")
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    if getattr(args, "timeout", None) is not None:
+        try:
+            options["timeout"] = _seconds(args.timeout)
+        except ValueError as exc:
+            raise _UsageError(f"--timeout: {exc}") from None
+    client = ChatClient(**options)
+    settings = client.settings
+    args.resolved_secrets = [settings.api_key, settings.session_token]
+    return client
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -575,110 +580,163 @@ class _Waiting:
             self._err.flush()
 
 
-_EVENT_NAMES: dict[type, str] = {MessageChunk: "message_chunk", RecordsCited: "records_cited"}
+def _link_lines(links: Sequence[Link]) -> list[str]:
+    """The sources of a Chat Completions answer (Inkeep's ``provideLinks``)."""
+    lines = []
+    for number, link in enumerate(links, start=1):
+        title = link.title or link.label or link.url
+        lines.append(f"  [{number}] {title}" + (f" - {link.url}" if link.url != title else ""))
+    return lines
 
 
-def _event_json(event: ChatEvent) -> bytes:
-    """``{"event": NAME, "data": ...}``: the event's wire name and its payload."""
+_EVENT_NAMES: dict[type, str] = {
+    MessageChunk: "message_chunk",
+    RecordsCited: "records_cited",
+    ChatCompletionChunk: "chunk",
+    ProvidedLinks: "links",
+    AIAnnotations: "annotations",
+}
+
+
+def _event_json(event: ChatEvent | CompletionEvent) -> dict[str, Any]:
+    """``{"event": NAME, "data": ...}``: the event's name and its payload."""
     if isinstance(event, UnknownEvent):
         try:
             data: Any = json.loads(event.data)
         except ValueError:
             data = event.data
-        return msgspec.json.encode({"event": event.event, "data": data})
-    return msgspec.json.encode({"event": _EVENT_NAMES[type(event)], "data": event})
+        return {"event": event.event, "data": data}
+    return {"event": _EVENT_NAMES[type(event)], "data": event}
 
 
-class _TextOutput:
-    """The answer's text on stdout as it streams; its sources and session id on stderr."""
+class _Output:
+    """Where a chat goes: the answer's text on stdout as it streams and its sources on
+    stderr, or (``--json``) one JSON object per line on stdout."""
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
-        self.out, self.err = out, err
+    def __init__(self, out: TextIO, err: TextIO, *, as_json: bool) -> None:
+        self.out, self.err, self.json = out, err, as_json
         self._at_line_start = True
 
-    def event(self, event: ChatEvent) -> None:
-        if type(event) is MessageChunk and event.content_chunk:
-            self.out.write(event.content_chunk)
+    def text(self, text: str) -> None:
+        if text and not self.json:
+            self.out.write(text)
             self.out.flush()
-            self._at_line_start = event.content_chunk.endswith("\n")
+            self._at_line_start = text.endswith("\n")
 
-    def result(self, result: ChatResult, session: str | None) -> None:
+    def line(self, value: Any) -> None:
+        """One JSON object on a line of its own (``--json`` only)."""
+        if self.json:
+            self.out.write(msgspec.json.encode(value).decode() + "\n")
+            self.out.flush()
+
+    def end(self, sources: Sequence[str], session: str | None = None) -> None:
+        """The answer is whole: end its line; list its sources (and session) on stderr."""
+        if self.json:
+            return
         if not self._at_line_start:
             self.out.write("\n")
             self.out.flush()
-        if result.citations:
-            lines = _source_lines(result.citations)
-            self.err.write("sources:\n" + "".join(line + "\n" for line in lines))
+            self._at_line_start = True
+        if sources:
+            self.err.write("sources:\n" + "".join(line + "\n" for line in sources))
         if session:
             self.err.write(f"session: {session}\n")
         self.err.flush()
 
 
-class _JsonOutput:
-    """One JSON object per line on stdout: each event, then the whole result."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def event(self, event: ChatEvent) -> None:
-        self.out.write(_event_json(event).decode() + "\n")
-        self.out.flush()
-
-    def result(self, result: ChatResult, session: str | None) -> None:
-        body = msgspec.to_builtins(result)
-        body["chat_session_id"] = session
-        self.out.write(msgspec.json.encode({"result": body}).decode() + "\n")
-        self.out.flush()
-
-
-def _open_chat(
-    client: ChatClient, args: argparse.Namespace, question: str, session: str | None
-) -> ChatStream:
-    """The request for one question: the one place that picks the API a question goes to."""
-    if not question.strip():
-        raise _UsageError("the question is empty")
-    if session is None:
-        return client.chat.create(integration_id=args.integration_id, messages=question)
-    return client.chat.continue_(session, integration_id=args.integration_id, message=question)
-
-
-async def _ask(
-    client: ChatClient,
-    args: argparse.Namespace,
-    question: str,
-    session: str | None,
-    output: _TextOutput | _JsonOutput,
-    err: TextIO,
-) -> str | None:
-    """Ask one question and write its events and result to ``output``; the session id."""
-    stream = _open_chat(client, args, question, session)
+async def _streamed(stream: EventStream[Any, T], on_event: Callable[[Any], None], err: TextIO) -> T:
+    """Read ``stream`` through, each event to ``on_event``; its result. A terminal shows
+    that it is waiting until the first event arrives."""
     waiting = _Waiting(err)
     waiting.start()
     try:
         async with stream:
             async for event in stream:
                 waiting.stop()
-                output.event(event)
-            result = await stream.final_result()
+                on_event(event)
+            return await stream.final_result()
     finally:
         waiting.stop()
-    session = result.chat_session_id or session
-    output.result(result, session)
-    return session
+
+
+class _ChatResultsConversation:
+    """``--api chat-results``: the server keeps the session; the CLI keeps its id."""
+
+    def __init__(self, args: argparse.Namespace, output: _Output) -> None:
+        self.output = output
+        self.session: str | None = args.session
+        given = args.integration_id
+        self.integration_id: str = DEFAULT_INTEGRATION_ID if given is None else given
+
+    def _event(self, event: ChatEvent) -> None:
+        self.output.line(_event_json(event))
+        if type(event) is MessageChunk:
+            self.output.text(event.content_chunk)
+
+    async def ask(self, client: ChatClient, question: str) -> None:
+        if self.session is None:
+            stream = client.chat.create(integration_id=self.integration_id, messages=question)
+        else:
+            stream = client.chat.continue_(
+                self.session, integration_id=self.integration_id, message=question
+            )
+        result = await _streamed(stream, self._event, self.output.err)
+        self.session = result.chat_session_id or self.session
+        body = msgspec.to_builtins(result)
+        body["chat_session_id"] = self.session
+        self.output.line({"result": body})
+        self.output.end(_source_lines(result.citations), self.session)
+
+
+class _CompletionsConversation:
+    """Chat Completions: the server keeps no history, so the CLI keeps the conversation
+    and sends it whole with each question (Inkeep's tools offered, for the sources)."""
+
+    def __init__(self, args: argparse.Namespace, output: _Output) -> None:
+        self.output = output
+        self.model: str = DEFAULT_MODEL if args.model is None else args.model
+        self.history: list[ChatCompletionMessage] = []
+
+    def _event(self, event: CompletionEvent) -> None:
+        self.output.line(_event_json(event))
+        if type(event) is ChatCompletionChunk:
+            for choice in event.choices:
+                if not choice.index and choice.delta.content:
+                    self.output.text(choice.delta.content)
+
+    async def ask(self, client: ChatClient, question: str) -> None:
+        messages = [*self.history, ChatCompletionMessage(role="user", content=question)]
+        stream = client.chat.completions.create(
+            model=self.model,
+            messages=messages,
+            tools=INKEEP_TOOLS,
+            tool_choice="auto",
+            stream_options={"include_usage": True},
+        )
+        result = await _streamed(stream, self._event, self.output.err)
+        self.history = [*messages, result.message]
+        self.output.line({"result": result})
+        self.output.end(_link_lines(result.links))
 
 
 def _cmd_chat(args: argparse.Namespace, runner: asyncio.Runner) -> int:
-    out, err = sys.stdout, sys.stderr
-    output = _JsonOutput(out) if args.json else _TextOutput(out, err)
+    err = sys.stderr
+    output = _Output(sys.stdout, err, as_json=args.json)
+    conversation: _ChatResultsConversation | _CompletionsConversation
+    if args.api == "chat-results":
+        conversation = _ChatResultsConversation(args, output)
+    else:
+        conversation = _CompletionsConversation(args, output)
     question: str | None = args.question
-    client = _client(args, token_ops=False)
+    if question is not None and not question.strip():
+        raise _UsageError("the question is empty")
+    client = _client(args)
     try:
         if question is not None:
-            runner.run(_ask(client, args, question, args.session, output, err))
+            runner.run(conversation.ask(client, question))
             return 0
         stdin = sys.stdin
         interactive = stdin.isatty()
-        session: str | None = args.session
         while True:
             if interactive:
                 err.write("> ")
@@ -691,7 +749,7 @@ def _cmd_chat(args: argparse.Namespace, runner: asyncio.Runner) -> int:
             line = line.strip()
             if not line:
                 break
-            session = runner.run(_ask(client, args, line, session, output, err))
+            runner.run(conversation.ask(client, line))
             if interactive:
                 err.write("\n")
         return 0
@@ -700,7 +758,7 @@ def _cmd_chat(args: argparse.Namespace, runner: asyncio.Runner) -> int:
 
 
 def _cmd_token_create(args: argparse.Namespace, runner: asyncio.Runner) -> int:
-    client = _client(args, token_ops=True)
+    client = _client(args)
     token = _run(
         runner,
         client,
@@ -729,7 +787,7 @@ def _cmd_token_revoke(args: argparse.Namespace, runner: asyncio.Runner) -> int:
         if not token:
             raise _UsageError("no token on stdin")
     args.revoked_token = token  # scrubbed from any error message
-    client = _client(args, token_ops=True)
+    client = _client(args)
     _run(runner, client, lambda: client.tokens.revoke(token))
     sys.stderr.write("token revoked\n")
     return 0
@@ -739,10 +797,13 @@ def _cmd_serve(args: argparse.Namespace, runner: asyncio.Runner) -> int:
     from .server import Faults, ReferenceServer
     from .server.app import DEFAULT_API_KEY, DEFAULT_PROJECT
 
-    # Read like a client's settings, so that one set of CHATSDK_* variables serves both.
-    configured_key = _setting(args.api_key, "API_KEY")
+    # Resolved like a client's settings, so that one set of CHATSDK_* variables serves
+    # both (the server makes no calls: no timeout is read).
+    settings = Settings.resolve(api_key=args.api_key, project=args.project, timeout=None)
+    args.resolved_secrets = [settings.api_key]
+    configured_key = settings.api_key
     api_key = configured_key or DEFAULT_API_KEY
-    project = _setting(args.project, "PROJECT") or DEFAULT_PROJECT
+    project = settings.project or DEFAULT_PROJECT
     given = _faults_given(args)
     try:
         faults = msgspec.convert(given, Faults) if given else None
@@ -822,7 +883,8 @@ def _stop_signals() -> Iterator[asyncio.Event]:
 def _cmd_demo(args: argparse.Namespace, runner: asyncio.Runner) -> int:
     from ._demo import run_demo
 
-    runner.run(run_demo(sys.stdout, pace=0.02 if sys.stdout.isatty() else 0.0))
+    pace = 0.02 if sys.stdout.isatty() else 0.0
+    runner.run(run_demo(sys.stdout, pace=pace, api=args.api))
     return 0
 
 
@@ -838,36 +900,68 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, asyncio.Runner], int]] = {
 # -- entry point ----------------------------------------------------------------------------
 
 
-# The SDK names its parameters; the user typed options. The subject of a ValidationError
-# about the CLI's own inputs, renamed (first match wins; the rest of the message is kept).
-_CLI_TERMS: list[tuple[str, str]] = [
-    (
-        r"messages\[\d+\]\.content must not be empty|message\.content must not be empty",
-        "the question is empty",
-    ),
-    (r"(?:messages\[\d+\]\.content|message\.content)", "the question"),
+# The SDK names its parameters; the user typed options or set variables. Each parameter
+# the CLI passes on: its option, and the variable Settings.resolve reads it from when the
+# option is not given and still names it by the parameter (the URL, the origin and the
+# timeout it names as CHATSDK_* itself, when they came from there).
+_OPTIONS: dict[str, tuple[str, str | None]] = {
+    "api_key": ("--api-key", "CHATSDK_API_KEY"),
+    "session_token": ("--session-token", "CHATSDK_SESSION_TOKEN"),
+    "project": ("--project", "CHATSDK_PROJECT"),
+    "base_url": ("--base-url", None),
+    "origin": ("--origin", None),
+    "timeout": ("--timeout", "CHATSDK_TIMEOUT"),
+    "model": ("--model", None),
+    "embed_origin": ("--origin", None),
+    "user_identifier": ("--user", None),
+    "integration_id": ("--integration-id", None),
+    "chat_session_id": ("--session", None),
+}
+# The start of a message about the CLI's own inputs, renamed (first match wins).
+_SUBJECTS: list[tuple[str, str]] = [
+    (r"(?:messages\[\d+\]|message)\.content must not be empty", "the question is empty"),
+    (r"(?:messages\[\d+\]|message)\.content", "the question"),
     (r"token must be a non-empty client token string", "the token to revoke is empty"),
-    (r"(?:tokens |chat )?base_url", "--base-url (or CHATSDK_BASE_URL)"),
-    (r"api_key", "--api-key (or CHATSDK_API_KEY)"),
-    (r"session_token", "--session-token (or CHATSDK_SESSION_TOKEN)"),
-    (r"project", "--project (or CHATSDK_PROJECT)"),
-    (r"embed_origin", "--origin"),
-    (r"origin", "--origin (or CHATSDK_ORIGIN)"),
     (r"expires_after must be", "--expires-after must be a whole number of seconds,"),
-    (r"user_identifier", "--user"),
-    (r"integration_id", "--integration-id"),
-    (r"chat_session_id", "--session"),
-    (r"Timeout\.\w+|timeout", "--timeout (or CHATSDK_TIMEOUT)"),
-    (r"token", "the token"),
+    (r"token(?= must| contains)", "the token"),
+]
+# SDK-only wording, in the CLI's words.
+_PHRASES: list[tuple[str, str]] = [
+    (r", or a callable returning one\)", ")"),
+    (r"\btokens\.create\b", f"'{PROG} token create'"),
+    (r"positive number or None", "positive number of seconds"),
 ]
 
 
-def _in_cli_terms(message: str) -> str:
-    """A ValidationError's message with the SDK's parameter name replaced by the option."""
-    for pattern, term in _CLI_TERMS:
+def _in_cli_terms(message: str, args: argparse.Namespace) -> str:
+    """A ValidationError's message with the SDK's parameter names replaced by what the
+    user typed: the option if it was given, else the variable it came from.
+
+    ``pass api_key=...`` (advice) becomes ``pass --api-key``; the variables a message
+    names already (``CHATSDK_BASE_URL must be ...``) are kept.
+    """
+
+    def option(name: str) -> str:
+        flag, variable = _OPTIONS[name]
+        return variable if variable and getattr(args, name, None) is None else flag
+
+    for pattern, term in _SUBJECTS:
         found = re.match(pattern + r"\b", message)
         if found:
-            return term + message[found.end() :]
+            message = term + message[found.end() :]
+            break
+    else:
+        found = re.match(r"(\w+)(?:\.\w+)?\b", message)  # "api_key ...", "Timeout.idle ..."
+        name = found and found.group(1).lower()
+        if found and name in _OPTIONS:
+            message = option(name) + message[found.end() :]
+    names = "|".join(_OPTIONS)
+    message = re.sub(rf"\b({names})=\.\.\.", lambda m: _OPTIONS[m.group(1)][0], message)
+    # Names with an underscore are never ordinary words: replaced anywhere.
+    spelled = "|".join(name for name in _OPTIONS if "_" in name)
+    message = re.sub(rf"(?<![\w.])({spelled})\b", lambda m: option(m.group(1)), message)
+    for pattern, replacement in _PHRASES:
+        message = re.sub(pattern, replacement, message)
     return message
 
 
@@ -898,7 +992,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), _secrets(args))
         return 2
     except ValidationError as exc:
-        _fail(_in_cli_terms(str(exc)), _secrets(args))
+        _fail(_in_cli_terms(str(exc), args), _secrets(args))
         return 2
     except (ChatSDKError, _Failure) as exc:
         _fail(str(exc), _secrets(args))

@@ -6,6 +6,7 @@ subprocess (``--help``, ``serve`` stopped with SIGTERM, Ctrl-C during a chat).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -17,13 +18,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
+from aiohttp import web
 
 from chatsdk import __version__
 from chatsdk.cli import main
@@ -37,6 +42,7 @@ FOLLOW_UP = "Tell me more."
 VENV_BIN = Path(sys.executable).parent
 SESSION_RE = re.compile(r"^session: (\S+)$", re.MULTILINE)
 JWT_RE = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
+SOURCE = "[1] Client tokens and origins - https://chatsdk.dev/docs/client-tokens"
 
 
 @pytest.fixture(scope="module")
@@ -171,28 +177,30 @@ def test_chat_streams_the_answer_to_stdout(
     # Streamed: many pieces, each flushed as it came.
     assert len(recorder.writes) > 10
     assert recorder.unflushed == 0
-    source = "[1] Client tokens and origins - https://chatsdk.dev/docs/client-tokens"
-    assert f"sources:\n  {source}\n" in err
-    session_of(err)
+    # Chat Completions (the default): the sources are the provideLinks tool call's.
+    assert err == f"sources:\n  {SOURCE}\n"
 
 
 def test_session_continues_the_conversation(run: Run) -> None:
-    first = run("chat", QUESTION)
+    first = run("chat", "--api", "chat-results", QUESTION)
     assert first.code == 0
+    assert f"sources:\n  {SOURCE}\n" in first.err
     session = session_of(first.err)
-    second = run("chat", "--session", session, FOLLOW_UP)
+    second = run("chat", "--api", "chat-results", "--session", session, FOLLOW_UP)
     assert second.code == 0
     assert second.out.startswith("Continuing on Client tokens and origins:")
     assert session_of(second.err) == session
     # Alone, the follow-up has no context to continue from.
-    assert not run("chat", FOLLOW_UP).out.startswith("Continuing")
+    alone = run("chat", "--api", "chat-results", FOLLOW_UP)
+    assert alone.code == 0 and not alone.out.startswith("Continuing")
+    assert not run("chat", FOLLOW_UP).out.startswith("Continuing")  # on completions too
 
 
 def test_interactive_mode_reads_questions_until_an_empty_line(
     run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n{FOLLOW_UP}\n\nnot asked\n"))
-    result = run("chat", "--integration-id", "docs")
+    result = run("chat", "--api", "chat-results", "--integration-id", "docs")
     assert result.code == 0
     assert result.out.startswith("A client token is a short-lived JWT")
     assert "\nContinuing on Client tokens and origins:" in result.out
@@ -289,9 +297,14 @@ def test_invalid_arguments_exit_2(run: Run) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["chat", "--session", "", QUESTION], "--session must be a non-empty string"),
-        (["chat", "--integration-id", "", QUESTION], "--integration-id must be a non-empty"),
-        (["chat", "--origin", "docs.example.com", QUESTION], "--origin (or CHATSDK_ORIGIN) must"),
+        (["chat", "--api", "chat-results", "--session", "", QUESTION], "--session must be a"),
+        (
+            ["chat", "--api", "chat-results", "--integration-id", "", QUESTION],
+            "--integration-id must be a non-empty",
+        ),
+        (["chat", "--model", "", QUESTION], "--model must be a non-empty string"),
+        (["chat", "--origin", "docs.example.com", QUESTION], "error: --origin must be"),
+        (["--project", "", "chat", QUESTION], "error: --project must not be empty"),
         (["token", "revoke", ""], "the token to revoke is empty"),
     ],
 )
@@ -302,13 +315,53 @@ def test_errors_name_the_options_not_the_sdk_parameters(
     assert result.code == 2 and message in result.err, result.err
     sdk_names = ("messages[", "message.content", "chat_session_id", "integration_id")
     assert not any(name in result.err for name in (*sdk_names, "embed_origin", "user_identifier"))
+    assert not result.err.startswith(("chatsdk: error: model", "chatsdk: error: project"))
+    assert "CHATSDK_" not in result.err  # the user typed an option: no variable is named
 
 
-def test_bad_base_url_is_named_as_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CHATSDK_ORIGIN", "docs.example.com", "error: CHATSDK_ORIGIN must be an origin like"),
+        ("CHATSDK_PROJECT", "a\nb", "error: CHATSDK_PROJECT contains a control character"),
+        ("CHATSDK_API_KEY", "k\x7fey-123456", "error: CHATSDK_API_KEY contains a control"),
+    ],
+)
+def test_errors_about_variables_name_the_variables(
+    server: ReferenceServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    if variable != "CHATSDK_API_KEY":
+        monkeypatch.setenv("CHATSDK_API_KEY", KEY)
+    monkeypatch.setenv("CHATSDK_PROJECT", PROJECT)
+    monkeypatch.setenv(variable, value)
+    code = main(["--base-url", server.base_url, "chat", QUESTION])
+    result = Result(code, *capsys.readouterr())
+    check_no_secret_or_traceback(result)
+    assert code == 2 and message in result.err, result.err
+    assert result.err.count(variable) == 1 and " --" not in result.err
+
+
+def test_bad_base_url_is_named_as_the_user_set_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code = main(["--base-url", "ftp://x", "--api-key", KEY, "--project", PROJECT, "chat", "hi"])
     result = Result(code, *capsys.readouterr())
     check_no_secret_or_traceback(result)
-    assert code == 2 and "--base-url (or CHATSDK_BASE_URL) must be" in result.err
+    assert code == 2 and result.err == (
+        "chatsdk: error: --base-url must be an absolute http:// or https:// URL, got 'ftp://x'\n"
+    )
+
+    monkeypatch.setenv("CHATSDK_BASE_URL", "ftp://x")
+    code = main(["--api-key", KEY, "--project", PROJECT, "chat", "hi"])
+    result = Result(code, *capsys.readouterr())
+    check_no_secret_or_traceback(result)
+    assert code == 2 and result.err.startswith("chatsdk: error: CHATSDK_BASE_URL must be an")
+    assert "--base-url" not in result.err
 
 
 def test_wrong_api_key_is_refused_without_showing_it(
@@ -324,20 +377,50 @@ def test_wrong_api_key_is_refused_without_showing_it(
         assert code == 1 and "401" in result.err and wrong not in result.err
 
 
-def test_missing_settings_are_usage_errors(
-    server: ReferenceServer, capsys: pytest.CaptureFixture[str]
+NEED_CREDENTIALS = (
+    "chatsdk: error: chat operations need --api-key (server side) or --session-token "
+    "(a client token from 'chatsdk token create')\n"
+)
+
+
+def test_missing_settings_are_the_sdks_errors_in_cli_terms(
+    server: ReferenceServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    url = server.base_url
+    token = ["--session-token", "t" * 20]
     cases = [
-        (["chat", QUESTION], "--base-url"),
-        (["--base-url", server.base_url, "chat", QUESTION], "--api-key"),
-        (["--base-url", server.base_url, "token", "create", "--origin", ORIGIN], "--project"),
-        (["--base-url", server.base_url, "--session-token", "t", "chat", QUESTION], "--project"),
+        # No URL anywhere is the real services (SPEC 1.9), not an error: what is missing
+        # is the credentials, found before anything is sent.
+        (["chat", QUESTION], NEED_CREDENTIALS),
+        (["chat", "--api", "chat-results", QUESTION], NEED_CREDENTIALS),
+        (["--base-url", url, "chat", QUESTION], NEED_CREDENTIALS),
+        (
+            ["--base-url", url, "token", "create", "--origin", ORIGIN],
+            "chatsdk: error: token operations need the secret API key and the project: pass "
+            "--api-key and --project (or set CHATSDK_API_KEY and CHATSDK_PROJECT)\n",
+        ),
+        (
+            ["--base-url", url, *token, "chat", QUESTION],
+            "chatsdk: error: a client token must be sent with its project: pass --project "
+            "(or set CHATSDK_PROJECT)\n",
+        ),
+        (
+            ["--base-url", url, "--api-key", KEY, *token, "chat", QUESTION],
+            "chatsdk: error: pass either --api-key (server side) or --session-token (a client "
+            "token), not both: which one authenticates would be a guess\n",
+        ),
     ]
-    for argv, hint in cases:
+    for argv, message in cases:
         code = main(argv)
         result = Result(code, *capsys.readouterr())
         check_no_secret_or_traceback(result)
-        assert code == 2 and hint in result.err, (argv, result.err)
+        assert (code, result.err) == (2, message), argv
+
+    # A misspelled variable: the SDK's hint comes through.
+    monkeypatch.setenv("CHATSDK_APIKEY", KEY)
+    code = main(["--base-url", url, "chat", QUESTION])
+    result = Result(code, *capsys.readouterr())
+    assert code == 2 and "(did you mean CHATSDK_API_KEY for CHATSDK_APIKEY?)" in result.err
 
 
 def free_port() -> int:
@@ -414,14 +497,16 @@ def test_serve_prints_its_url_and_stops_cleanly_on_sigterm(
     assert KEY not in banner + out + err and "Traceback" not in err
 
 
-def run_serve(*argv: str, lines: int, stop: signal.Signals) -> tuple[list[str], str, str, int]:
+def run_serve(
+    *argv: str, lines: int, stop: signal.Signals, env: dict[str, str] | None = None
+) -> tuple[list[str], str, str, int]:
     """Start ``chatsdk serve --port 0 ARGV``, read its first lines, stop it with ``stop``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "chatsdk", "serve", "--port", "0", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=subprocess_env(),
+        env={**subprocess_env(), **(env or {})},
     )
     try:
         assert proc.stdout is not None
@@ -444,6 +529,15 @@ def test_serve_reports_the_default_test_key_and_faults() -> None:
     assert banner.endswith("(project demo, API key chatsdk-test-key)\n")
     assert code == 0, err
     assert out == "" and "Traceback" not in err
+
+
+def test_serve_takes_its_key_and_project_from_the_client_settings() -> None:
+    # Resolved by Settings like a client's; the timeout, of no use to a server, is not read.
+    env = {"CHATSDK_API_KEY": KEY, "CHATSDK_PROJECT": PROJECT, "CHATSDK_TIMEOUT": "abc"}
+    first, _, err, code = run_serve(lines=1, stop=signal.SIGTERM, env=env)
+    assert code == 0, err
+    assert first[0].endswith(f"(project {PROJECT}, API key as configured)\n")
+    assert KEY not in first[0] + err
 
 
 def test_ctrl_c_during_interactive_chat_exits_130(server: ReferenceServer) -> None:
@@ -479,8 +573,36 @@ def test_ctrl_c_during_interactive_chat_exits_130(server: ReferenceServer) -> No
 # -- chat --json ------------------------------------------------------------------------
 
 
-def test_chat_json_prints_one_object_per_event_then_the_result(run: Run) -> None:
+def test_chat_json_prints_each_completion_event_then_the_result(run: Run) -> None:
     result = run("chat", "--json", QUESTION)
+    assert result.code == 0 and result.err == ""
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    *events, last = lines
+    assert all(set(e) == {"event", "data"} for e in events)
+    names = [e["event"] for e in events]
+    assert set(names) == {"chunk", "links", "annotations"}
+    assert names.count("links") == names.count("annotations") == 1
+    chunks = [e["data"] for e in events if e["event"] == "chunk"]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    text = "".join(
+        choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"]
+    )
+    links = next(e["data"]["links"] for e in events if e["event"] == "links")
+    assert links[0]["url"] == "https://chatsdk.dev/docs/client-tokens"
+    annotations = next(e["data"] for e in events if e["event"] == "annotations")
+    assert annotations == {"answer_confidence": "very_confident"}
+
+    final = last["result"]
+    assert set(last) == {"result"} and text.startswith("A client token")
+    assert final["message"]["role"] == "assistant" and final["message"]["content"] == text
+    assert final["model"] == "inkeep-qa-expert" and final["id"] == chunks[0]["id"]
+    assert final["links"] == links and final["answer_confidence"] == "very_confident"
+    assert final["usage"]["total_tokens"] > 0  # the CLI asks for the usage
+    assert "chat_session_id" not in final  # no session on this wire
+
+
+def test_chat_json_on_chat_results_keeps_its_shape(run: Run) -> None:
+    result = run("chat", "--api", "chat-results", "--json", QUESTION)
     assert result.code == 0 and result.err == ""
     lines = [json.loads(line) for line in result.out.splitlines()]
     *events, last = lines
@@ -496,7 +618,7 @@ def test_chat_json_prints_one_object_per_event_then_the_result(run: Run) -> None
     assert session and events[0]["data"]["chat_session_id"] == session
 
     # The session id is there for a script to continue with.
-    follow = run("chat", "--json", "--session", session, FOLLOW_UP)
+    follow = run("chat", "--api", "chat-results", "--json", "--session", session, FOLLOW_UP)
     again = json.loads(follow.out.splitlines()[-1])["result"]
     assert again["chat_session_id"] == session
     assert again["message"]["content"].startswith("Continuing on Client tokens and origins:")
@@ -506,10 +628,17 @@ def test_chat_json_in_interactive_mode_gives_a_result_per_question(
     run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n{FOLLOW_UP}\n"))
-    result = run("chat", "--json")
+    result = run("chat", "--api", "chat-results", "--json")
     assert result.code == 0 and result.err == ""
     results = [json.loads(x)["result"] for x in result.out.splitlines() if '"result"' in x[:12]]
     assert len(results) == 2 and results[0]["chat_session_id"] == results[1]["chat_session_id"]
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n{FOLLOW_UP}\n"))
+    result = run("chat", "--json")
+    assert result.code == 0 and result.err == ""
+    results = [json.loads(x)["result"] for x in result.out.splitlines() if '"result"' in x[:12]]
+    assert len(results) == 2
+    assert results[1]["message"]["content"].startswith("Continuing on Client tokens")
 
 
 # -- --timeout ----------------------------------------------------------------------------
@@ -552,17 +681,49 @@ def test_timeout_bounds_every_command_that_talks_to_a_server(
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "inf", "nan", ""])
-def test_a_bad_timeout_is_a_clear_usage_error(
-    run: Run, value: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_bad_timeout_option_is_a_clear_usage_error(run: Run, value: str) -> None:
     result = run("chat", "--timeout", value, QUESTION)
     assert result.code == 2
     assert result.err.startswith("chatsdk: error: --timeout: expected a number of seconds > 0")
-    if value:  # an empty variable counts as unset
-        monkeypatch.setenv("CHATSDK_TIMEOUT", value)
-        from_env = run("token", "create", "--origin", ORIGIN)
-        assert from_env.code == 2
-        assert from_env.err.startswith("chatsdk: error: CHATSDK_TIMEOUT: expected a number")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("abc", "CHATSDK_TIMEOUT must be a number of seconds, got 'abc'"),
+        ("0", "CHATSDK_TIMEOUT must be a positive number of seconds, got 0.0"),
+        ("-1", "CHATSDK_TIMEOUT must be a positive number of seconds, got -1.0"),
+        pytest.param(
+            "inf",
+            "CHATSDK_TIMEOUT must be",
+            marks=pytest.mark.xfail(reason="Settings.resolve accepts inf (_config.py)"),
+        ),
+        pytest.param(
+            "nan",
+            "CHATSDK_TIMEOUT must be",
+            marks=pytest.mark.xfail(reason="Settings.resolve accepts nan (_config.py)"),
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [["token", "create", "--origin", ORIGIN], ["chat", QUESTION]])
+def test_a_bad_timeout_variable_is_the_sdks_error_once(
+    run: Run, monkeypatch: pytest.MonkeyPatch, value: str, message: str, command: list[str]
+) -> None:
+    """The CLI reads no variable itself: Settings.resolve reports it, once, in its words."""
+    monkeypatch.setenv("CHATSDK_TIMEOUT", value)
+    from_env = run(*command, "--timeout", "5")  # the option wins: the variable is not read
+    assert from_env.code == 0, from_env.err
+    from_env = run(*command)
+    assert from_env.code == 2
+    assert from_env.err.startswith(f"chatsdk: error: {message}"), from_env.err
+    assert from_env.err.count("TIMEOUT") == 1 and "--timeout" not in from_env.err
+
+
+def test_an_empty_timeout_variable_counts_as_unset(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATSDK_TIMEOUT", "")
+    assert run("chat", QUESTION).code == 0
 
 
 def test_a_generous_timeout_lets_the_answer_through(run: Run) -> None:
@@ -592,12 +753,15 @@ def chat_env(server: ReferenceServer) -> dict[str, str]:
     }
 
 
-def test_a_terminal_shows_it_is_waiting_until_text_arrives(slow_server: ReferenceServer) -> None:
+@pytest.mark.parametrize("api", ["completions", "chat-results"])
+def test_a_terminal_shows_it_is_waiting_until_text_arrives(
+    slow_server: ReferenceServer, api: str
+) -> None:
     slow_server.faults = Faults(fail_first=1, retry_after="1")
     env = chat_env(slow_server)
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatsdk", "chat", QUESTION],
+        [sys.executable, "-m", "chatsdk", "chat", "--api", api, QUESTION],
         stdin=subprocess.DEVNULL,
         stdout=follower,
         stderr=follower,
@@ -712,14 +876,17 @@ CONNECTION = {"--base-url", "--api-key", "--project", "--session-token", "--orig
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["chat"], {"--session", "--integration-id", "--json", *CONNECTION}),
+        (
+            ["chat"],
+            {"--api", "--model", "--session", "--integration-id", "--json", *CONNECTION},
+        ),
         (
             ["token", "create"],
             {"--origin", "--expires-after", "--user", "--json", "--base-url", "--api-key"}
             | {"--project", "--timeout"},
         ),
         (["token", "revoke"], {"--base-url", "--api-key", "--project", "--timeout"}),
-        (["demo"], set()),
+        (["demo"], {"--api"}),
         (
             ["serve"],
             {"--host", "--port", "--api-key", "--project", "--db", "--drop-after"}
@@ -749,3 +916,204 @@ def test_an_option_the_command_does_not_use_is_refused(
         result = Result(code, *capsys.readouterr())
         check_no_secret_or_traceback(result)
         assert code == 2 and f"does not use {option}" in result.err, result.err
+
+
+# -- which API: a recording proxy in front of the reference server --------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    body: Any
+
+
+@contextlib.contextmanager
+def recording_proxy(upstream: str) -> Iterator[tuple[str, list[Seen]]]:
+    """A loopback server that records each request (method, path, JSON body) and passes
+    it on to ``upstream``, streaming the answer back; yields its URL and the record."""
+    seen: list[Seen] = []
+    hop_by_hop = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen.append(Seen(request.method, request.path, json.loads(body) if body else None))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop}
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method, upstream + request.path_qs, data=body, headers=headers
+            ) as answer,
+        ):
+            response = web.StreamResponse(
+                status=answer.status,
+                headers={k: v for k, v in answer.headers.items() if k.lower() not in hop_by_hop},
+            )
+            await response.prepare(request)
+            async for chunk in answer.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> web.AppRunner:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}", seen
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture
+def proxy(server: ReferenceServer) -> Iterator[tuple[str, list[Seen]]]:
+    with recording_proxy(server.base_url) as recorded:
+        yield recorded
+
+
+def chatsdk_script(
+    url: str, *argv: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The installed console script, with the connection settings in the environment."""
+    return subprocess.run(
+        [str(VENV_BIN / "chatsdk"), *argv],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **subprocess_env(),
+            "CHATSDK_BASE_URL": url,
+            "CHATSDK_API_KEY": KEY,
+            "CHATSDK_PROJECT": PROJECT,
+            **(env or {}),
+        },
+    )
+
+
+def test_the_script_speaks_chat_completions_by_default(
+    proxy: tuple[str, list[Seen]],
+) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", QUESTION)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("A client token is a short-lived JWT")
+    assert done.stderr == f"sources:\n  {SOURCE}\n"
+    assert [(s.method, s.path) for s in seen] == [("POST", "/chat/completions")]
+    body = seen[0].body
+    assert body["model"] == "inkeep-qa-expert" and body["stream"] is True
+    assert body["messages"] == [{"role": "user", "content": QUESTION}]
+    assert [t["function"]["name"] for t in body["tools"]] == [
+        "provideLinks",
+        "provideAIAnnotations",
+    ]
+    assert body["tool_choice"] == "auto" and body["stream_options"] == {"include_usage": True}
+
+    seen.clear()
+    done = chatsdk_script(url, "chat", "--model", "inkeep-rag", QUESTION)
+    assert done.returncode == 0, done.stderr
+    assert seen[0].body["model"] == "inkeep-rag"
+
+
+def test_the_script_still_speaks_chat_results_when_asked(proxy: tuple[str, list[Seen]]) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", "--api", "chat-results", "--integration-id", "x", QUESTION)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("A client token is a short-lived JWT")
+    assert f"sources:\n  {SOURCE}\n" in done.stderr and session_of(done.stderr)
+    assert [(s.method, s.path) for s in seen] == [("POST", "/chat_sessions/chat_results")]
+    assert seen[0].body["integration_id"] == "x"
+
+
+def test_interactive_completions_send_the_whole_conversation(
+    proxy: tuple[str, list[Seen]],
+) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", stdin=f"{QUESTION}\n{FOLLOW_UP}\n")
+    assert done.returncode == 0, done.stderr
+    first_answer, second_answer = done.stdout.splitlines()
+    assert first_answer.startswith("A client token is a short-lived JWT")
+    # The server keeps no history on this wire: the follow-up made sense only because
+    # the second request carried the first question and answer.
+    assert second_answer.startswith("Continuing on Client tokens and origins:")
+    assert done.stderr.count("sources:") == 2 and "session" not in done.stderr
+    assert [s.path for s in seen] == ["/chat/completions"] * 2
+    first, second = (s.body["messages"] for s in seen)
+    assert first == [{"role": "user", "content": QUESTION}]
+    assert second[0] == first[0] and second[2] == {"role": "user", "content": FOLLOW_UP}
+    assistant = second[1]
+    assert assistant["role"] == "assistant" and assistant["content"] == first_answer
+    # The whole assistant turn (result.message), its tool calls included.
+    assert [c["function"]["name"] for c in assistant["tool_calls"]] == [
+        "provideLinks",
+        "provideAIAnnotations",
+    ]
+    assert len(second) == 3
+
+
+def test_the_script_json_lines_parse_and_end_with_the_result(
+    proxy: tuple[str, list[Seen]],
+) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", "--json", QUESTION)
+    assert done.returncode == 0 and done.stderr == ""
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert all(set(line) == {"event", "data"} for line in lines[:-1])
+    assert lines[0]["event"] == "chunk" and set(lines[-1]) == {"result"}
+    assert lines[-1]["result"]["message"]["content"].startswith("A client token")
+    assert [s.path for s in seen] == ["/chat/completions"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--session", "s-1"], "'chatsdk chat --api completions' does not use --session"),
+        (["--integration-id", "docs"], "'chatsdk chat --api completions' does not use"),
+        (
+            ["--api", "completions", "--session", "s-1"],
+            "does not use --session (it is for --api chat-results)",
+        ),
+        (
+            ["--api", "chat-results", "--model", "inkeep-rag"],
+            "'chatsdk chat --api chat-results' does not use --model (it is for --api completions)",
+        ),
+        (["--api", "chat"], "argument --api: invalid choice: 'chat'"),
+    ],
+)
+def test_an_option_the_chosen_api_does_not_use_is_refused(
+    proxy: tuple[str, list[Seen]], argv: list[str], message: str
+) -> None:
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", *argv, QUESTION)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("chatsdk: error: ") and done.stderr.count("\n") == 1
+    assert message in done.stderr, done.stderr
+    assert seen == []  # refused before anything is sent
+
+
+def test_the_script_reads_no_variable_itself(proxy: tuple[str, list[Seen]]) -> None:
+    """A bad CHATSDK_TIMEOUT is reported once, in the SDK's words; none is re-read."""
+    url, seen = proxy
+    done = chatsdk_script(url, "chat", QUESTION, env={"CHATSDK_TIMEOUT": "abc"})
+    assert done.returncode == 2 and seen == []
+    assert done.stderr == (
+        "chatsdk: error: CHATSDK_TIMEOUT must be a number of seconds, got 'abc'\n"
+    )
+    # The option is passed on as given, and the variable is then not read at all.
+    done = chatsdk_script(url, "chat", "--timeout", "20", QUESTION, env={"CHATSDK_TIMEOUT": "abc"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("A client token")
