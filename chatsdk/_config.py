@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import email.utils
+import math
 import os
 import random
 import re
@@ -49,9 +50,13 @@ class Timeout:
     def __post_init__(self) -> None:
         for name in ("connect", "read", "idle", "total"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int | float) or value <= 0):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value < math.inf  # nan compares false too
+            ):
                 raise ValidationError(
-                    f"Timeout.{name} must be a positive number or None, got {value!r}"
+                    f"Timeout.{name} must be a positive, finite number or None, got {value!r}"
                 )
 
     @classmethod
@@ -425,12 +430,7 @@ class Settings:
 
         if isinstance(timeout, NotGiven):
             found, _ = pick(None, "TIMEOUT")
-            try:
-                timeout = Timeout() if found is None else float(found)
-            except ValueError:
-                raise ValidationError(
-                    f"CHATSDK_TIMEOUT must be a number of seconds, got {found!r}"
-                ) from None
+            timeout = Timeout() if found is None else _seconds_variable("CHATSDK_TIMEOUT", found)
         if isinstance(retries, NotGiven):
             retries = RetryPolicy()
         proxy, proxy_from = pick(proxy, "PROXY")
@@ -473,6 +473,17 @@ class Settings:
             trust_env=bool(trust_env),
             env_hint=hint,
         )
+
+
+def _seconds_variable(name: str, text: str) -> float:
+    """A variable's positive, finite number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValidationError(f"{name} must be a number of seconds, got {text!r}") from None
+    if not 0 < seconds < math.inf:
+        raise ValidationError(f"{name} must be a positive number of seconds, got {seconds!r}")
+    return seconds
 
 
 def _misspelled_variables(env: Mapping[str, str]) -> str:

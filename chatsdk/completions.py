@@ -116,6 +116,9 @@ INKEEP_TOOLS: Final = (
 )
 
 
+_INKEEP_NAMES: Final = frozenset(tool.function.name for tool in INKEEP_TOOLS)
+
+
 class _ToolCallParts:
     """The fragments of one tool call, joined as they come."""
 
@@ -305,14 +308,16 @@ class _CompletionsWire:
 
     def result(self) -> ChatCompletionResult:
         tool_calls = [self._tool_calls[i].whole() for i in sorted(self._tool_calls)]
+        to_answer = [call for call in tool_calls if call.function.name not in _INKEEP_NAMES]
         return ChatCompletionResult(
             id=self._id,
             model=self._model,
             message=ChatCompletionMessage(
                 role="assistant",
-                content="".join(self._text) if self._text or not tool_calls else None,
-                tool_calls=tool_calls or None,
+                content="".join(self._text) if self._text or not to_answer else None,
+                tool_calls=to_answer or None,
             ),
+            tool_calls=tool_calls,
             finish_reason=self._finish_reason,
             usage=self._usage,
             reasoning="".join(self._reasoning) or None,

@@ -446,12 +446,17 @@ class ChatCompletionResult(msgspec.Struct, frozen=True):
     """The whole answer of one ``chat.completions.create`` call.
 
     ``message`` is the assistant message to append to the conversation for the next
-    turn (text and tool calls); ``text`` is its content (``""`` when none).
+    turn: its text and the tool calls the caller must answer (Inkeep's ``provideLinks``
+    and ``provideAIAnnotations`` are left out: they are read into ``links`` and
+    ``answer_confidence``, and a server would want a ``tool`` answer for each).
+    ``tool_calls`` is every assembled tool call, Inkeep's included, in index order;
+    ``text`` the answer text (``""`` when none).
     """
 
     id: str
     model: str
     message: ChatCompletionMessage
+    tool_calls: list[ChatCompletionMessageToolCall] = []
     finish_reason: str | None = None
     usage: CompletionUsage | None = None
     reasoning: str | None = None
@@ -462,11 +467,6 @@ class ChatCompletionResult(msgspec.Struct, frozen=True):
     def text(self) -> str:
         """The answer text (``message.content``, ``""`` when the model only called tools)."""
         return self.message.content or ""
-
-    @property
-    def tool_calls(self) -> list[ChatCompletionMessageToolCall]:
-        """The assembled tool calls, in index order (``[]`` when none)."""
-        return self.message.tool_calls or []
 
     def __repr__(self) -> str:
         calls = ", ".join(call.function.name for call in self.tool_calls)
