@@ -237,9 +237,7 @@ async def test_backend_relays_the_answer_as_sse(
         assert response.status == 200
         follow_up = await read_sse(response)
     assert follow_up[-1].event == "done"
-    assert "".join(e.data for e in follow_up[:-1]).startswith(
-        "Continuing on Retries and backoff: "
-    )
+    assert "".join(e.data for e in follow_up[:-1]).startswith("Continuing on Retries and backoff: ")
     assert busy_connections(site.chat_client) == 0
 
 
