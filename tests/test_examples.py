@@ -682,3 +682,26 @@ async def test_embed_page_from_a_wrong_origin_is_refused(server: ReferenceServer
         f"The chat server refused (403): Origin {origin_b.url} does not match audience claim: "
         f"{origin_a.url}"
     )
+
+
+async def test_embed_page_never_shows_a_cut_answer_as_whole(server: ReferenceServer) -> None:
+    async with running_backend(server) as site, chromium() as tools:
+        # The body ends cleanly, but before its data: [DONE]: the page says so.
+        server.faults = Faults(no_done=True, no_content_location=True)
+        page = await tools.open_page(f"{site.url}/?q={quote(QUESTION)}")
+        cut = await page_state(tools, page)
+        assert cut["state"] == "error", cut
+        assert cut["error"] == "The answer was cut off; please ask again."
+        assert cut["sources"] == []
+        # An error chunk mid-answer: the server's message is shown.
+        server.faults = Faults(error_chunk_after=3)
+        await tools.evaluate(
+            page,
+            f"document.getElementById('question').value = {json.dumps(QUESTION)};"
+            "document.getElementById('ask').requestSubmit()",
+        )
+        failed = await page_state(tools, page, until=("error",), turns=2)
+        assert failed["error"] == (
+            "The chat server failed: injected error (Faults.error_chunk_after)"
+        ), failed
+        assert failed["answer"][1] == "Retries cover "
