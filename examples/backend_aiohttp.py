@@ -7,10 +7,13 @@ It holds the secret API key and never lets it leave the process. It
   ``{"client_token", "expires_after", "project", "chat_base_url"}``, everything the page
   needs to stream answers straight from the chat server;
 - revokes a token on logout: ``POST /logout`` with ``{"client_token": ...}``, answers 204;
-- relays a streamed answer to its own clients as server-sent events:
-  ``GET /ask?q=...[&session=ID]`` answers ``text/event-stream`` with one ``text`` event per
-  piece of the answer, then one ``done`` event (JSON: ``chat_session_id`` and
-  ``citations``), or an ``error`` event if the chat server fails half-way.
+- relays a streamed chat completion to its own clients as server-sent events:
+  ``GET /ask?q=...`` (one question) or ``POST /ask`` with ``{"messages": [...]}`` (a
+  conversation: the caller keeps it, as the Chat Completions API has the caller do)
+  answers ``text/event-stream`` with one ``text`` event per piece of the answer, then one
+  ``done`` event (JSON: ``message``, the assistant's turn to append to the conversation,
+  ``finish_reason`` and ``links``), or an ``error`` event if the chat server fails
+  half-way (an error chunk, a cut stream).
 
 One ``ChatClient`` (one connection pool) serves every request: it is opened when the app
 starts and closed at cleanup (``app.cleanup_ctx``).
@@ -43,15 +46,16 @@ from aiohttp import web
 
 import chatsdk
 
-__all__ = ["CHAT_CLIENT", "EMBED_DIR", "INTEGRATION_ID", "TOKEN_LIFETIME", "make_app", "main"]
+__all__ = ["CHAT_CLIENT", "EMBED_DIR", "MODEL", "TOKEN_LIFETIME", "make_app", "main"]
 
 EMBED_DIR = Path(__file__).resolve().parent / "embed"
-INTEGRATION_ID = "docs"
+MODEL = "inkeep-qa-expert"
 # Short-lived on purpose: a leaked token is worth little, and the page mints a new one
 # when its token is within 30 s of expiring.
 TOKEN_LIFETIME = 600
-# Bounds a question before it costs an upstream call.
+# Bound a question, and a conversation, before they cost an upstream call.
 MAX_QUESTION_CHARS = 2000
+MAX_MESSAGES = 50
 
 #: Where the app keeps its one shared ChatClient (``app[CHAT_CLIENT]``).
 CHAT_CLIENT = web.AppKey("chat_client", chatsdk.ChatClient)
@@ -121,26 +125,25 @@ def make_app(chat_base_url: str, api_key: str, project: str, page_origin: str) -
         return web.Response(status=204)
 
     async def ask(request: web.Request) -> web.StreamResponse:
-        question = request.query.get("q", "").strip()
-        session_id = request.query.get("session") or None
-        if not question:
-            return _error(400, "missing question: GET /ask?q=...")
-        if len(question) > MAX_QUESTION_CHARS:
-            return _error(400, f"the question is longer than {MAX_QUESTION_CHARS} characters")
-        client = request.app[CHAT_CLIENT]
-        if session_id is None:
-            stream = client.chat.create(integration_id=INTEGRATION_ID, messages=question)
+        if request.method == "POST":
+            try:
+                body = await request.json()
+            except ValueError:
+                return _error(400, 'send JSON: {"messages": [{"role": "user", "content": "..."}]}')
+            messages = _conversation(body.get("messages") if isinstance(body, dict) else None)
         else:
-            stream = client.chat.continue_(
-                session_id, integration_id=INTEGRATION_ID, message=question
-            )
+            question = request.query.get("q", "").strip()
+            messages = _conversation([{"role": "user", "content": question}] if question else None)
+        if isinstance(messages, str):
+            return _error(400, messages)
+        stream = request.app[CHAT_CLIENT].chat.completions.create(
+            model=MODEL, messages=messages, tools=chatsdk.INKEEP_TOOLS, tool_choice="auto"
+        )
         try:
             # Entering sends the request, so a refusal is still an ordinary HTTP error;
             # leaving, however it happens, releases the upstream connection.
             async with stream:
                 return await _relay(request, stream)
-        except chatsdk.NotFoundError:
-            return _error(404, f"no chat session {session_id}")
         except chatsdk.ChatSDKError as exc:
             return _error(502, f"the chat server failed: {exc}")
 
@@ -151,11 +154,37 @@ def make_app(chat_base_url: str, api_key: str, project: str, page_origin: str) -
     app.router.add_post("/token", token)
     app.router.add_post("/logout", logout)
     app.router.add_get("/ask", ask)
+    app.router.add_post("/ask", ask)
     return app
 
 
-async def _relay(request: web.Request, stream: chatsdk.ChatStream) -> web.StreamResponse:
-    """Send an open chat stream to our own client as server-sent events."""
+def _conversation(messages: object) -> list[dict[str, str]] | str:
+    """The conversation our client sent, checked; or why it is refused.
+
+    Only ``user`` and ``assistant`` turns are relayed: the page must not be able to slip
+    its own ``system`` instructions to the model.
+    """
+    if not isinstance(messages, list) or not messages:
+        return 'missing question: GET /ask?q=... or POST /ask with {"messages": [...]}'
+    if len(messages) > MAX_MESSAGES:
+        return f"the conversation has more than {MAX_MESSAGES} messages"
+    checked = []
+    for message in messages:
+        if not isinstance(message, dict):
+            return 'each message must be {"role": ..., "content": ...}'
+        role, content = message.get("role"), message.get("content")
+        if role not in ("user", "assistant") or not isinstance(content, str):
+            return "each message needs a role (user or assistant) and a content string"
+        if len(content) > MAX_QUESTION_CHARS:
+            return f"a message is longer than {MAX_QUESTION_CHARS} characters"
+        checked.append({"role": role, "content": content})
+    if checked[-1]["role"] != "user" or not checked[-1]["content"].strip():
+        return "the conversation must end with the user's question"
+    return checked
+
+
+async def _relay(request: web.Request, stream: chatsdk.CompletionStream) -> web.StreamResponse:
+    """Send an open chat completion stream to our own client as server-sent events."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -165,11 +194,9 @@ async def _relay(request: web.Request, stream: chatsdk.ChatStream) -> web.Stream
             await response.write(_sse("text", text))
         result = await stream.final_result()
         done = {
-            "chat_session_id": result.chat_session_id,
-            "citations": [
-                {"number": c.number, "title": c.record.title, "url": c.record.url}
-                for c in result.citations
-            ],
+            "message": {"role": "assistant", "content": result.text},
+            "finish_reason": result.finish_reason,
+            "links": [{"title": link.title, "url": link.url} for link in result.links],
         }
         await response.write(_sse("done", json.dumps(done)))
     except chatsdk.ChatSDKError as exc:

@@ -28,9 +28,9 @@ import anyio
 
 import chatsdk
 
-__all__ = ["ANSWER_TIMEOUT", "QUESTIONS", "Reply", "answer", "answer_all", "main"]
+__all__ = ["ANSWER_TIMEOUT", "MODEL", "QUESTIONS", "Reply", "answer", "answer_all", "main"]
 
-INTEGRATION_ID = "docs"
+MODEL = "inkeep-qa-expert"
 QUESTIONS: tuple[str, ...] = (
     "How do I test my code?",
     "What does the console script do?",
@@ -61,8 +61,9 @@ async def answer(client: chatsdk.ChatClient, question: str, timeout: float) -> R
     pieces: list[str] = []
     try:
         with anyio.move_on_after(timeout) as budget:
-            async with client.chat.create(
-                integration_id=INTEGRATION_ID, messages=question
+            # INKEEP_TOOLS: the answer's sources come back typed, as result.links.
+            async with client.chat.completions.create(
+                model=MODEL, messages=question, tools=chatsdk.INKEEP_TOOLS, tool_choice="auto"
             ) as stream:
                 async for text in stream.text_stream:
                     pieces.append(text)
@@ -72,7 +73,7 @@ async def answer(client: chatsdk.ChatClient, question: str, timeout: float) -> R
     if budget.cancelled_caught:
         # Leaving the `async with` by cancellation has already closed the connection.
         return Reply(question, "".join(pieces), cancelled=True)
-    sources = [c.record.title or c.record.url or c.record.type for c in result.citations]
+    sources = [link.title or link.label or link.url for link in result.links]
     return Reply(question, result.text, sources=sources)
 
 

@@ -1,11 +1,36 @@
 // The browser side of the chatsdk embed example: get a client token from the backend,
-// then stream answers straight from the chat server with fetch, reading its server-sent
-// events from the response body. No library, no build step.
+// then stream chat completions straight from the chat server with fetch
+// (POST /chat/completions), reading the "data:" chunks of the response body until
+// "data: [DONE]". No library, no build step.
 //
 // Open the page with ?q=... to ask a first question on load.
 "use strict";
 
-const INTEGRATION_ID = "docs";
+const MODEL = "inkeep-qa-expert";
+// Inkeep gives an answer's sources as calls of these tools (chatsdk.INKEEP_TOOLS).
+const TOOLS = [
+  {
+    type: "function",
+    function: {
+      name: "provideLinks",
+      description: "Provide the links the answer drew on.",
+      parameters: {
+        type: "object",
+        properties: {
+          links: {
+            type: "array",
+            items: {
+              type: "object",
+              properties: { label: { type: "string" }, url: { type: "string" }, title: { type: "string" } },
+              required: ["url"],
+            },
+          },
+        },
+        required: ["links"],
+      },
+    },
+  },
+];
 // Mint a new token this long before the old one expires (the public widget does the same).
 const REFRESH_MARGIN_MS = 30_000;
 
@@ -18,7 +43,8 @@ const page = {
 };
 
 let token = null; // {client_token, expires_after, project, chat_base_url, expiresAt}
-let chatSessionId = null; // set by the first answer; follow-ups continue that session
+// The conversation so far: the server keeps no history, so every question sends it all.
+let history = [];
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -64,30 +90,36 @@ async function* serverSentEvents(body) {
   let type = "";
   let data = [];
   const lineEnd = /\r\n|\r|\n/;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return; // an event not ended by a blank line is never dispatched
-    buffer += value;
+  try {
     for (;;) {
-      const match = lineEnd.exec(buffer);
-      // A CR at the very end may be the first half of a CRLF: wait for more.
-      if (!match || (match[0] === "\r" && match.index === buffer.length - 1)) break;
-      const line = buffer.slice(0, match.index);
-      buffer = buffer.slice(match.index + match[0].length);
-      if (line === "") {
-        if (data.length) yield { type: type || "message", data: data.join("\n") };
-        type = "";
-        data = [];
-        continue;
+      const { value, done } = await reader.read();
+      if (done) return; // an event not ended by a blank line is never dispatched
+      buffer += value;
+      for (;;) {
+        const match = lineEnd.exec(buffer);
+        // A CR at the very end may be the first half of a CRLF: wait for more.
+        if (!match || (match[0] === "\r" && match.index === buffer.length - 1)) break;
+        const line = buffer.slice(0, match.index);
+        buffer = buffer.slice(match.index + match[0].length);
+        if (line === "") {
+          if (data.length) yield { type: type || "message", data: data.join("\n") };
+          type = "";
+          data = [];
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let fieldValue = colon < 0 ? "" : line.slice(colon + 1);
+        if (fieldValue.startsWith(" ")) fieldValue = fieldValue.slice(1);
+        if (field === "event") type = fieldValue;
+        else if (field === "data") data.push(fieldValue);
       }
-      if (line.startsWith(":")) continue;
-      const colon = line.indexOf(":");
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let fieldValue = colon < 0 ? "" : line.slice(colon + 1);
-      if (fieldValue.startsWith(" ")) fieldValue = fieldValue.slice(1);
-      if (field === "event") type = fieldValue;
-      else if (field === "data") data.push(fieldValue);
     }
+  } finally {
+    // Reached when the caller stops early (after [DONE], or on an error): let the
+    // connection go instead of leaving the body half read.
+    reader.cancel().catch(() => {});
   }
 }
 
@@ -112,14 +144,9 @@ async function ask(question) {
   const { answer, sources } = newTurn(question);
   try {
     const tok = await clientToken();
-    const path = chatSessionId
-      ? `/chat_sessions/${encodeURIComponent(chatSessionId)}/chat_results`
-      : "/chat_sessions/chat_results";
-    const message = { role: "user", content: question };
-    const body = chatSessionId
-      ? { integration_id: INTEGRATION_ID, message, stream: true }
-      : { integration_id: INTEGRATION_ID, chat_session: { messages: [message] }, stream: true };
-    const response = await fetch(tok.chat_base_url + path, {
+    const messages = [...history, { role: "user", content: question }];
+    const body = { model: MODEL, messages, stream: true, tools: TOOLS, tool_choice: "auto" };
+    const response = await fetch(tok.chat_base_url + "/chat/completions", {
       method: "POST",
       headers: {
         "Content-Type": "application/json",
@@ -134,22 +161,45 @@ async function ask(question) {
       throw new Refusal(`The chat server refused (${response.status}): ${await reason(response)}`);
     }
     setState("streaming");
+    let text = "";
+    let done = false;
+    const toolCalls = []; // {name, arguments}, by index: arguments arrive in fragments
     for await (const event of serverSentEvents(response.body)) {
-      if (event.type === "message_chunk") {
-        const chunk = JSON.parse(event.data);
-        if (chunk.chat_session_id) chatSessionId = chunk.chat_session_id;
-        answer.append(chunk.content_chunk);
-      } else if (event.type === "records_cited") {
-        for (const citation of JSON.parse(event.data).citations) {
-          const item = document.createElement("li");
-          const link = document.createElement("a");
-          link.href = citation.record.url || "#";
-          link.textContent = citation.record.title || citation.record.url || "source";
-          item.append(link);
-          sources.append(item);
+      if (event.type !== "message") continue; // a named event: not a chunk
+      if (event.data === "[DONE]") {
+        done = true;
+        break;
+      }
+      const chunk = JSON.parse(event.data);
+      if (chunk.error) throw new Refusal(`The chat server failed: ${chunk.error.message || "error"}`);
+      for (const choice of chunk.choices || []) {
+        if (choice.index) continue; // only one answer was asked for
+        const delta = choice.delta || {};
+        if (delta.content) {
+          text += delta.content;
+          answer.append(delta.content);
         }
-      } // any other event: a newer server's, never fatal
+        for (const fragment of delta.tool_calls || []) {
+          const call = (toolCalls[fragment.index ?? 0] ??= { name: "", arguments: "" });
+          if (fragment.function?.name) call.name = fragment.function.name;
+          if (fragment.function?.arguments) call.arguments += fragment.function.arguments;
+        }
+      }
     }
+    // Without [DONE] the answer was cut short: never show it as whole.
+    if (!done) throw new Refusal("The answer was cut off; please ask again.");
+    for (const call of toolCalls) {
+      if (call?.name !== "provideLinks") continue;
+      for (const source of JSON.parse(call.arguments).links || []) {
+        const item = document.createElement("li");
+        const link = document.createElement("a");
+        link.href = source.url || "#";
+        link.textContent = source.title || source.label || source.url || "source";
+        item.append(link);
+        sources.append(item);
+      }
+    }
+    history = [...messages, { role: "assistant", content: text }];
     setState("done");
   } catch (error) {
     if (error instanceof Refusal) showError(error.message);
@@ -175,7 +225,7 @@ page.logout.addEventListener("click", async () => {
     });
   }
   token = null;
-  chatSessionId = null;
+  history = [];
   page.conversation.textContent = "";
   setState("idle");
 });
