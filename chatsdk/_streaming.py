@@ -153,6 +153,7 @@ class EventStream(Generic[EventT, ResultT]):
         # Last-Event-ID sent. See _drop_replays.
         self._replay_of: str | None = None
         self._top_replay_left = 0  # events of a replay from the top still to drop
+        self._resumed_idle = False  # resumed, and no event since
         self.resumes = 0
         """How many times this stream reconnected after a dropped connection."""
         self.replays_dropped = 0
@@ -344,6 +345,8 @@ class EventStream(Generic[EventT, ResultT]):
                 raise invalid_response(
                     f"the answer is not valid JSON of this API: {exc}", response, body
                 ) from None
+            if not events:
+                raise invalid_response("the answer holds no answer", response, body)
             self._done = self._complete = True
             self._take(events)
             return
@@ -458,6 +461,7 @@ class EventStream(Generic[EventT, ResultT]):
                 ) from cause
         self._replay_of = self._last_event_id or None
         self._top_replay_left = 0
+        self._resumed_idle = True
         response = await self._transport.send(
             "GET",
             self._resume_url,
@@ -503,13 +507,22 @@ class EventStream(Generic[EventT, ResultT]):
             if not chunk:
                 try:
                     decoder.end()
-                    if self._wire.needs_end:
-                        raise StreamError(
-                            "the stream ended before the answer's end marker: the answer "
-                            "is incomplete"
-                        )
-                except StreamError as exc:
+                except StreamError as exc:  # the body ended inside an event: cut short
                     await self._resume(exc, wait_until)
+                    continue
+                if self._wire.needs_end:
+                    if self._resumed_idle:
+                        # A resumed connection that ends cleanly with nothing new: the
+                        # server has no more of this answer, and asking again is moot.
+                        raise StreamError(
+                            "the stream ended before the answer's end marker, and the "
+                            f"server resumed it with nothing after event id "
+                            f"{self._last_event_id!r}: the answer is incomplete"
+                        )
+                    incomplete = StreamError(
+                        "the stream ended before the answer's end marker: the answer is incomplete"
+                    )
+                    await self._resume(incomplete, wait_until)
                     continue
                 self._finish(response, at_eof=True)
                 return
@@ -525,6 +538,7 @@ class EventStream(Generic[EventT, ResultT]):
                 self._failed_resumes = 0
             if runs:
                 self._failed_resumes = 0
+                self._resumed_idle = False
                 self._events_seen += sum([len(datas) for _, datas in runs])
                 self._take(self._decode(runs))
                 if self._wire.finished:

@@ -211,6 +211,10 @@ class _CompletionsWire:
         answer = _WHOLE.decode(body)
         if answer.error is not None:
             raise _error_of(answer.error)
+        if not answer.choices:
+            # Every field has a default (servers leave some out), so any JSON object
+            # decodes: one without a choice is not an answer (the core says so).
+            return []
         self.finished = True
         choices = [
             ChunkChoice(

@@ -790,3 +790,24 @@ def test_the_sync_client_streams_a_completion(reference_thread: ReferenceServer)
 def reference_thread() -> Iterator[ReferenceServer]:
     with reference_server().serve_in_thread() as running:
         yield running
+
+
+async def test_a_json_object_without_choices_is_not_an_answer() -> None:
+    reply = Reply(body=b'{"unexpected": true}', content_type="application/json")
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.APIResponseValidationError, match="unexpected"):
+                await client.chat.completions.create(model="m", messages="q", stream=False)
+
+
+async def test_a_resume_with_nothing_new_and_no_end_marker_fails_at_once(
+    reference: ReferenceServer,
+) -> None:
+    # The log ends without [DONE]: one resume shows there is no more; no five retries.
+    reference.faults = Faults(no_done=True)
+    started = time.monotonic()
+    async with ref_client(reference) as client:
+        stream = client.chat.completions.create(model="m", messages="Hi")
+        with pytest.raises(chatsdk.StreamError, match="resumed it with nothing after"):
+            await stream
+    assert stream.resumes == 1 and time.monotonic() - started < 2
