@@ -5,8 +5,9 @@ endless data lines, NUL, lone CR, invalid UTF-8, BOMs, valid events with invalid
 payloads, unknown events, odd retry and id fields), cut into random chunks. Every
 example goes through ``chatsdk.sse.SSEDecoder`` (both parsing paths, small limits);
 every ``--stream-every``-th one is also served over HTTP as ``text/event-stream`` to a
-``ChatClient`` stream. Allowed outcomes: a clean finish, ``StreamError``, or (for the
-stream) ``APIConnectionError``; anything else, or a call still running after 10 s, is a
+``ChatClient`` stream. Allowed outcomes: a clean finish, ``StreamError``,
+``APIResponseValidationError`` (a body that opens with ``{`` is a JSON answer, SPEC 1.6), or
+(for the stream) ``APIConnectionError``; anything else, or a call still running after 10 s, is a
 failure, printed with the seed and example number that reproduce it::
 
     python benchmarks/fuzz.py --seconds 60 --seed 1
@@ -170,7 +171,11 @@ async def check_stream(bodies: Bodies, name: str, chunks: list[bytes]) -> str:
                 async with asyncio.timeout(10):
                     async for _ in client.chat.create(integration_id="docs", messages="q"):
                         pass
-            except (chatsdk.StreamError, chatsdk.APIConnectionError) as exc:
+            except (
+                chatsdk.StreamError,
+                chatsdk.APIConnectionError,
+                chatsdk.APIResponseValidationError,
+            ) as exc:
                 return type(exc).__name__
             return "finished"
     finally:
