@@ -176,8 +176,57 @@ def decoder(spec: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def warm_up_scenario(scenario: str) -> str:
+    """The same wire shape and way of writing, 200 events."""
+    _, shape, _, writes = scenario.split("|")
+    return f"shape|{shape}|200|{writes}"
+
+
+async def shape(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
+    """One stream of a wire shape of the matrix, read to the end."""
+    await peer.count(warm_up_scenario(spec["scenario"]))
+    gc.collect()
+    cpu = time.process_time()
+    start = time.perf_counter()
+    events, chunks = await peer.count(spec["scenario"])
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    return {
+        "events": events,
+        "chunks": chunks,
+        "seconds": elapsed,
+        "events_per_s": events / elapsed,
+        "events_per_cpu_s": events / cpu if cpu > 0 else float("nan"),
+        "via": getattr(peer, "completions_via", ""),
+    }
+
+
+async def fanout(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
+    """``streams`` streams of one scenario at once, each read to the end."""
+    await peer.count(warm_up_scenario(spec["scenario"]))
+    gc.collect()
+
+    async def one() -> int:
+        count = 0
+        async for _ in peer.stream(spec["scenario"]):
+            count += 1
+        return count
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(one() for _ in range(spec["streams"])))
+    elapsed = time.perf_counter() - start
+    return {
+        "events": sum(counts),
+        "complete_streams": sum(1 for c in counts if c == spec["per_stream"]),
+        "seconds": elapsed,
+        "events_per_s": sum(counts) / elapsed,
+    }
+
+
 async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
     kinds = {
+        "shape": shape,
+        "fanout": fanout,
         "throughput": throughput,
         "latency": latency,
         "concurrency": concurrency,
@@ -191,7 +240,14 @@ async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     raise_fd_limit()
-    result = decoder(spec) if spec["kind"] == "decoder" else asyncio.run(run_peer(spec))
+    if spec["kind"] == "decoder":
+        result = decoder(spec)
+    elif spec["kind"] == "decoder-shapes":
+        import decoder_shapes
+
+        result = decoder_shapes.measure_spec(spec)
+    else:
+        result = asyncio.run(run_peer(spec))
     print(json.dumps(result))
 
 

@@ -160,12 +160,10 @@ def _compile(fields: tuple[_Field, ...]) -> _Shape:
             parsed = _parse_retry(literal)
             retry = retry if parsed is None else parsed
             continue
-        # Any character but LF (every line end is LF by now), and no NUL in an id (it
-        # voids the field); without a space after the colon, a value that starts with one
-        # would have lost it, so it is not this shape.
-        char = "[^\n\x00]" if name == "id" else "."
-        first = "[^ \n\x00]" if name == "id" else "[^ \n]"
-        value = f"{char}*" if separator == ": " else f"(?:{first}{char}*)?"
+        # Any character but LF (every line end is LF by now); without a space after the
+        # colon, a value that starts with one would have lost it, so it is not this shape.
+        # (A NUL voids an id: runs of shapes with ids stop before the first one.)
+        value = ".*" if separator == ": " else "(?! ).*"
         if lines:
             value += f"(?:\n{prefix}{value})*"
         plain.append(f"{prefix}{value}\n")
@@ -217,6 +215,12 @@ def event_runs(events: Iterable[ServerSentEvent], *more: EventRun) -> list[Event
     for event_type, datas in more:
         _append_run(runs, event_type, datas)
     return runs
+
+
+def _find(text: str, char: str, start: int) -> int:
+    # Where char next occurs in text from start; len(text) if nowhere.
+    index = text.find(char, start)
+    return len(text) if index < 0 else index
 
 
 def _parse_retry(value: str) -> int | None:
@@ -279,6 +283,7 @@ class SSEDecoder:
         "_last_event_id",
         "_max_event_size",
         "_max_line_size",
+        "_nul",
         "_partial",
         "_partial_len",
         "_pending_cr",
@@ -307,6 +312,7 @@ class SSEDecoder:
         self._fast_limit = min(max_line_size, max_event_size)
         self._shape: _Shape | None = None  # the shape of the last run read in one pass
         self._whole_blocks = True  # see _read_run
+        self._nul = -1
         self._text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._undecoded = False  # the text decoder holds the start of a character
         self._bom_checked = False
@@ -435,6 +441,7 @@ class SSEDecoder:
             pos = line_end + 1
         fast_path = self._fast_path
         self._whole_blocks = True
+        self._nul = -1  # where the next NUL is in text, once a run with ids looked
         while pos < end:
             if fast_path and not self._fields_seen:
                 run_end = self._read_run(text, pos, min(end, pos + self._fast_limit), events, runs)
@@ -462,7 +469,17 @@ class SSEDecoder:
                 return pos
             shape = self._shape = _compile(fields)
             if shape.event.match(text, pos, endpos) is None:
-                return pos  # comment lines first, or a value breaks its shape (NUL in an id)
+                return pos  # comment lines come first
+        if shape.id_group >= 0:
+            # A NUL voids an id, which the pattern does not check: the run stops before
+            # the next NUL (searched for once, not per event), and the event that holds
+            # it is read line by line.
+            if self._nul < pos:
+                self._nul = _find(text, "\x00", pos)
+            if self._nul < endpos:
+                endpos = self._nul
+                if shape.event.match(text, pos, endpos) is None:
+                    return pos
         if self._whole_blocks:
             # Optimistically, everything up to the last blank line is one run (it usually
             # is): one split then reads it, and the text between its matches shows where

@@ -1,0 +1,266 @@
+"""The wire-shape matrix: every legal body layout of ``shapes.py``, end to end.
+
+Part of ``make bench`` (``run.py --only shapes,decoder-shapes`` runs it alone;
+``--shapes a,b`` picks rows). Each row is one body served by ``server.py`` and read by
+chatsdk, by httpx + httpx-sse + pydantic and by the raw aiohttp floor (and, on the Chat
+Completions rows, by openai-python's own ``AsyncOpenAI().chat.completions.create(
+stream=True)``), each in a fresh worker process, interleaved within each round; the
+report quotes medians and headlines the worst row.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from shapes import SHAPES, event_body, terminator
+
+MATRIX_PEERS = ["chatsdk", "aiohttp-raw", "httpx-sse"]
+COMPLETIONS_PEERS = [*MATRIX_PEERS, "openai"]
+LABELS = {
+    "chatsdk": "chatsdk",
+    "aiohttp-raw": "raw aiohttp floor",
+    "httpx-sse": "httpx-sse + pydantic",
+    "openai": "openai-python stream",
+}
+
+
+def rows(config: Any) -> list[dict[str, Any]]:
+    """Every row: its name, scenario, kind of measurement, peers and expected count."""
+    out = []
+    n = config.shape_events
+    for shape in [*SHAPES, "completions"]:
+        out.append(
+            {
+                "row": shape,
+                "group": "bulk",
+                "shape": shape,
+                "scenario": f"shape|{shape}|{n}|bulk",
+                "kind": "shape",
+                "peers": COMPLETIONS_PEERS if shape == "completions" else MATRIX_PEERS,
+                "events": n + (1 if shape == "completions" else 2),
+            }
+        )
+    t = config.token_events
+    for shape in ("event,data", "completions"):
+        out.append(
+            {
+                "row": f"{shape}, one event per write",
+                "group": "token",
+                "shape": shape,
+                "scenario": f"shape|{shape}|{t}|token",
+                "kind": "shape",
+                "peers": COMPLETIONS_PEERS if shape == "completions" else MATRIX_PEERS,
+                "events": t + (1 if shape == "completions" else 2),
+            }
+        )
+    per = config.fanout_per_stream
+    streams = config.fanout_streams
+    out.append(
+        {
+            "row": f"{streams:,} concurrent streams, event,data, one event per write",
+            "group": "token",
+            "shape": "event,data",
+            "scenario": f"shape|event,data|{per}|token",
+            "kind": "fanout",
+            "streams": streams,
+            "peers": MATRIX_PEERS,
+            "events": (per + 2) * streams,
+        }
+    )
+    if config.shape_rows:
+        out = [r for r in out if r["shape"] in config.shape_rows or r["row"] in config.shape_rows]
+    return out
+
+
+def floor_count(row: dict[str, Any]) -> int:
+    """What the floor counts: the blank lines of the body (pings have their own)."""
+    per = row["scenario"].split("|")[2]
+    body = b"".join(event_body(row["shape"], int(per)))
+    return body.count(terminator(row["shape"])) * row.get("streams", 1)
+
+
+def bench_shapes(server: Any, config: Any, results: Any, measure: Callable[..., None]) -> None:
+    matrix = rows(config)
+    for row in matrix:
+        server.prepare(urllib.parse.quote(row["scenario"], safe=""))
+        warm = row["scenario"].split("|")
+        warm[2] = "200"
+        server.prepare(urllib.parse.quote("|".join(warm), safe=""))
+    for rnd in range(config.rounds):
+        print(f"[shapes] round {rnd + 1}/{config.rounds}", flush=True)
+        for row in matrix:
+            for peer in row["peers"]:
+                expected = floor_count(row) if peer == "aiohttp-raw" else row["events"]
+                spec = {
+                    "kind": row["kind"],
+                    "peer": peer,
+                    "base_url": server.base_url,
+                    "scenario": row["scenario"],
+                }
+                if row["kind"] == "fanout":
+                    spec["streams"] = row["streams"]
+                    spec["per_stream"] = expected // row["streams"]
+                    spec["max_connections"] = 0
+
+                def check(result: dict[str, Any], expected: int = expected) -> str | None:
+                    if result["events"] != expected:
+                        return f"got {result['events']} events, expected {expected}"
+                    return None
+
+                measure(results, "shapes", f"{row['row']}@{peer}", spec, check)
+
+
+def _rate(value: float) -> str:
+    if value != value:
+        return "-"
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def figures(results: Any, config: Any) -> list[dict[str, Any]]:
+    """Per row: median events/s of each peer, and chatsdk's ratios, worst row first."""
+    out = []
+    for row in rows(config):
+        rates = {
+            p: results.med("shapes", f"{row['row']}@{p}", "events_per_s") for p in row["peers"]
+        }
+        ours = rates["chatsdk"]
+        runs = results.runs.get("shapes", {}).get(f"{row['row']}@chatsdk", [])
+        out.append(
+            {
+                **row,
+                "rates": rates,
+                "vs_httpx": ours / rates["httpx-sse"],
+                "of_floor": ours / rates["aiohttp-raw"],
+                "vs_openai": ours / rates["openai"] if "openai" in rates else None,
+                "runs": len(runs),
+                "via": next((r.get("via") for r in runs if r.get("via")), ""),
+            }
+        )
+    # The worst row: the lowest share of the floor (bulk and per-token rows alike).
+    out.sort(key=lambda f: f["of_floor"] if f["of_floor"] == f["of_floor"] else -1)
+    return out
+
+
+def targets(results: Any, config: Any) -> list[tuple[str, bool, str]]:
+    out = []
+    for f in figures(results, config):
+        if f["group"] == "bulk":
+            out.append(
+                (
+                    f"{f['row']}: ≥ 6x httpx-sse + pydantic (4x floor) and ≥ 0.3x raw floor",
+                    f["vs_httpx"] >= 6 and f["of_floor"] >= 0.3,
+                    f"{f['vs_httpx']:.2f}x httpx-sse, {f['of_floor']:.2f}x floor",
+                )
+            )
+        else:
+            out.append(
+                (
+                    f"{f['row']}: ≥ 0.8x raw floor",
+                    f["of_floor"] >= 0.8,
+                    f"{f['of_floor']:.2f}x floor, {f['vs_httpx']:.2f}x httpx-sse",
+                )
+            )
+        if f["vs_openai"] is not None:
+            out.append(
+                (
+                    f"{f['row']}: ≥ 5x openai-python's stream",
+                    f["vs_openai"] >= 5,
+                    f"{f['vs_openai']:.2f}x",
+                )
+            )
+    return out
+
+
+def section(results: Any, config: Any, decoder_table: str | None) -> str:
+    figs = figures(results, config)
+    if not figs or all(f["runs"] == 0 for f in figs):
+        return ""
+    worst = figs[0]
+    lines = ["## 0. Wire-shape matrix (headline: the worst row)\n"]
+    lines.append(
+        f"**Worst row: {worst['row']}** — chatsdk {_rate(worst['rates']['chatsdk'])} events/s, "
+        f"{worst['of_floor']:.2f}x the raw aiohttp floor, {worst['vs_httpx']:.2f}x "
+        "httpx-sse + pydantic"
+        + (f", {worst['vs_openai']:.2f}x openai-python" if worst["vs_openai"] else "")
+        + ". Rows are ordered worst first (by chatsdk's share of the floor).\n"
+    )
+    lines.append(
+        f"Bulk rows: one stream of {config.shape_events:,} `message_chunk` events (+ final "
+        "chunk + `records_cited`; on the completions row + the `finish_reason` chunk and "
+        "`data: [DONE]`), written in 64 KiB slices. Per-token rows: "
+        f"{config.token_events:,} events, each its own `write()` (a server flushing per "
+        f"token); the concurrent row: {config.fanout_streams:,} streams of "
+        f"{config.fanout_per_stream} events each, written per token, all at once in one "
+        "process. Every client types every event (msgspec for chatsdk, pydantic for the "
+        "peers; openai-python its own models) and counts them; the floor counts blank "
+        "lines (pings included). Events/s, median over "
+        f"{config.rounds} interleaved round(s).\n"
+    )
+    header = [
+        "row",
+        "chatsdk ev/s",
+        "floor ev/s",
+        "httpx-sse ev/s",
+        "openai ev/s",
+        "of floor",
+        "vs httpx-sse",
+        "vs openai",
+        "runs",
+    ]
+    table = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for f in figs:
+        r = f["rates"]
+        table.append(
+            "| "
+            + " | ".join(
+                [
+                    f["row"],
+                    _rate(r["chatsdk"]),
+                    _rate(r["aiohttp-raw"]),
+                    _rate(r["httpx-sse"]),
+                    _rate(r["openai"]) if "openai" in r else "",
+                    f"{f['of_floor']:.2f}",
+                    f"{f['vs_httpx']:.2f}x",
+                    f"{f['vs_openai']:.2f}x" if f["vs_openai"] is not None else "",
+                    str(f["runs"]),
+                ]
+            )
+            + " |"
+        )
+    lines.append("\n".join(table) + "\n")
+    lines.append(
+        "How each body is made (`benchmarks/shapes.py`, shared by server and decoder bench):\n"
+    )
+    for name, (_, how) in SHAPES.items():
+        lines.append(f"- **{name}**: {how}.")
+    lines.append(
+        "- **completions**: the Chat Completions wire, data-only events "
+        '`data: {"id":"c1","object":"chat.completion.chunk",...,"delta":'
+        '{"content":"tok"},...}`, then a `finish_reason: "stop"` chunk and '
+        "`data: [DONE]`, served at `POST /chat/completions` (and `/v1/...` for openai-python)."
+    )
+    via = next((f["via"] for f in figs if f["via"]), "")
+    if via:
+        lines.append(
+            f"- chatsdk read the completions rows through **{via}**"
+            + (
+                " (this tree has no `client.chat.completions` yet: the row measures chatsdk's "
+                "decoder and its `ChatCompletionChunk` type over aiohttp, and picks up the "
+                "client API by itself once it exists)."
+                if "SSEDecoder" in via
+                else "."
+            )
+        )
+    lines.append("")
+    if decoder_table:
+        lines.append("### Decoder alone, per shape (sans-IO, CPU per event)\n")
+        lines.append(
+            "`benchmarks/decoder_shapes.py` (runnable alone): each body above, no network "
+            "and no JSON, fed to `SSEDecoder` in 64 KiB chunks (`feed_runs`, as the stream "
+            "layer reads, and `feed`) and one event per chunk; nanoseconds of CPU per event, "
+            "median of interleaved repeats, worst first.\n"
+        )
+        lines.append(decoder_table + "\n")
+    return "\n".join(lines)
