@@ -463,12 +463,14 @@ class SSEDecoder:
         # _process_line would, and returns where it ends (pos if there is none). The
         # shape is the last run's if it fits the first event, else that event's own.
         shape = self._shape
-        if shape is None or shape.event.match(text, pos, endpos) is None:
+        first = shape.event.match(text, pos, endpos) if shape is not None else None
+        if shape is None or first is None:
             fields = _shape_at(text, pos, endpos)
             if fields is None:
                 return pos
             shape = self._shape = _compile(fields)
-            if shape.event.match(text, pos, endpos) is None:
+            first = shape.event.match(text, pos, endpos)
+            if first is None:
                 return pos  # comment lines come first
         if shape.id_group >= 0:
             # A NUL voids an id, which the pattern does not check: the run stops before
@@ -476,34 +478,38 @@ class SSEDecoder:
             # it is read line by line.
             if self._nul < pos:
                 self._nul = _find(text, "\x00", pos)
-            if self._nul < endpos:
-                endpos = self._nul
-                if shape.event.match(text, pos, endpos) is None:
-                    return pos
-        if self._whole_blocks:
-            # Optimistically, everything up to the last blank line is one run (it usually
-            # is): one split then reads it, and the text between its matches shows where
-            # the run really ends.
-            end = text.rfind("\n\n", pos, endpos) + 2
-        else:
-            run = shape.run.match(text, pos, endpos)
-            assert run is not None  # its first event matched
-            end = run.end()
-        # Splitting at each event yields the text before it (empty, or comment and blank
-        # lines), then each value it captures, at a fixed place of every step.
-        parts = shape.event.split(text[pos:end])
+            if self._nul < first.end():
+                return pos
+            endpos = min(endpos, self._nul)
         step = shape.step
-        gaps = parts[::step]
-        if any(gaps):
-            for index in compress(range(len(gaps)), gaps):
-                if _BETWEEN.fullmatch(gaps[index]) is None:
-                    # The run ends before this text: keep what precedes it. Any later
-                    # matches were read in vain, so the rest of the chunk finds each
-                    # run's end before splitting it.
-                    del parts[index * step :]
-                    end = pos + len("".join(parts)) + index * shape.other
-                    self._whole_blocks = index == len(gaps) - 1
-                    break
+        if first.end() == len(text):
+            # One event, the whole text: as a server flushing each event is read.
+            end = first.end()
+            parts = ["", *first.groups(), ""]
+        else:
+            if self._whole_blocks:
+                # Optimistically, everything up to the last blank line is one run (it
+                # usually is): one split then reads it, and the text between its
+                # matches shows where the run really ends.
+                end = text.rfind("\n\n", pos, endpos) + 2
+            else:
+                run = shape.run.match(text, pos, endpos)
+                assert run is not None  # its first event matched
+                end = run.end()
+            # Splitting at each event yields the text before it (empty, or comment and
+            # blank lines), then each value it captures, at a fixed place of every step.
+            parts = shape.event.split(text[pos:end])
+            gaps = parts[::step]
+            if any(gaps):
+                for index in compress(range(len(gaps)), gaps):
+                    if _BETWEEN.fullmatch(gaps[index]) is None:
+                        # The run ends before this text: keep what precedes it. Any
+                        # later matches were read in vain, so the rest of the chunk
+                        # finds each run's end before splitting it.
+                        del parts[index * step :]
+                        end = pos + len("".join(parts)) + index * shape.other
+                        self._whole_blocks = index == len(gaps) - 1
+                        break
         columns = [parts[group + 1 :: step] for group, _ in shape.data_groups]
         for index, (_, joiner) in enumerate(shape.data_groups):
             if joiner:  # one group holds consecutive data lines: join them with LF
