@@ -25,7 +25,6 @@ import functools
 import re
 from collections.abc import Iterable
 from itertools import compress, repeat
-from operator import methodcaller
 from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
@@ -80,22 +79,21 @@ def _pieces(data: bytes) -> tuple[bytes, ...] | list[bytes]:
 #
 # A server repeats one layout of event: the same field lines in the same order, with or
 # without the space after each colon. The decoder learns that layout (its *shape*) from
-# the first event it meets, compiles it once into two regular expressions, and reads
-# every following event of that shape in C: one match finds where the run of such
-# events ends, one split over the run yields every captured value in order. Comment and
-# blank lines between events are part of the pattern, so pings do not end a run. What a
-# shape cannot say (a comment or an unknown field inside an event, a field without a
-# colon, a NUL in an id, an event longer than the limits) is read line by line by
-# _process_line, the WHATWG reference that the tests hold the shapes to.
+# the first event it meets and compiles it once into a regular expression that captures
+# each value; one split of the text up to its last blank line then reads every event of
+# the run in C, each value at a fixed place of the result. Comment and blank lines may
+# lie between events (pings do not end a run); any other text between two matches ends
+# the run there. What a shape cannot say (a comment or an unknown field inside an event,
+# a field without a colon, a NUL in an id, an event longer than the limits) is read line
+# by line by _process_line, the WHATWG reference that the tests hold the shapes to.
 
 # The fields a shape may have, and the most lines it learns (more: line by line).
 _SHAPE_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 _SHAPE_LINES: Final = 8
 
-#: One field line of a shape: name, separator (``":"`` or ``": "``), the value of a
-#: ``retry`` line (a literal in the pattern; ``""`` for other fields), and for ``data``
-#: whether consecutive lines are read as one value.
-_Field: TypeAlias = tuple[str, str, str, bool]
+#: One field line of a shape: name, separator (``":"`` or ``": "``), and the value of a
+#: ``retry`` line (a literal in the pattern; ``""`` for other fields).
+_Field: TypeAlias = tuple[str, str, str]
 
 
 class _Shape(NamedTuple):
@@ -105,7 +103,7 @@ class _Shape(NamedTuple):
     other: int  # characters in an event besides its captured values
     event_group: int  # which group holds the event type, the id (-1: none)
     id_group: int
-    data_groups: tuple[tuple[int, str], ...]  # each data group, and what joins its lines
+    data_groups: tuple[int, ...]  # the groups of the data lines, in order
     retry: int | None  # the reconnection time the events set (None: they set none)
 
 
@@ -125,11 +123,8 @@ def _shape_at(text: str, pos: int, endpos: int) -> tuple[_Field, ...] | None:
             if not colon or name not in _SHAPE_FIELDS or len(fields) == _SHAPE_LINES:
                 return None
             separator = ": " if value[:1] == " " else ":"
-            if name == "data" and fields and fields[-1][:2] == ("data", separator):
-                fields[-1] = ("data", separator, "", True)
-            else:
-                literal = value[len(separator) - 1 :] if name == "retry" else ""
-                fields.append((name, separator, literal, False))
+            literal = value[len(separator) - 1 :] if name == "retry" else ""
+            fields.append((name, separator, literal))
         elif fields:
             return None  # a comment inside the event
         line_end = text.find("\n", pos, endpos)
@@ -148,9 +143,9 @@ def _compile(fields: tuple[_Field, ...]) -> _Shape:
     groups = 0
     other = 1  # the blank line
     event_group = id_group = -1
-    data_groups: list[tuple[int, str]] = []
+    data_groups: list[int] = []
     retry = None
-    for name, separator, literal, lines in fields:
+    for name, separator, literal in fields:
         prefix = re.escape(name + separator)
         other += len(name + separator) + 1
         if name == "retry":
@@ -164,12 +159,10 @@ def _compile(fields: tuple[_Field, ...]) -> _Shape:
         # colon, a value that starts with one would have lost it, so it is not this shape.
         # (A NUL voids an id: runs of shapes with ids stop before the first one.)
         value = ".*" if separator == ": " else "(?! ).*"
-        if lines:
-            value += f"(?:\n{prefix}{value})*"
         plain.append(f"{prefix}{value}\n")
         captured.append(f"{prefix}({value})\n")
         if name == "data":
-            data_groups.append((groups, "\n" + name + separator if lines else ""))
+            data_groups.append(groups)
         elif name == "event":
             event_group = groups
         else:
@@ -423,9 +416,11 @@ class SSEDecoder:
         if "\r" in text:
             # CR, LF and CRLF end lines alike, so making every line end LF changes no
             # line (nor the LF skipped above): from here on a line ends at LF.
-            text = text.replace("\r\n", "\n")
-            if "\r" in text:
-                text = text.replace("\r", "\n")
+            # (Without LF there is no CRLF, and a scan for LF is far cheaper than one
+            # for CRLF.)
+            if "\n" in text:
+                text = text.replace("\r\n", "\n")
+            text = text.replace("\r", "\n")
         end = len(text)
         if self._partial:
             # Only the new text is searched for the line end; the pieces are joined once.
@@ -510,10 +505,7 @@ class SSEDecoder:
                         end = pos + len("".join(parts)) + index * shape.other
                         self._whole_blocks = index == len(gaps) - 1
                         break
-        columns = [parts[group + 1 :: step] for group, _ in shape.data_groups]
-        for index, (_, joiner) in enumerate(shape.data_groups):
-            if joiner:  # one group holds consecutive data lines: join them with LF
-                columns[index] = list(map(methodcaller("replace", joiner, "\n"), columns[index]))
+        columns = [parts[group + 1 :: step] for group in shape.data_groups]
         datas = (
             columns[0] if len(columns) == 1 else list(map("\n".join, zip(*columns, strict=True)))
         )
