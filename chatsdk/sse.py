@@ -105,15 +105,20 @@ class _Shape(NamedTuple):
     id_group: int
     data_groups: tuple[int, ...]  # the groups of the data lines, in order
     retry: int | None  # the reconnection time the events set (None: they set none)
+    eol: str  # what ends each line: LF, or CRLF (read as it is, see _feed)
+    between: re.Pattern[str]  # what may come between two events: comment, blank lines
 
 
-def _shape_at(text: str, pos: int, endpos: int) -> tuple[_Field, ...] | None:
+def _shape_at(text: str, pos: int, endpos: int, eol: str) -> tuple[_Field, ...] | None:
     # The shape of the first whole event in text[pos:endpos], after any comment or blank
-    # lines; None if there is none or a shape cannot describe it.
+    # lines, its lines ending eol; None if there is none or a shape cannot describe it.
     fields: list[_Field] = []
+    cut = len(eol) - 1  # the CR before each LF, if lines end CRLF
     line_end = text.find("\n", pos, endpos)
     while line_end >= 0:
-        line = text[pos:line_end]
+        if text[line_end - cut : line_end] != eol[:cut]:
+            return None
+        line = text[pos : line_end - cut]
         pos = line_end + 1
         if not line:
             if fields:
@@ -131,36 +136,32 @@ def _shape_at(text: str, pos: int, endpos: int) -> tuple[_Field, ...] | None:
     return None
 
 
-# What may come between two events of a run: comment lines and blank lines.
-_BETWEEN: Final = re.compile("(?::.*\n|\n)*")
-
-
 # Bounded because shapes come from the server: one that keeps inventing new ones costs
 # a compilation per event and never grows the cache.
 @functools.lru_cache(maxsize=64)
-def _compile(fields: tuple[_Field, ...]) -> _Shape:
+def _compile(fields: tuple[_Field, ...], eol: str) -> _Shape:
     plain, captured = [], []
     groups = 0
-    other = 1  # the blank line
+    other = len(eol)  # the blank line
     event_group = id_group = -1
     data_groups: list[int] = []
     retry = None
     for name, separator, literal in fields:
         prefix = re.escape(name + separator)
-        other += len(name + separator) + 1
+        other += len(name + separator + eol)
         if name == "retry":
             other += len(literal)
-            plain.append(prefix + re.escape(literal) + "\n")
+            plain.append(prefix + re.escape(literal) + eol)
             captured.append(plain[-1])
             parsed = _parse_retry(literal)
             retry = retry if parsed is None else parsed
             continue
-        # Any character but LF (every line end is LF by now); without a space after the
-        # colon, a value that starts with one would have lost it, so it is not this shape.
-        # (A NUL voids an id: runs of shapes with ids stop before the first one.)
+        # Any character but LF (with CRLF, _read_run rules out a lone CR); without a
+        # space after the colon, a value that starts with one would have lost it, so it
+        # is not this shape. (A NUL voids an id: runs with ids stop before the first one.)
         value = ".*" if separator == ": " else "(?! ).*"
-        plain.append(f"{prefix}{value}\n")
-        captured.append(f"{prefix}({value})\n")
+        plain.append(f"{prefix}{value}{eol}")
+        captured.append(f"{prefix}({value}){eol}")
         if name == "data":
             data_groups.append(groups)
         elif name == "event":
@@ -168,15 +169,18 @@ def _compile(fields: tuple[_Field, ...]) -> _Shape:
         else:
             id_group = groups
         groups += 1
+    between = f"(?::.*{eol}|{eol})*"
     return _Shape(
-        re.compile(f"(?:{_BETWEEN.pattern}{''.join(plain)}\n)+"),
-        re.compile("".join(captured) + "\n"),
+        re.compile(f"(?:{between}{''.join(plain)}{eol})+"),
+        re.compile("".join(captured) + eol),
         groups + 1,
         other,
         event_group,
         id_group,
         tuple(data_groups),
         retry,
+        eol,
+        re.compile(between),
     )
 
 
@@ -300,8 +304,6 @@ class SSEDecoder:
         self._max_line_size = max_line_size
         self._max_event_size = max_event_size
         self._fast_path = fast_path
-        # An event no longer than both limits cannot break either, so the one-pass
-        # reader only ever looks at that many characters at once.
         self._fast_limit = min(max_line_size, max_event_size)
         self._shape: _Shape | None = None  # the shape of the last run read in one pass
         self._whole_blocks = True  # see _read_run
@@ -408,6 +410,27 @@ class SSEDecoder:
                 text = text[1:]
                 if not text:
                     return
+        if "\r" in text and "\n" in text and self._fast_path:
+            # Lines that end CRLF: making them end LF (below) costs more than reading
+            # their events, so runs of such events are read as they are. The event under
+            # way, if any, is first finished the usual way: where a text is cut changes
+            # no result.
+            if self._partial or self._fields_seen:
+                cut = text.find("\r\n\r\n") + 4
+                self._feed_text(text[: cut if cut >= 4 else len(text)], events, runs)
+                text = text[cut:] if cut >= 4 else ""
+            if text and not (self._partial or self._fields_seen):
+                pos = 1 if self._pending_cr and text[0] == "\n" else 0
+                self._pending_cr = False
+                self._nul, self._whole_blocks = -1, True
+                text = text[self._read_runs(text, pos, events, runs, "\r\n") :]
+        self._feed_text(text, events, runs)
+
+    def _feed_text(
+        self, text: str, events: list[ServerSentEvent], runs: list[EventRun] | None
+    ) -> None:
+        if not text:
+            return
         pos = 0
         if self._pending_cr and text[0] == "\n":
             pos = 1  # the LF of a CRLF split between two chunks
@@ -415,12 +438,14 @@ class SSEDecoder:
         self._pending_cr = text[-1] == "\r"
         if "\r" in text:
             # CR, LF and CRLF end lines alike, so making every line end LF changes no
-            # line (nor the LF skipped above): from here on a line ends at LF.
-            # (Without LF there is no CRLF, and a scan for LF is far cheaper than one
-            # for CRLF.)
+            # line (nor the LF skipped above): from here on a line ends at LF. (Without
+            # LF there is no CRLF, and a scan for LF is far cheaper than one for CRLF.)
             if "\n" in text:
                 text = text.replace("\r\n", "\n")
             text = text.replace("\r", "\n")
+        # Where the next NUL is in text (once a run with ids looked), and whether a run
+        # may take the whole rest of it: see _read_run. Both hold for one text only.
+        self._nul, self._whole_blocks = -1, True
         end = len(text)
         if self._partial:
             # Only the new text is searched for the line end; the pieces are joined once.
@@ -434,17 +459,32 @@ class SSEDecoder:
             self._partial_len = 0
             self._process_line(line, events)
             pos = line_end + 1
-        fast_path = self._fast_path
-        self._whole_blocks = True
-        self._nul = -1  # where the next NUL is in text, once a run with ids looked
         while pos < end:
-            if fast_path and not self._fields_seen:
-                run_end = self._read_run(text, pos, min(end, pos + self._fast_limit), events, runs)
-                if run_end != pos:
-                    pos = run_end
-                    continue
+            if self._fast_path and not self._fields_seen:
+                pos = self._read_runs(text, pos, events, runs, "\n")
+                if pos == end:
+                    break
             # What the shapes do not take: line by line, to the end of the next event.
             pos = self._read_lines(text, pos, events)
+
+    def _read_runs(
+        self,
+        text: str,
+        pos: int,
+        events: list[ServerSentEvent],
+        runs: list[EventRun] | None,
+        eol: str,
+    ) -> int:
+        # Reads runs of events whose lines end eol from pos on, while there are any;
+        # returns where they end. An event no longer than both limits cannot break
+        # either, so no run is looked for further than that.
+        end = len(text)
+        while pos < end:
+            run_end = self._read_run(text, pos, min(end, pos + self._fast_limit), events, runs, eol)
+            if run_end == pos:
+                break
+            pos = run_end
+        return pos
 
     def _read_run(
         self,
@@ -453,17 +493,20 @@ class SSEDecoder:
         endpos: int,
         events: list[ServerSentEvent],
         runs: list[EventRun] | None,
+        eol: str,
     ) -> int:
         # Dispatches the run of events of one shape at text[pos:endpos], exactly as
         # _process_line would, and returns where it ends (pos if there is none). The
         # shape is the last run's if it fits the first event, else that event's own.
         shape = self._shape
-        first = shape.event.match(text, pos, endpos) if shape is not None else None
+        first = None
+        if shape is not None and shape.eol == eol:
+            first = shape.event.match(text, pos, endpos)
         if shape is None or first is None:
-            fields = _shape_at(text, pos, endpos)
+            fields = _shape_at(text, pos, endpos, eol)
             if fields is None:
                 return pos
-            shape = self._shape = _compile(fields)
+            shape = self._shape = _compile(fields, eol)
             first = shape.event.match(text, pos, endpos)
             if first is None:
                 return pos  # comment lines come first
@@ -486,7 +529,7 @@ class SSEDecoder:
                 # Optimistically, everything up to the last blank line is one run (it
                 # usually is): one split then reads it, and the text between its
                 # matches shows where the run really ends.
-                end = text.rfind("\n\n", pos, endpos) + 2
+                end = text.rfind(eol + eol, pos, endpos) + 2 * len(eol)
             else:
                 run = shape.run.match(text, pos, endpos)
                 assert run is not None  # its first event matched
@@ -497,7 +540,7 @@ class SSEDecoder:
             gaps = parts[::step]
             if any(gaps):
                 for index in compress(range(len(gaps)), gaps):
-                    if _BETWEEN.fullmatch(gaps[index]) is None:
+                    if shape.between.fullmatch(gaps[index]) is None:
                         # The run ends before this text: keep what precedes it. Any
                         # later matches were read in vain, so the rest of the chunk
                         # finds each run's end before splitting it.
@@ -505,6 +548,13 @@ class SSEDecoder:
                         end = pos + len("".join(parts)) + index * shape.other
                         self._whole_blocks = index == len(gaps) - 1
                         break
+        if eol != "\n" and "\r" in "".join(parts):
+            # A CR in a value or between events: unless it is one of the CRLFs of comment
+            # or blank lines there (as many CRs as LFs), it ends a line the pattern did
+            # not see.
+            run_text = text[pos:end]
+            if run_text.count("\r") != run_text.count("\n"):
+                return pos
         columns = [parts[group + 1 :: step] for group in shape.data_groups]
         datas = (
             columns[0] if len(columns) == 1 else list(map("\n".join, zip(*columns, strict=True)))

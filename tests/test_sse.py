@@ -535,6 +535,39 @@ def test_end_excerpt_is_bounded() -> None:
     assert 0 < len(caught.value.received) <= 256
 
 
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"event: x\r\r\ndata: y\r\n\n",  # a lone CR, and as many CRs as LFs
+        b"event: x\r\ndata: y\r\n\nevent: x\r\ndata: y\r\n\n",  # blank lines bare LF
+        b"event: x\r\ndata: y\rz\r\n\r\n",  # a lone CR inside a value
+        b"event: x\ndata: y\r\n\r\n",  # LF, then CRLF
+    ],
+    ids=repr,
+)
+def test_lines_ending_lf_then_crlf_in_one_stream(chunk: bytes) -> None:
+    # The shape learned from LF lines never reads CRLF text as it is, nor the reverse.
+    body = b"event: x\ndata: y\n\n" * 3 + chunk + b"event: x\r\ndata: y\r\n\r\n" * 3 + chunk
+    expected = SSEDecoder(fast_path=False).feed(body)
+    assert SSEDecoder().feed(body) == expected
+    cuts = [57, len(body) - len(chunk)]
+    assert per_chunk(body, cuts) == per_chunk(body, cuts, fast_path=False)
+
+
+def test_nul_in_an_id_after_crlf_runs_in_the_same_chunk() -> None:
+    # CRLF runs are read before the rest of the chunk is made LF: where the next NUL is
+    # must be found again in that text.
+    body = (
+        b"id: 1\r\ndata: a\r\n\r\n" * 3
+        + b"id: 22\ndata: b\n\n" * 30
+        + b"id: a\x00b\ndata: c\n\n"
+        + b"id: 3\ndata: d\n\n"
+    )
+    expected = SSEDecoder(fast_path=False).feed(body)
+    assert [e.id for e in expected[-2:]] == ["22", "3"]
+    assert SSEDecoder().feed(body) == expected
+
+
 def test_event_is_an_immutable_value() -> None:
     event = E()
     assert (event.event, event.data, event.id, event.retry) == ("message", "", "", None)
