@@ -143,8 +143,39 @@ def figures(results: Any, config: Any) -> list[dict[str, Any]]:
     return out
 
 
+def headline(results: Any, config: Any) -> str:
+    """One line on the worst row, for the top of RESULTS.md."""
+    figs = [f for f in figures(results, config) if f["runs"]]
+    if not figs:
+        return ""
+    w = figs[0]
+    bulk = [f for f in figs if f["group"] == "bulk"]
+    worst_httpx = min(bulk, key=lambda f: f["vs_httpx"]) if bulk else None
+    text = (
+        f"**Headline — the worst row of the wire-shape matrix (§0): {w['row']}**, chatsdk at "
+        f"{w['of_floor']:.2f}x the raw aiohttp floor and {w['vs_httpx']:.2f}x "
+        "httpx-sse + pydantic"
+    )
+    if worst_httpx is not None and worst_httpx is not w:
+        text += (
+            f"; the lowest ratio to httpx-sse + pydantic is {worst_httpx['vs_httpx']:.2f}x "
+            f"({worst_httpx['row']})"
+        )
+    return text + "."
+
+
 def targets(results: Any, config: Any) -> list[tuple[str, bool, str]]:
     out = []
+    bulk = [f for f in figures(results, config) if f["group"] == "bulk"]
+    if bulk:
+        low = min(bulk, key=lambda f: f["vs_httpx"])
+        out.append(
+            (
+                "every bulk row ≥ 4x httpx-sse + pydantic (the floor of the target)",
+                low["vs_httpx"] >= 4,
+                f"lowest {low['vs_httpx']:.2f}x ({low['row']})",
+            )
+        )
     for f in figures(results, config):
         if f["group"] == "bulk":
             out.append(

@@ -9,6 +9,12 @@ chatsdk. Results go to ``benchmarks/RESULTS.md`` and ``benchmarks/results.png``.
     python benchmarks/run.py            # the full suite (about 10 minutes on 2 cores)
     python benchmarks/run.py --quick    # a smoke run: small sizes, 1 round (< 1 minute)
     python benchmarks/run.py --rounds 7 --only throughput,imports
+    python benchmarks/run.py --only shapes,decoder-shapes --shapes CRLF,pings
+
+``shapes`` is the wire-shape matrix (``matrix.py``: every legal body layout of
+``shapes.py`` against httpx-sse + pydantic, the raw floor and, on the Chat Completions
+rows, openai-python); ``decoder-shapes`` the sans-IO decoder alone on the same bodies
+(``decoder_shapes.py``, also runnable by itself).
 """
 
 from __future__ import annotations
@@ -515,6 +521,9 @@ def report(results: Results, config: Config, args: argparse.Namespace, elapsed: 
         + (" **Quick smoke run: small sizes, one round; not for quoting.**" if args.quick else "")
         + "\n"
     )
+    top = matrix.headline(results, config)
+    if top:
+        add(top + "\n")
     add("## Machine and method\n")
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     add(
