@@ -10,6 +10,7 @@ report quotes medians and headlines the worst row.
 
 from __future__ import annotations
 
+import statistics
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -88,8 +89,8 @@ def bench_shapes(server: Any, config: Any, results: Any, measure: Callable[..., 
         warm = row["scenario"].split("|")
         warm[2] = "200"
         server.prepare(urllib.parse.quote("|".join(warm), safe=""))
-    for rnd in range(config.rounds):
-        print(f"[shapes] round {rnd + 1}/{config.rounds}", flush=True)
+    for rnd in range(config.shape_rounds):
+        print(f"[shapes] round {rnd + 1}/{config.shape_rounds}", flush=True)
         for row in matrix:
             for peer in row["peers"]:
                 expected = floor_count(row) if peer == "aiohttp-raw" else row["events"]
@@ -118,6 +119,16 @@ def _rate(value: float) -> str:
     return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
 
 
+def _per_round(results: Any, row: dict[str, Any], peer: str, metric: str) -> float:
+    # chatsdk's rate over the peer's, round by round (each pair measured back to back,
+    # so a burst of load on the shared machine mostly hits both), then the median.
+    runs = results.runs.get("shapes", {})
+    ours = [r.get(metric, float("nan")) for r in runs.get(f"{row['row']}@chatsdk", [])]
+    theirs = [r.get(metric, float("nan")) for r in runs.get(f"{row['row']}@{peer}", [])]
+    ratios = [a / b for a, b in zip(ours, theirs, strict=False) if b == b and b > 0]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def figures(results: Any, config: Any) -> list[dict[str, Any]]:
     """Per row: median events/s of each peer, and chatsdk's ratios, worst row first."""
     out = []
@@ -125,15 +136,19 @@ def figures(results: Any, config: Any) -> list[dict[str, Any]]:
         rates = {
             p: results.med("shapes", f"{row['row']}@{p}", "events_per_s") for p in row["peers"]
         }
-        ours = rates["chatsdk"]
         runs = results.runs.get("shapes", {}).get(f"{row['row']}@chatsdk", [])
         out.append(
             {
                 **row,
                 "rates": rates,
-                "vs_httpx": ours / rates["httpx-sse"],
-                "of_floor": ours / rates["aiohttp-raw"],
-                "vs_openai": ours / rates["openai"] if "openai" in rates else None,
+                "vs_httpx": _per_round(results, row, "httpx-sse", "events_per_s"),
+                "of_floor": _per_round(results, row, "aiohttp-raw", "events_per_s"),
+                "of_floor_cpu": _per_round(results, row, "aiohttp-raw", "events_per_cpu_s"),
+                "vs_openai": (
+                    _per_round(results, row, "openai", "events_per_s")
+                    if "openai" in rates
+                    else None
+                ),
                 "runs": len(runs),
                 "via": next((r.get("via") for r in runs if r.get("via")), ""),
             }
@@ -226,8 +241,12 @@ def section(results: Any, config: Any, decoder_table: str | None) -> str:
         f"{config.fanout_per_stream} events each, written per token, all at once in one "
         "process. Every client types every event (msgspec for chatsdk, pydantic for the "
         "peers; openai-python its own models) and counts them; the floor counts blank "
-        "lines (pings included). Events/s, median over "
-        f"{config.rounds} interleaved round(s).\n"
+        "lines (pings included). Events/s: median over "
+        f"{config.shape_rounds} interleaved round(s). Ratios: chatsdk ÷ peer in each round (the "
+        "two measured back to back), then the median over rounds, which a burst of load "
+        "on this shared machine disturbs less than a ratio of medians; *of floor (CPU)* is "
+        "the same with events per CPU-second of each client process (bulk rows only: per "
+        "token, the server's writing paces both).\n"
     )
     header = [
         "row",
@@ -236,6 +255,7 @@ def section(results: Any, config: Any, decoder_table: str | None) -> str:
         "httpx-sse ev/s",
         "openai ev/s",
         "of floor",
+        "of floor (CPU)",
         "vs httpx-sse",
         "vs openai",
         "runs",
@@ -253,6 +273,7 @@ def section(results: Any, config: Any, decoder_table: str | None) -> str:
                     _rate(r["httpx-sse"]),
                     _rate(r["openai"]) if "openai" in r else "",
                     f"{f['of_floor']:.2f}",
+                    f"{f['of_floor_cpu']:.2f}" if f["group"] == "bulk" else "",
                     f"{f['vs_httpx']:.2f}x",
                     f"{f['vs_openai']:.2f}x" if f["vs_openai"] is not None else "",
                     str(f["runs"]),

@@ -107,6 +107,7 @@ class Config:
     fanout_streams: int = 1000
     fanout_per_stream: int = 20
     shape_rows: list[str] = field(default_factory=list)
+    shape_rounds: int = 7  # the matrix's rows are short: more rounds, steadier medians
     decoder_shape_events: int = 20_000
 
     @classmethod
@@ -146,8 +147,10 @@ class Config:
             config.shape_events, config.token_events = 10_000, 2_000
             config.fanout_streams, config.decoder_shape_events = 100, 2_000
         config.shape_rows = [r for r in args.shapes.split(",") if r] if args.shapes else []
+        if args.quick:
+            config.shape_rounds = 1
         if args.rounds is not None:
-            config.rounds = args.rounds
+            config.rounds = config.shape_rounds = args.rounds
         config.import_runs = max(config.import_runs, 5)
         return config
 
