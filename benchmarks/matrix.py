@@ -29,33 +29,23 @@ LABELS = {
 
 def rows(config: Any) -> list[dict[str, Any]]:
     """Every row: its name, scenario, kind of measurement, peers and expected count."""
-    out = []
-    n = config.shape_events
-    for shape in [*SHAPES, "completions"]:
-        out.append(
-            {
-                "row": shape,
-                "group": "bulk",
-                "shape": shape,
-                "scenario": f"shape|{shape}|{n}|bulk",
-                "kind": "shape",
-                "peers": COMPLETIONS_PEERS if shape == "completions" else MATRIX_PEERS,
-                "events": n + (1 if shape == "completions" else 2),
-            }
-        )
-    t = config.token_events
+
+    def row(name: str, shape: str, n: int, writes: str) -> dict[str, Any]:
+        completions = shape == "completions"
+        return {
+            "row": name,
+            "group": writes,
+            "shape": shape,
+            "scenario": f"shape|{shape}|{n}|{writes}",
+            "kind": "shape",
+            "peers": COMPLETIONS_PEERS if completions else MATRIX_PEERS,
+            # n chunks, then the final chunk and records_cited ([DONE] is no chunk)
+            "events": n + (1 if completions else 2),
+        }
+
+    out = [row(shape, shape, config.shape_events, "bulk") for shape in [*SHAPES, "completions"]]
     for shape in ("event,data", "completions"):
-        out.append(
-            {
-                "row": f"{shape}, one event per write",
-                "group": "token",
-                "shape": shape,
-                "scenario": f"shape|{shape}|{t}|token",
-                "kind": "shape",
-                "peers": COMPLETIONS_PEERS if shape == "completions" else MATRIX_PEERS,
-                "events": t + (1 if shape == "completions" else 2),
-            }
-        )
+        out.append(row(f"{shape}, one event per write", shape, config.token_events, "token"))
     per = config.fanout_per_stream
     streams = config.fanout_streams
     out.append(
@@ -312,7 +302,9 @@ def section(results: Any, config: Any, decoder_table: str | None) -> str:
             "`benchmarks/decoder_shapes.py` (runnable alone): each body above, no network "
             "and no JSON, fed to `SSEDecoder` in 64 KiB chunks (`feed_runs`, as the stream "
             "layer reads, and `feed`) and one event per chunk; nanoseconds of CPU per event, "
-            "median of interleaved repeats, worst first.\n"
+            "median of interleaved repeats, worst first. To set another version beside it: "
+            "`git show REV:chatsdk/sse.py > /tmp/sse_rev.py; python benchmarks/decoder_shapes.py "
+            "--compare /tmp/sse_rev.py`.\n"
         )
         lines.append(decoder_table + "\n")
     return "\n".join(lines)

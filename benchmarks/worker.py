@@ -29,12 +29,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-async def throughput(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
-    await peer.count("small-1000")  # connection up, code paths warm
+async def timed_count(peer: Peer, scenario: str, warm_up: str) -> dict[str, Any]:
+    """Read a warm-up stream, then ``scenario`` to the end, timed (wall and CPU)."""
+    await peer.count(warm_up)  # connection up, code paths warm
     gc.collect()
     cpu = time.process_time()
     start = time.perf_counter()
-    events, chunks = await peer.count(spec["scenario"])
+    events, chunks = await peer.count(scenario)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu
     return {
@@ -46,6 +47,10 @@ async def throughput(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
         "events_per_cpu_s": events / cpu if cpu > 0 else float("nan"),
         "peak_rss": peak_rss_bytes(),
     }
+
+
+async def throughput(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
+    return await timed_count(peer, spec["scenario"], "small-1000")
 
 
 async def latency(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
@@ -184,21 +189,9 @@ def warm_up_scenario(scenario: str) -> str:
 
 async def shape(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
     """One stream of a wire shape of the matrix, read to the end."""
-    await peer.count(warm_up_scenario(spec["scenario"]))
-    gc.collect()
-    cpu = time.process_time()
-    start = time.perf_counter()
-    events, chunks = await peer.count(spec["scenario"])
-    elapsed = time.perf_counter() - start
-    cpu = time.process_time() - cpu
-    return {
-        "events": events,
-        "chunks": chunks,
-        "seconds": elapsed,
-        "events_per_s": events / elapsed,
-        "events_per_cpu_s": events / cpu if cpu > 0 else float("nan"),
-        "via": getattr(peer, "completions_via", ""),
-    }
+    result = await timed_count(peer, spec["scenario"], warm_up_scenario(spec["scenario"]))
+    result["via"] = getattr(peer, "completions_via", "")
+    return result
 
 
 async def fanout(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
