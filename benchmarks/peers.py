@@ -20,6 +20,39 @@ BODY_TEMPLATE = {
 }
 API_KEY = "bench-key"
 PROJECT = "bench"
+#: Scenarios of the Chat Completions wire start so (see server.py and shapes.py).
+COMPLETIONS = "shape|completions|"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def terminator(scenario: str) -> bytes:
+    """The bytes that end an event (a blank line) in a scenario's body."""
+    from shapes import terminator as shape_terminator
+
+    return shape_terminator(scenario.split("|")[1]) if scenario.startswith("shape|") else b"\n\n"
+
+
+def completions_models() -> type[Any]:
+    """A pydantic twin of chatsdk.models.ChatCompletionChunk (the fields the bench sends)."""
+    from pydantic import BaseModel
+
+    class Delta(BaseModel):
+        role: str | None = None
+        content: str | None = None
+
+    class Choice(BaseModel):
+        index: int
+        delta: Delta
+        finish_reason: str | None = None
+
+    class ChatCompletionChunk(BaseModel):
+        id: str
+        object: str
+        created: int
+        model: str
+        choices: list[Choice] = []
+
+    return ChatCompletionChunk
 
 
 def request_body(scenario: str) -> dict[str, Any]:
@@ -129,10 +162,58 @@ class Chatsdk(Peer):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
+        session = getattr(self, "session", None)
+        if session is not None:
+            await session.close()
 
     def stream(self, scenario: str) -> AsyncIterator[Any]:
+        if scenario.startswith(COMPLETIONS):
+            return self.completions(scenario)
         # The public API itself: no wrapper between the caller and ChatStream.
         return self.client.chat.create(integration_id=scenario, messages="How do I retry?")
+
+    #: How the completions row reads chatsdk (reported with the results).
+    completions_via = ""
+
+    def completions(self, scenario: str) -> AsyncIterator[Any]:
+        chat = self.client.chat
+        if hasattr(chat, "completions"):
+            self.completions_via = "client.chat.completions.create"
+            return chat.completions.create(model=scenario, messages=MESSAGES)  # type: ignore[no-any-return]
+        self.completions_via = "SSEDecoder.feed_runs + msgspec over aiohttp"
+        return self._completions_by_hand(scenario)
+
+    async def _completions_by_hand(self, scenario: str) -> AsyncIterator[Any]:
+        # Until chatsdk has client.chat.completions: its decoder and its chunk type over
+        # aiohttp, as the stream layer will read them.
+        import aiohttp
+        import msgspec
+
+        from chatsdk.models import ChatCompletionChunk
+        from chatsdk.sse import SSEDecoder
+
+        decode = msgspec.json.Decoder(ChatCompletionChunk).decode
+        session = getattr(self, "session", None)
+        if session is None:
+            limit = self.max_connections
+            session = self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=limit)
+            )
+        body = {"model": scenario, "messages": MESSAGES, "stream": True}
+        headers = {"Authorization": f"Bearer {API_KEY}", "Accept": "text/event-stream"}
+        async with session.post(
+            f"{self.base_url}/chat/completions", json=body, headers=headers
+        ) as response:
+            response.raise_for_status()
+            decoder = SSEDecoder()
+            async for chunk in response.content.iter_any():
+                for _, datas in decoder.feed_runs(chunk):
+                    for data in datas:
+                        if data == "[DONE]":
+                            return
+                        yield decode(data)
+            decoder.end()
+            raise RuntimeError("the stream ended without [DONE]")
 
     async def token_pair(self) -> None:
         token = await self.client.tokens.create(embed_origin="https://a.example")
@@ -157,24 +238,32 @@ class AiohttpRaw(Peer):
         await self.session.close()
 
     def _post(self, scenario: str) -> Any:
+        headers = {"Authorization": f"Bearer {API_KEY}", "Accept": "text/event-stream"}
+        if scenario.startswith(COMPLETIONS):
+            body = {"model": scenario, "messages": MESSAGES, "stream": True}
+            return self.session.post(
+                f"{self.base_url}/chat/completions", json=body, headers=headers
+            )
         return self.session.post(
             f"{self.base_url}/chat_sessions/chat_results",
             json=request_body(scenario),
-            headers={"Authorization": f"Bearer {API_KEY}", "Accept": "text/event-stream"},
+            headers=headers,
         )
 
     async def count(self, scenario: str) -> tuple[int, int]:
-        # Bytes only: count the blank lines that end events, including one whose two
-        # LFs fall in different chunks. Our bodies have LF line ends only.
+        # Bytes only: count the blank lines that end events (LF LF, or CR CR, or CRLF
+        # CRLF, as the body has them), including one cut between two chunks.
+        term = terminator(scenario)
+        keep = len(term) - 1
         events = 0
         async with self._post(scenario) as response:
             response.raise_for_status()
             last = b""
             async for chunk in response.content.iter_any():
-                events += chunk.count(b"\n\n")
-                if last == b"\n" and chunk[:1] == b"\n":
-                    events += 1
-                last = chunk[-1:]
+                events += chunk.count(term)
+                if last:
+                    events += (last + chunk[:keep]).count(term)
+                last = chunk[-keep:]
         return events, events - 1
 
     async def stream(self, scenario: str) -> AsyncIterator[Any]:
@@ -236,6 +325,21 @@ class HttpxSse(Peer):
         await self.client.aclose()
 
     async def stream(self, scenario: str) -> AsyncIterator[Any]:
+        if scenario.startswith(COMPLETIONS):
+            model = completions_models()
+            async with self.aconnect_sse(
+                self.client,
+                "POST",
+                "/chat/completions",
+                json={"model": scenario, "messages": MESSAGES, "stream": True},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as source:
+                source.response.raise_for_status()
+                async for sse in source.aiter_sse():
+                    if sse.data == "[DONE]":
+                        return
+                    yield model.model_validate_json(sse.data)
+            return
         chunk, cited, unknown = self.chunk_type, self.cited_type, self.unknown_type
         async with self.aconnect_sse(
             self.client,
@@ -333,6 +437,30 @@ class OpenaiSse(Peer):
                     yield unknown(event=sse.event or "message", data=sse.data)
 
 
+class OpenaiClient(Peer):
+    """openai-python's own call: ``AsyncOpenAI().chat.completions.create(stream=True)``."""
+
+    name = "openai"
+
+    async def __aenter__(self) -> OpenaiClient:
+        from openai import AsyncOpenAI
+
+        self.client = AsyncOpenAI(api_key=API_KEY, base_url=f"{self.base_url}/v1", max_retries=0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.close()
+
+    async def stream(self, scenario: str) -> AsyncIterator[Any]:
+        stream = await self.client.chat.completions.create(
+            model=scenario,
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+        )
+        async for chunk in stream:
+            yield chunk
+
+
 class AiohttpSseClient(Peer):
     name = "aiohttp-sse-client"
 
@@ -373,5 +501,6 @@ class AiohttpSseClient(Peer):
 
 
 PEERS: dict[str, type[Peer]] = {
-    cls.name: cls for cls in (Chatsdk, AiohttpRaw, HttpxSse, OpenaiSse, AiohttpSseClient)
+    cls.name: cls
+    for cls in (Chatsdk, AiohttpRaw, HttpxSse, OpenaiSse, OpenaiClient, AiohttpSseClient)
 }

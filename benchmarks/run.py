@@ -9,6 +9,12 @@ chatsdk. Results go to ``benchmarks/RESULTS.md`` and ``benchmarks/results.png``.
     python benchmarks/run.py            # the full suite (about 10 minutes on 2 cores)
     python benchmarks/run.py --quick    # a smoke run: small sizes, 1 round (< 1 minute)
     python benchmarks/run.py --rounds 7 --only throughput,imports
+    python benchmarks/run.py --only shapes,decoder-shapes --shapes CRLF,pings
+
+``shapes`` is the wire-shape matrix (``matrix.py``: every legal body layout of
+``shapes.py`` against httpx-sse + pydantic, the raw floor and, on the Chat Completions
+rows, openai-python); ``decoder-shapes`` the sans-IO decoder alone on the same bodies
+(``decoder_shapes.py``, also runnable by itself).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import matrix  # noqa: E402
 from common import median  # noqa: E402
 
 PYTHON = sys.executable
@@ -95,6 +102,13 @@ class Config:
     decoder_sizes_mib: list[int]  # benchmark 5a
     import_runs: int  # benchmark 6
     quick: bool = False
+    shape_events: int = 100_000  # benchmark 0 (the wire-shape matrix, matrix.py)
+    token_events: int = 20_000
+    fanout_streams: int = 1000
+    fanout_per_stream: int = 20
+    shape_rows: list[str] = field(default_factory=list)
+    shape_rounds: int = 7  # the matrix's rows are short: more rounds, steadier medians
+    decoder_shape_events: int = 20_000
 
     @classmethod
     def for_args(cls, args: argparse.Namespace) -> Config:
@@ -129,8 +143,14 @@ class Config:
                 decoder_sizes_mib=[1, 2, 4],
                 import_runs=11,
             )
+        if args.quick:
+            config.shape_events, config.token_events = 10_000, 2_000
+            config.fanout_streams, config.decoder_shape_events = 100, 2_000
+        config.shape_rows = [r for r in args.shapes.split(",") if r] if args.shapes else []
+        if args.quick:
+            config.shape_rounds = 1
         if args.rounds is not None:
-            config.rounds = args.rounds
+            config.rounds = config.shape_rounds = args.rounds
         config.import_runs = max(config.import_runs, 5)
         return config
 
@@ -356,6 +376,17 @@ def bench_large(server: Server, config: Config, results: Results) -> None:
             measure(results, "large", peer, spec, expect_events(config.large_events + 2))
 
 
+def bench_decoder_shapes(config: Config, results: Results) -> None:
+    # One worker runs all rounds itself, interleaving the shapes (decoder_shapes.py).
+    print("[0b decoder shapes]", flush=True)
+    spec = {
+        "kind": "decoder-shapes",
+        "events": config.decoder_shape_events,
+        "repeats": max(config.rounds, 3),
+    }
+    measure(results, "decoder-shapes", "table", spec, lambda result: None)
+
+
 def bench_imports(config: Config, results: Results) -> None:
     """Fresh interpreters, interleaved; time of ``python -c 'import X'`` minus ``-c pass``."""
     statements = {"(interpreter only)": "pass", **IMPORTS}
@@ -380,7 +411,16 @@ def bench_imports(config: Config, results: Results) -> None:
         print(f"  {name}: {1000 * (results.med('imports', name, 'seconds') - base):.1f} ms")
 
 
-BENCHMARKS = ["throughput", "latency", "concurrency", "tokens", "large", "imports"]
+BENCHMARKS = [
+    "shapes",
+    "decoder-shapes",
+    "throughput",
+    "latency",
+    "concurrency",
+    "tokens",
+    "large",
+    "imports",
+]
 
 
 # -- reporting ----------------------------------------------------------------------------
@@ -484,6 +524,9 @@ def report(results: Results, config: Config, args: argparse.Namespace, elapsed: 
         + (" **Quick smoke run: small sizes, one round; not for quoting.**" if args.quick else "")
         + "\n"
     )
+    top = matrix.headline(results, config)
+    if top:
+        add(top + "\n")
     add("## Machine and method\n")
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     add(
@@ -524,6 +567,18 @@ def report(results: Results, config: Config, args: argparse.Namespace, elapsed: 
         "- Ratios are chatsdk ÷ peer for rates (higher is better for chatsdk) and "
         "peer ÷ chatsdk for times and memory.\n"
     )
+
+    # 0. the wire-shape matrix, worst row first
+    decoder_runs = results.runs.get("decoder-shapes", {}).get("table", [])
+    decoder_table = None
+    if decoder_runs:
+        import decoder_shapes
+
+        table_data = {k: v for k, v in decoder_runs[-1].items() if isinstance(v, dict)}
+        decoder_table = decoder_shapes.markdown(table_data)
+    shape_section = matrix.section(results, config, decoder_table)
+    if shape_section:
+        add(shape_section)
 
     # 1. throughput
     add("## 1. Stream throughput\n")
@@ -776,7 +831,7 @@ def report(results: Results, config: Config, args: argparse.Namespace, elapsed: 
 def targets(results: Results, config: Config) -> list[tuple[str, bool, str]]:
     t = results.med
     ours = t("throughput", "chatsdk", "events_per_s")
-    out = []
+    out = matrix.targets(results, config) if "shapes" in results.runs else []
     for peer, label, want in (
         ("httpx-sse", "throughput ≥ 5x httpx-sse + pydantic", 5.0),
         ("openai-sse", "throughput ≥ 8x the OpenAI decoder stack", 8.0),
@@ -955,6 +1010,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", help="comma-separated subset of: " + ", ".join(BENCHMARKS), default=""
     )
     parser.add_argument(
+        "--shapes",
+        default="",
+        help="comma-separated rows of the shape matrix (shape names, e.g. 'CRLF,pings'); "
+        "default all",
+    )
+    parser.add_argument(
         "--output", type=Path, default=HERE, help="where RESULTS.md and results.png go"
     )
     args = parser.parse_args(argv)
@@ -976,6 +1037,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(f"benchmark server at {server.base_url}; {config.rounds} round(s)", flush=True)
         steps: dict[str, Callable[[], None]] = {
+            "shapes": lambda: matrix.bench_shapes(server, config, results, measure),
+            "decoder-shapes": lambda: bench_decoder_shapes(config, results),
             "throughput": lambda: bench_throughput(server, config, results),
             "latency": lambda: bench_latency(server, config, results),
             "concurrency": lambda: bench_concurrency(server, config, results),

@@ -13,6 +13,11 @@ with a SPEC §1.4 body) and names the scenario in ``integration_id``:
                        ``content_chunk`` is the server's ``time.monotonic_ns()`` at send.
 - ``hold-G-K-N``      K events, then a pause until ``GET /release/G``, then the rest
                        of N (for measuring streams held open mid-body).
+- ``shape|S|N|W``      the wire shape S of ``shapes.py`` with N events, written in
+                       64 KiB slices (W ``bulk``) or one event per write (W ``token``,
+                       a server flushing per token). Also the ``model`` of
+                       ``POST /chat/completions`` (and ``/v1/chat/completions``), where
+                       S is ``completions``.
 - ``POST /rpc/chatSessions.create`` and ``DELETE /rpc/chatSessions.revoke``: fixed
   answers (200 JSON and 204), for the token-operations benchmark.
 """
@@ -28,6 +33,7 @@ import uuid
 
 from aiohttp import web
 from common import raise_fd_limit
+from shapes import event_body
 
 SESSION_ID = str(uuid.UUID(int=0x5EED))
 WORDS = ("alpha ", "beta ", "gamma ", "delta ", "epsilon ", "zeta ", "eta ", "theta ")
@@ -87,8 +93,21 @@ class BenchServer:
     def __init__(self) -> None:
         self.bodies: dict[str, bytes] = {}
         self.releases: dict[str, asyncio.Event] = {}
+        self.shaped: dict[str, list[bytes]] = {}
+
+    def shape_events(self, key: str) -> list[bytes]:
+        found = self.shaped.get(key)
+        if found is None:
+            _, shape, n, _ = key.split("|")
+            found = self.shaped[key] = event_body(shape, int(n))
+        return found
 
     def body(self, key: str) -> bytes:
+        if key.startswith("shape|"):
+            found = self.bodies.get(key)
+            if found is None:
+                found = self.bodies[key] = b"".join(self.shape_events(key))
+            return found
         found = self.bodies.get(key)
         if found is None:
             kind, *args = key.split("-")
@@ -123,7 +142,10 @@ class BenchServer:
             status=200,
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
         )
-        if kind in ("small", "large"):
+        if scenario.startswith("shape|"):
+            await response.prepare(request)
+            await self.write_shape(response, scenario)
+        elif kind in ("small", "large"):
             body = self.body(scenario)
             await response.prepare(request)
             view = memoryview(body)
@@ -143,6 +165,32 @@ class BenchServer:
             await response.write(rest)
         else:
             raise web.HTTPNotFound(text=f"unknown scenario {scenario!r}")
+        await response.write_eof()
+        return response
+
+    async def write_shape(self, response: web.StreamResponse, scenario: str) -> None:
+        if scenario.endswith("|token"):
+            for event in self.shape_events(scenario):
+                await response.write(event)
+            return
+        body = self.body(scenario)
+        view = memoryview(body)
+        for start in range(0, len(body), WRITE_SLICE):
+            await response.write(view[start : start + WRITE_SLICE])
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            scenario = json.loads(await request.read())["model"]
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPUnprocessableEntity(text="model names the scenario") from None
+        if not scenario.startswith("shape|completions|"):
+            raise web.HTTPNotFound(text=f"unknown scenario {scenario!r}")
+        response = web.StreamResponse(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        )
+        await response.prepare(request)
+        await self.write_shape(response, scenario)
         await response.write_eof()
         return response
 
@@ -178,6 +226,8 @@ async def main(port: int) -> None:
     state = BenchServer()
     app = web.Application()
     app.router.add_post("/chat_sessions/chat_results", state.chat)
+    app.router.add_post("/chat/completions", state.completions)
+    app.router.add_post("/v1/chat/completions", state.completions)
     app.router.add_get("/release/{group}", state.release)
     app.router.add_get("/prepare/{scenario}", state.prepare)
     app.router.add_post("/rpc/chatSessions.create", state.token_create)

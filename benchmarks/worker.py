@@ -29,12 +29,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-async def throughput(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
-    await peer.count("small-1000")  # connection up, code paths warm
+async def timed_count(peer: Peer, scenario: str, warm_up: str) -> dict[str, Any]:
+    """Read a warm-up stream, then ``scenario`` to the end, timed (wall and CPU)."""
+    await peer.count(warm_up)  # connection up, code paths warm
     gc.collect()
     cpu = time.process_time()
     start = time.perf_counter()
-    events, chunks = await peer.count(spec["scenario"])
+    events, chunks = await peer.count(scenario)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu
     return {
@@ -46,6 +47,10 @@ async def throughput(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
         "events_per_cpu_s": events / cpu if cpu > 0 else float("nan"),
         "peak_rss": peak_rss_bytes(),
     }
+
+
+async def throughput(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
+    return await timed_count(peer, spec["scenario"], "small-1000")
 
 
 async def latency(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +181,45 @@ def decoder(spec: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def warm_up_scenario(scenario: str) -> str:
+    """The same wire shape and way of writing, 200 events."""
+    _, shape, _, writes = scenario.split("|")
+    return f"shape|{shape}|200|{writes}"
+
+
+async def shape(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
+    """One stream of a wire shape of the matrix, read to the end."""
+    result = await timed_count(peer, spec["scenario"], warm_up_scenario(spec["scenario"]))
+    result["via"] = getattr(peer, "completions_via", "")
+    return result
+
+
+async def fanout(peer: Peer, spec: dict[str, Any]) -> dict[str, Any]:
+    """``streams`` streams of one scenario at once, each read to the end."""
+    await peer.count(warm_up_scenario(spec["scenario"]))
+    gc.collect()
+
+    async def one() -> int:
+        count = 0
+        async for _ in peer.stream(spec["scenario"]):
+            count += 1
+        return count
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(one() for _ in range(spec["streams"])))
+    elapsed = time.perf_counter() - start
+    return {
+        "events": sum(counts),
+        "complete_streams": sum(1 for c in counts if c == spec["per_stream"]),
+        "seconds": elapsed,
+        "events_per_s": sum(counts) / elapsed,
+    }
+
+
 async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
     kinds = {
+        "shape": shape,
+        "fanout": fanout,
         "throughput": throughput,
         "latency": latency,
         "concurrency": concurrency,
@@ -191,7 +233,14 @@ async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     raise_fd_limit()
-    result = decoder(spec) if spec["kind"] == "decoder" else asyncio.run(run_peer(spec))
+    if spec["kind"] == "decoder":
+        result = decoder(spec)
+    elif spec["kind"] == "decoder-shapes":
+        import decoder_shapes
+
+        result = decoder_shapes.measure_spec(spec)
+    else:
+        result = asyncio.run(run_peer(spec))
     print(json.dumps(result))
 
 

@@ -1,20 +1,21 @@
 """A sans-IO decoder for server-sent events (``text/event-stream``).
 
-Contract: create one :class:`SSEDecoder` per response body and call
-:meth:`SSEDecoder.feed` with each chunk of bytes as it arrives, in order and
-chunked any way at all. Each call returns the list of :class:`ServerSentEvent`
-that the chunk completed (often empty: the rest of an event is still to come)
-or raises :class:`~chatsdk.errors.StreamError` when a line or an event grows
-past its size limit, after which the decoder must be dropped. Parsing follows
-the WHATWG HTML "Event stream interpretation" rules exactly, so the events,
-:attr:`~SSEDecoder.last_event_id` and :attr:`~SSEDecoder.retry` never depend
-on where the chunks were cut. There is no end-of-input call: an event not
-terminated by a blank line is never dispatched, and the caller tells a body
-that ended mid-event by :attr:`~SSEDecoder.at_event_boundary` being false.
-The decoder never does IO, never blocks and keeps no reference to the bytes
-it was given. :meth:`SSEDecoder.feed_runs` is the same contract for a consumer
-that needs only each event's type and data: it returns them grouped in runs of
-one type, without building :class:`ServerSentEvent` objects.
+Contract, in the manner of h11's readers: create one :class:`SSEDecoder` per response
+body and call :meth:`SSEDecoder.feed` with each chunk of bytes as it arrives, in order
+and cut anywhere. Each call has one of three outcomes: it returns the events the chunk
+completed; it returns nothing because the rest of an event is still to come (need more
+data); or it raises :class:`~chatsdk.errors.StreamError`, a protocol error, when a line
+or an event grows past its size limit, after which the decoder must be dropped. When
+the body ends, call :meth:`SSEDecoder.end`: it raises ``StreamError`` if the body ended
+inside an event (field lines not yet ended by a blank line, or an unterminated field
+line; a trailing partial comment is no event) and returns otherwise.
+Parsing follows the WHATWG HTML "Event stream interpretation" rules exactly, so the
+events, :attr:`~SSEDecoder.last_event_id` and :attr:`~SSEDecoder.retry` never depend on
+where the chunks were cut, nor does the speed on how a server lays its events out. The
+decoder never does IO and keeps no reference to the bytes it was given.
+:meth:`SSEDecoder.feed_runs` is the same contract for a consumer that needs only each
+event's type and data, grouped in runs of one type, without :class:`ServerSentEvent`
+objects.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from __future__ import annotations
 import codecs
 import functools
 import re
-from collections.abc import Callable, Iterable
-from itertools import repeat
-from operator import itemgetter
+from collections.abc import Iterable
+from itertools import compress, repeat
 from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
@@ -52,13 +52,14 @@ DEFAULT_MAX_EVENT_SIZE: Final = 8 * 1024 * 1024
 # How much of an oversized line or event a StreamError keeps.
 _EXCERPT_CHARS: Final = 256
 
-# A line ends at CRLF, CR or LF (a CRLF counts once).
-_LINE_END: Final = re.compile(r"\r\n|\r|\n")
-
-# A larger chunk is decoded in pieces of about this many bytes, each ending after a
-# blank line where there is one. A piece's text then stays below the size at which
+# A larger chunk is decoded in pieces of about this many bytes, each ending after its
+# last LF where there is one (one memrchr; a search for a blank line would read the
+# whole piece when lines end CRLF). A piece's text then stays below the size at which
 # malloc maps fresh pages for every allocation (128 KiB by default in glibc), which on
 # the 256 KiB reads aiohttp hands over cost some 15% of stream throughput in page faults.
+# (Measured again with the one-pass reader: the decoder alone gains nothing, 243 against
+# 234 ns/event on 256 KiB chunks; end to end, 5 interleaved runs gave it some 10% of
+# wall and CPU time, within this machine's noise. Kept, being cheap.)
 # The decoder's results do not depend on where chunks are cut, so this changes none.
 _PIECE: Final = 64 * 1024
 
@@ -69,8 +70,8 @@ def _pieces(data: bytes) -> tuple[bytes, ...] | list[bytes]:
     pieces = []
     start, end = 0, len(data)
     while end - start > _PIECE:
-        cut = data.rfind(b"\n\n", start, start + _PIECE) + 2
-        if cut < start + 2:  # no blank line in reach: a plain cut
+        cut = data.rfind(b"\n", start, start + _PIECE) + 1
+        if cut <= start:  # no line end in reach: a plain cut
             cut = start + _PIECE
         pieces.append(data[start:cut])
         start = cut
@@ -78,92 +79,113 @@ def _pieces(data: bytes) -> tuple[bytes, ...] | list[bytes]:
     return pieces
 
 
+# -- the one-pass reader ----------------------------------------------------------------
+#
+# A server repeats one layout of event: the same field lines in the same order, with or
+# without the space after each colon. The decoder learns that layout (its *shape*) from
+# the first event it meets and compiles it once into a regular expression that captures
+# each value; one split of the text up to its last blank line then reads every event of
+# the run in C, each value at a fixed place of the result. Comment and blank lines may
+# lie between events (pings do not end a run); any other text between two matches ends
+# the run there. What a shape cannot say (a comment or an unknown field inside an event,
+# a field without a colon, a NUL in an id, an event longer than the limits) is read line
+# by line by _process_line, the WHATWG reference that the tests hold the shapes to.
+
+# The fields a shape may have, and the most lines it learns (more: line by line).
+_SHAPE_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
+_SHAPE_LINES: Final = 8
+
+#: One field line of a shape: name, separator (``":"`` or ``": "``), and the value of a
+#: ``retry`` line (a literal in the pattern; ``""`` for other fields).
+_Field: TypeAlias = tuple[str, str, str]
+
+
 class _Shape(NamedTuple):
-    # A common event shape: some field lines in a fixed order, then the blank line.
-    fields: tuple[str, ...]
-    separator: str  # ": " or ":", the same on every line of the event
-    run: re.Pattern[str]  # matches a run of one or more events of this shape
-    stride: int  # lines per event, the blank line included
-    # For each of id, event type and data: which line of an event holds it (-1: none)
-    # and what takes its value from that line.
-    id_line: int
-    id_value: Callable[[str], str]
-    event_line: int
-    event_value: Callable[[str], str]
-    data_line: int
-    data_value: Callable[[str], str]
+    run: re.Pattern[str]  # one or more events of the shape, each after any comment or blank lines
+    event: re.Pattern[str]  # one event, every id, event and data value captured
+    step: int  # items per event in event.split(): the text before it, then its groups
+    other: int  # characters in an event besides its captured values
+    event_group: int  # which group holds the event type, the id (-1: none)
+    id_group: int
+    data_groups: tuple[int, ...]  # the groups of the data lines, in order
+    retry: int | None  # the reconnection time the events set (None: they set none)
+    eol: str  # what ends each line: LF, or CRLF (read as it is, see _feed)
+    between: re.Pattern[str]  # what may come between two events: comment, blank lines
 
 
-def _event_regex(
-    fields: tuple[str, ...],
-    separator: str,
-    event_type: str | None = None,
-    groups: tuple[str, ...] = (),
-) -> str:
-    # One event of a common shape. All of its lines put one space after the colon, or
-    # none do (then a value must not start with a space, which would be removed). The
-    # event type is any non-empty one (empty would mean "message"), or exactly
-    # event_type; the values of the fields named in groups are captured. ``.`` matches
-    # anything but LF: the caller turns every CR line end into LF and keeps NUL (it
-    # voids an id) out of any span where an id is matched.
-    value = ".*" if separator == ": " else "(?:[^ \n].*)?"
-    patterns = {"id": value, "event": ".+" if separator == ": " else "[^ \n].*", "data": value}
-    if event_type is not None:
-        patterns["event"] = re.escape(event_type)
-    for name in groups:
-        patterns[name] = f"({patterns[name]})"
-    return "".join(f"{name}{separator}{patterns[name]}\n" for name in fields) + "\n"
+def _shape_at(text: str, pos: int, endpos: int, eol: str) -> tuple[_Field, ...] | None:
+    # The shape of the first whole event in text[pos:endpos], after any comment or blank
+    # lines, its lines ending eol; None if there is none or a shape cannot describe it.
+    fields: list[_Field] = []
+    cut = len(eol) - 1  # the CR before each LF, if lines end CRLF
+    line_end = text.find("\n", pos, endpos)
+    while line_end >= 0:
+        if text[line_end - cut : line_end] != eol[:cut]:
+            return None
+        line = text[pos : line_end - cut]
+        pos = line_end + 1
+        if not line:
+            if fields:
+                return tuple(fields) if any(f[0] == "data" for f in fields) else None
+        elif line[0] != ":":
+            name, colon, value = line.partition(":")
+            if not colon or name not in _SHAPE_FIELDS or len(fields) == _SHAPE_LINES:
+                return None
+            separator = ": " if value[:1] == " " else ":"
+            literal = value[len(separator) - 1 :] if name == "retry" else ""
+            fields.append((name, separator, literal))
+        elif fields:
+            return None  # a comment inside the event
+        line_end = text.find("\n", pos, endpos)
+    return None
 
 
-def _shape(fields: tuple[str, ...], space: bool) -> _Shape:
-    separator = ": " if space else ":"
-
-    def position(name: str) -> int:
-        return fields.index(name) if name in fields else -1
-
-    def value_of(name: str) -> Callable[[str], str]:
-        return itemgetter(slice(len(name + separator), None))
-
+# Bounded because shapes come from the server: one that keeps inventing new ones costs
+# a compilation per event and never grows the cache.
+@functools.lru_cache(maxsize=64)
+def _compile(fields: tuple[_Field, ...], eol: str) -> _Shape:
+    plain, captured = [], []
+    groups = 0
+    other = len(eol)  # the blank line
+    event_group = id_group = -1
+    data_groups: list[int] = []
+    retry = None
+    for name, separator, literal in fields:
+        prefix = re.escape(name + separator)
+        other += len(name + separator + eol)
+        if name == "retry":
+            other += len(literal)
+            plain.append(prefix + re.escape(literal) + eol)
+            captured.append(plain[-1])
+            parsed = _parse_retry(literal)
+            retry = retry if parsed is None else parsed
+            continue
+        # Any character but LF (with CRLF, _read_run rules out a lone CR); without a
+        # space after the colon, a value that starts with one would have lost it, so it
+        # is not this shape. (A NUL voids an id: runs with ids stop before the first one.)
+        value = ".*" if separator == ": " else "(?! ).*"
+        plain.append(f"{prefix}{value}{eol}")
+        captured.append(f"{prefix}({value}){eol}")
+        if name == "data":
+            data_groups.append(groups)
+        elif name == "event":
+            event_group = groups
+        else:
+            id_group = groups
+        groups += 1
+    between = f"(?::.*{eol}|{eol})*"
     return _Shape(
-        fields,
-        separator,
-        re.compile(f"(?:{_event_regex(fields, separator)})+"),
-        len(fields) + 1,
-        position("id"),
-        value_of("id"),
-        position("event"),
-        value_of("event"),
-        position("data"),
-        value_of("data"),
+        re.compile(f"(?:{between}{''.join(plain)}{eol})+"),
+        re.compile("".join(captured) + eol),
+        groups + 1,
+        other,
+        event_group,
+        id_group,
+        tuple(data_groups),
+        retry,
+        eol,
+        re.compile(between),
     )
-
-
-# The shapes nearly every server sends, by the first letter of an event, the most
-# common first. Anything else (comments, retry, several data lines, mixed spacing)
-# takes the general path.
-_COMMON_SHAPES: Final[dict[str, tuple[_Shape, ...]]] = {
-    initial: tuple(
-        _shape(fields, space)
-        for space in (True, False)
-        for fields in (("id", "event", "data"), ("id", "data"), ("event", "data"), ("data",))
-        if fields[0][0] == initial
-    )
-    for initial in "ied"
-}
-
-
-# Bounded because the event type comes from the server: a stream of ever new types
-# costs at most one compilation per chunk and never grows the cache.
-@functools.lru_cache(maxsize=32)
-def _uniform_pattern(shape: _Shape, event_type: str, with_ids: bool) -> tuple[re.Pattern[str], int]:
-    # One event of this shape and type, its data (and with_ids, its id) captured; and
-    # how many characters such an event has besides its id and data values.
-    groups = ("id", "data") if with_ids and shape.id_line >= 0 else ("data",)
-    pattern = re.compile(_event_regex(shape.fields, shape.separator, event_type, groups))
-    other = sum(len(name + shape.separator + "\n") for name in shape.fields) + 1
-    if shape.event_line >= 0:
-        other += len(event_type)
-    return pattern, other
 
 
 #: A run of consecutive events of one type: the type, and each event's data in order.
@@ -176,15 +198,6 @@ def _append_run(runs: list[EventRun], event_type: str, datas: list[str]) -> None
         runs[-1][1].extend(datas)
     else:
         runs.append((event_type, datas))
-
-
-def _append_columns(runs: list[EventRun], event_types: list[str], datas: list[str]) -> None:
-    # Appends the events of these types and data, in order.
-    if event_types.count(event_types[0]) == len(event_types):  # the usual case: one type
-        _append_run(runs, event_types[0], datas)
-    else:
-        for event_type, data in zip(event_types, datas, strict=True):
-            _append_run(runs, event_type, [data])
 
 
 def _append_events(runs: list[EventRun], events: list[ServerSentEvent]) -> None:
@@ -203,81 +216,6 @@ def event_runs(events: Iterable[ServerSentEvent], *more: EventRun) -> list[Event
     for event_type, datas in more:
         _append_run(runs, event_type, datas)
     return runs
-
-
-def _line_end(text: str, pos: int, has_cr: bool) -> tuple[int, int]:
-    # Where the line starting at pos ends (-1: not in text) and where the next one
-    # starts. Without CR, str.find does it far faster than a regex search.
-    if has_cr:
-        match = _LINE_END.search(text, pos)
-        return match.span() if match is not None else (-1, -1)
-    index = text.find("\n", pos)
-    return index, index + 1
-
-
-# Above this many characters an event's data is read by _large_datas, not a regex.
-_LARGE_EVENT: Final = 2048
-
-
-def _line_start(text: str, pos: int, index: int) -> int:
-    # Where line ``index`` (0-based) of the lines starting at pos begins.
-    for _ in range(index):
-        pos = text.index("\n", pos) + 1
-    return pos
-
-
-def _line(text: str, pos: int, index: int) -> str:
-    # Line ``index`` of the lines starting at pos, without its LF.
-    start = _line_start(text, pos, index)
-    return text[start : text.index("\n", start)]
-
-
-def _first_event_end(text: str, pos: int, endpos: int) -> int:
-    # Just past the blank line ending the event at pos if it has at most three field
-    # lines (every common shape) and ends before endpos; -1 otherwise.
-    for _ in range(4):
-        line_end = text.find("\n", pos, endpos)
-        if line_end < 0:
-            return -1
-        if line_end == pos:
-            return pos + 1
-        pos = line_end + 1
-    return -1
-
-
-def _last_event_end(text: str, start: int, endpos: int) -> int:
-    # Just past the last LF LF in text[start:endpos] (the end of the last whole event
-    # there), or -1 if there is none. A few memrchr steps back over the partial event
-    # that usually follows it, else one two-character search.
-    line_end = endpos
-    for _ in range(4):
-        line_end = text.rfind("\n", start + 1, line_end)
-        if line_end < 0:
-            return -1
-        if text[line_end - 1] == "\n":
-            return line_end + 1
-    found = text.rfind("\n\n", start, endpos)
-    return found + 2 if found >= 0 else -1
-
-
-def _large_datas(text: str, pos: int, end: int, lead: str, no_space: bool) -> list[str] | None:
-    # The data of each event in text[pos:end] if every one is ``lead`` (its lines up
-    # to the data value, the same for all), a data value (no LF; not starting with a
-    # space when no_space, as the separator had none) and a blank line; else None.
-    datas = []
-    skip = len(lead)
-    while pos < end:
-        if not text.startswith(lead, pos, end):
-            return None
-        line_end = text.find("\n", pos + skip, end)
-        if line_end < 0 or line_end + 2 > end or text[line_end + 1] != "\n":
-            return None
-        data = text[pos + skip : line_end]
-        if no_space and data[:1] == " ":
-            return None
-        datas.append(data)
-        pos = line_end + 2
-    return datas
 
 
 def _find(text: str, char: str, start: int) -> int:
@@ -323,14 +261,15 @@ class SSEDecoder:
     []
     >>> decoder.feed(b"lo\\n\\n")
     [ServerSentEvent(event='greeting', data='hello', id='', retry=None)]
+    >>> decoder.end()
 
     ``max_line_size`` and ``max_event_size`` bound, in characters, one line and the
     data of one event (counting the line being read); crossing either raises
-    :class:`~chatsdk.errors.StreamError`. ``fast_path=False`` disables the one-pass
-    recognition of common-shape events, leaving only the line-by-line reference
-    parser (same results, slower; meant for tests). ``last_event_id`` is the id a
-    reconnection resumes from (the ``Last-Event-ID`` it sent): events that carry no
-    ``id`` line report it, as they would have on the first connection.
+    :class:`~chatsdk.errors.StreamError`. ``fast_path=False`` reads every line with the
+    line-by-line reference parser alone (same results, slower; meant for tests).
+    ``last_event_id`` is the id a reconnection resumes from (the ``Last-Event-ID`` it
+    sent): events that carry no ``id`` line report it, as they would have on the first
+    connection.
     """
 
     __slots__ = (
@@ -345,14 +284,15 @@ class SSEDecoder:
         "_last_event_id",
         "_max_event_size",
         "_max_line_size",
+        "_nul",
         "_partial",
         "_partial_len",
         "_pending_cr",
         "_retry",
+        "_shape",
         "_text_decoder",
         "_undecoded",
-        "_uniform_backoff",
-        "_uniform_wait",
+        "_whole_blocks",
     )
 
     def __init__(
@@ -368,9 +308,10 @@ class SSEDecoder:
         self._max_line_size = max_line_size
         self._max_event_size = max_event_size
         self._fast_path = fast_path
-        # An event no longer than both limits cannot break either, so the fast path
-        # only ever looks at that many characters at once.
         self._fast_limit = min(max_line_size, max_event_size)
+        self._shape: _Shape | None = None  # the shape of the last run read in one pass
+        self._whole_blocks = True  # see _read_run
+        self._nul = -1
         self._text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._undecoded = False  # the text decoder holds the start of a character
         self._bom_checked = False
@@ -389,10 +330,6 @@ class SSEDecoder:
         self._fields_seen = False
         self._last_event_id = last_event_id
         self._retry: int | None = None
-        # Which fast path to try (no bearing on results): after a uniform run was tried
-        # and refused, skip that many chunks before trying again, doubling up to 16.
-        self._uniform_wait = 0
-        self._uniform_backoff = 1
 
     @property
     def last_event_id(self) -> str:
@@ -406,10 +343,25 @@ class SSEDecoder:
 
     @property
     def at_event_boundary(self) -> bool:
-        """True when nothing partial is buffered: no partial line or character, and no
-        field line (of any name; comments aside) since the last blank line. False at
-        the end of a body means the body ended mid-event."""
-        return not (self._partial or self._fields_seen or self._undecoded)
+        """True when no event is under way: no field line (of any name) since the last
+        blank line, and no unterminated line or character unless it is a comment's.
+        False at the end of a body means the body ended mid-event (see :meth:`end`)."""
+        if self._fields_seen:
+            return False
+        if self._partial:
+            return self._partial[0][0] == ":"
+        return not self._undecoded
+
+    def end(self) -> None:
+        """Tell the decoder the body ended; raise :class:`~chatsdk.errors.StreamError`
+        if it ended inside an event (whose events are then never dispatched)."""
+        if not self.at_event_boundary:
+            pending = "\n".join([*self._data, self._partial_start()]).strip("\n")
+            raise StreamError(
+                "the event stream ended in the middle of an event",
+                event=self._event_type or None,
+                received=pending[:_EXCERPT_CHARS] or None,
+            )
 
     def end(self) -> None:
         """The body ended: raise StreamError if it ended inside an event."""
@@ -433,7 +385,7 @@ class SSEDecoder:
         Returns the events the chunk completed as runs of consecutive events of one
         type, ``(event_type, [data, ...])``, in order; flattened, they are exactly the
         ``(event.event, event.data)`` of what :meth:`feed` would return, and the
-        decoder's state afterwards is the same. Cheaper: common-shape runs never
+        decoder's state afterwards is the same. Cheaper: events read in one pass never
         become :class:`ServerSentEvent` objects.
         """
         events: list[ServerSentEvent] = []
@@ -467,21 +419,46 @@ class SSEDecoder:
                 text = text[1:]
                 if not text:
                     return
+        if "\r" in text and "\n" in text and self._fast_path:
+            # Lines that end CRLF: making them end LF (below) costs more than reading
+            # their events, so runs of such events are read as they are. The event under
+            # way, if any, is first finished the usual way: where a text is cut changes
+            # no result.
+            if self._partial or self._fields_seen:
+                cut = text.find("\r\n\r\n") + 4
+                self._feed_text(text[: cut if cut >= 4 else len(text)], events, runs)
+                text = text[cut:] if cut >= 4 else ""
+            if text and not (self._partial or self._fields_seen):
+                pos = 1 if self._pending_cr and text[0] == "\n" else 0
+                self._pending_cr = False
+                self._nul, self._whole_blocks = -1, True
+                text = text[self._read_runs(text, pos, events, runs, "\r\n") :]
+        self._feed_text(text, events, runs)
+
+    def _feed_text(
+        self, text: str, events: list[ServerSentEvent], runs: list[EventRun] | None
+    ) -> None:
+        if not text:
+            return
         pos = 0
         if self._pending_cr and text[0] == "\n":
             pos = 1  # the LF of a CRLF split between two chunks
         # A CR ending the text ends its line; an LF opening the next text belongs to it.
         self._pending_cr = text[-1] == "\r"
-        has_cr = "\r" in text
-        if has_cr and self._fast_path:
+        if "\r" in text:
             # CR, LF and CRLF end lines alike, so making every line end LF changes no
-            # line (nor the LF skipped above); the fast path then never meets a CR.
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-            has_cr = False
+            # line (nor the LF skipped above): from here on a line ends at LF. (Without
+            # LF there is no CRLF, and a scan for LF is far cheaper than one for CRLF.)
+            if "\n" in text:
+                text = text.replace("\r\n", "\n")
+            text = text.replace("\r", "\n")
+        # Where the next NUL is in text (once a run with ids looked), and whether a run
+        # may take the whole rest of it: see _read_run. Both hold for one text only.
+        self._nul, self._whole_blocks = -1, True
         end = len(text)
         if self._partial:
             # Only the new text is searched for the line end; the pieces are joined once.
-            line_end, pos_after = _line_end(text, pos, has_cr)
+            line_end = text.find("\n", pos)
             if line_end < 0:
                 self._buffer_partial(text[pos:])
                 return
@@ -490,180 +467,148 @@ class SSEDecoder:
             self._partial = []
             self._partial_len = 0
             self._process_line(line, events)
-            pos = pos_after
-
-        fast_path = self._fast_path
-        # The uniform run is tried once a chunk, at the first event start: a refused try
-        # costs a pass over the chunk, not to be paid again for every event, nor for
-        # every chunk of a stream that mixes event types.
-        uniform = fast_path and not self._uniform_wait
-        if self._uniform_wait:
-            self._uniform_wait -= 1
-        next_nul = -1
+            pos = line_end + 1
         while pos < end:
-            if fast_path and not self._fields_seen:
-                # Fast paths: at the start of an event, and never looking further than
-                # ``_fast_limit`` characters (so no event they take can break a limit).
-                # The general path below handles everything else and is the reference
-                # they must agree with.
-                if uniform:
-                    uniform = False
-                    run_end = self._dispatch_uniform(
-                        text, pos, pos + self._fast_limit, events, runs
-                    )
-                    if run_end != pos:
-                        pos = run_end
-                        continue
-                # Else take the longest run of common-shape events with one regex
-                # match and read all their fields with one split, all in C. The span
-                # searched also stops before the next NUL.
-                if next_nul < pos:
-                    next_nul = _find(text, "\x00", pos)
-                run_end = self._dispatch_common(
-                    text, pos, min(next_nul, pos + self._fast_limit), events, runs
-                )
-                if run_end != pos:
-                    pos = run_end
-                    continue
-            line_end, pos_after = _line_end(text, pos, has_cr)
-            if line_end < 0:
-                self._buffer_partial(text[pos:])
-                break
-            self._process_line(text[pos:line_end], events)
-            pos = pos_after
+            if self._fast_path and not self._fields_seen:
+                pos = self._read_runs(text, pos, events, runs, "\n")
+                if pos == end:
+                    break
+            # What the shapes do not take: line by line, to the end of the next event.
+            pos = self._read_lines(text, pos, events)
 
-    def _dispatch_uniform(
+    def _read_runs(
         self,
         text: str,
         pos: int,
-        endpos: int,
         events: list[ServerSentEvent],
         runs: list[EventRun] | None,
+        eol: str,
     ) -> int:
-        # Dispatches every whole event in text[pos:endpos] if they are two or more,
-        # all of the first one's common shape and type, exactly as _process_line would,
-        # and returns where they end (pos if they are not). The usual chunk of a chat
-        # stream is such a run, and one regex call then reads all of it in C.
-        # (A common shape has no blank field line: each event ends at the first LF LF.)
-        # Line ends are found with single-character searches (memchr), which cost next
-        # to nothing even over events of many KiB.
-        first_end = _first_event_end(text, pos, endpos)
-        if first_end < 0:
-            return pos
-        end = _last_event_end(text, first_end, endpos)
-        if end < 0:
-            return pos  # fewer than two whole events
-        for shape in _COMMON_SHAPES.get(text[pos], ()):
-            if shape.run.match(text, pos, first_end) is not None:
+        # Reads runs of events whose lines end eol from pos on, while there are any;
+        # returns where they end. An event no longer than both limits cannot break
+        # either, so no run is looked for further than that.
+        end = len(text)
+        while pos < end:
+            run_end = self._read_run(text, pos, min(end, pos + self._fast_limit), events, runs, eol)
+            if run_end == pos:
                 break
-        else:
-            return pos
-        has_ids = shape.id_line >= 0
-        if has_ids and text.find("\x00", pos, end) >= 0:
-            return pos
-        event_type = "message"
-        if shape.event_line >= 0:
-            event_type = shape.event_value(_line(text, pos, shape.event_line))
-        with_ids = has_ids and runs is None  # feed_runs needs only the last event's id
-        ids: Iterable[str] = repeat(self._id_buffer)
-        if not has_ids and first_end - pos > _LARGE_EVENT:
-            # Large events: the regex would read every character of the data; walking
-            # from line end to line end (memchr) reads next to none of them.
-            data_start = _line_start(text, pos, shape.data_line) + len("data" + shape.separator)
-            lead = text[pos:data_start]
-            datas = _large_datas(text, pos, end, lead, shape.separator == ":")
-            if datas is None:
-                return self._uniform_refused(pos)
-        elif not has_ids:
-            # Matches never overlap and each is an event of its data's length plus
-            # ``other``, so they tile the span exactly when those lengths add up to it.
-            pattern, other = _uniform_pattern(shape, event_type, False)
-            datas = pattern.findall(text, pos, end)
-            # (The length of their join is their total length, and cheaper to get.)
-            if len("".join(datas)) + len(datas) * other != end - pos:
-                return self._uniform_refused(pos)
-        else:
-            # Ids vary in length: split, and check that the gaps between matches (the
-            # text no event took) are all empty.
-            pattern, _ = _uniform_pattern(shape, event_type, with_ids)
-            parts = pattern.split(text[pos:end])
-            step = 3 if with_ids else 2
-            if any(parts[::step]):
-                return self._uniform_refused(pos)
-            datas = parts[step - 1 :: step]
-            if with_ids:
-                ids = parts[1::step]
-                self._id_buffer = parts[-3]
-            else:  # the last event's id line, the first of its lines in these shapes
-                last = text.rfind("\n\n", pos, end - 2) + 2
-                self._id_buffer = shape.id_value(text[last : text.find("\n", last)])
-        self._uniform_backoff = 1
-        self._last_event_id = self._id_buffer
-        if runs is None:
-            events.extend(map(ServerSentEvent, repeat(event_type), datas, ids, repeat(self._retry)))
-        else:
-            _append_events(runs, events)
-            _append_run(runs, event_type, datas)
-        return end
-
-    def _uniform_refused(self, pos: int) -> int:
-        # A stream that mixes types or shapes would be refused again: back off.
-        self._uniform_wait = self._uniform_backoff
-        self._uniform_backoff = min(2 * self._uniform_backoff, 16)
+            pos = run_end
         return pos
 
-    def _dispatch_common(
+    def _read_run(
         self,
         text: str,
         pos: int,
         endpos: int,
         events: list[ServerSentEvent],
         runs: list[EventRun] | None,
+        eol: str,
     ) -> int:
-        # Dispatches the run of common-shape events at text[pos:endpos], exactly as
-        # _process_line would, and returns where the run ends (pos if there is none).
-        for shape in _COMMON_SHAPES.get(text[pos], ()):
-            run = shape.run.match(text, pos, endpos)
-            if run is not None:
-                break
+        # Dispatches the run of events of one shape at text[pos:endpos], exactly as
+        # _process_line would, and returns where it ends (pos if there is none). The
+        # shape is the last run's if it fits the first event, else that event's own.
+        shape = self._shape
+        first = None
+        if shape is not None and shape.eol == eol:
+            first = shape.event.match(text, pos, endpos)
+        if shape is None or first is None:
+            fields = _shape_at(text, pos, endpos, eol)
+            if fields is None:
+                return pos
+            shape = self._shape = _compile(fields, eol)
+            first = shape.event.match(text, pos, endpos)
+            if first is None:
+                return pos  # comment lines come first
+        if shape.id_group >= 0:
+            # A NUL voids an id, which the pattern does not check: the run stops before
+            # the next NUL (searched for once, not per event), and the event that holds
+            # it is read line by line.
+            if self._nul < pos:
+                self._nul = _find(text, "\x00", pos)
+            if self._nul < first.end():
+                return pos
+            endpos = min(endpos, self._nul)
+        step = shape.step
+        if first.end() == len(text):
+            # One event, the whole text: as a server flushing each event is read.
+            end = first.end()
+            parts = ["", *first.groups(), ""]
         else:
-            return pos
-        # The run is known to be well formed, so splitting it at LF puts each field at
-        # a fixed line of every event.
-        lines = text[pos : run.end()].split("\n")
-        stride = shape.stride
-        stop = len(lines) - 1  # the last item is the empty string after the final LF
-        if stop == stride:
-            # One event, as when each read brings one: build it directly.
-            event_type = "message"
-            if shape.event_line >= 0:
-                event_type = shape.event_value(lines[shape.event_line])
-            if shape.id_line >= 0:
-                self._id_buffer = shape.id_value(lines[shape.id_line])
-            self._last_event_id = self._id_buffer
-            data = shape.data_value(lines[shape.data_line])
-            events.append(ServerSentEvent(event_type, data, self._id_buffer, self._retry))
-            return run.end()
-        # Many events: take each field as a column of lines, and build them all in C.
-        datas = list(map(shape.data_value, lines[shape.data_line : stop : stride]))
-        event_types: list[str] = ["message"] * len(datas)
-        if shape.event_line >= 0:
-            event_types = list(map(shape.event_value, lines[shape.event_line : stop : stride]))
-        if runs is not None:  # no event objects, and only the last id
-            if shape.id_line >= 0:
-                self._id_buffer = shape.id_value(lines[stop - stride + shape.id_line])
-            self._last_event_id = self._id_buffer
-            _append_events(runs, events)
-            _append_columns(runs, event_types, datas)
-            return run.end()
+            if self._whole_blocks:
+                # Optimistically, everything up to the last blank line is one run (it
+                # usually is): one split then reads it, and the text between its
+                # matches shows where the run really ends.
+                end = text.rfind(eol + eol, pos, endpos) + 2 * len(eol)
+            else:
+                run = shape.run.match(text, pos, endpos)
+                assert run is not None  # its first event matched
+                end = run.end()
+            # Splitting at each event yields the text before it (empty, or comment and
+            # blank lines), then each value it captures, at a fixed place of every step.
+            parts = shape.event.split(text[pos:end])
+            gaps = parts[::step]
+            if any(gaps):
+                for index in compress(range(len(gaps)), gaps):
+                    if shape.between.fullmatch(gaps[index]) is None:
+                        # The run ends before this text: keep what precedes it. Any
+                        # later matches were read in vain, so the rest of the chunk
+                        # finds each run's end before splitting it.
+                        del parts[index * step :]
+                        end = pos + len("".join(parts)) + index * shape.other
+                        self._whole_blocks = index == len(gaps) - 1
+                        break
+        if eol != "\n" and "\r" in "".join(parts):
+            # A CR in a value or between events: unless it is one of the CRLFs of comment
+            # or blank lines there (as many CRs as LFs), it ends a line the pattern did
+            # not see.
+            run_text = text[pos:end]
+            if run_text.count("\r") != run_text.count("\n"):
+                return pos
+        columns = [parts[group + 1 :: step] for group in shape.data_groups]
+        datas = (
+            columns[0] if len(columns) == 1 else list(map("\n".join, zip(*columns, strict=True)))
+        )
+        event_types: list[str] | None = None
+        if shape.event_group >= 0:
+            event_types = parts[shape.event_group + 1 :: step]
+            if "" in event_types:  # an empty type is "message"
+                event_types = [event_type or "message" for event_type in event_types]
         ids: Iterable[str] = repeat(self._id_buffer)
-        if shape.id_line >= 0:
-            id_column = list(map(shape.id_value, lines[shape.id_line : stop : stride]))
+        if shape.id_group >= 0:
+            ids = id_column = parts[shape.id_group + 1 :: step]
             self._id_buffer = id_column[-1]
-            ids = id_column
         self._last_event_id = self._id_buffer
-        events.extend(map(ServerSentEvent, event_types, datas, ids, repeat(self._retry)))
-        return run.end()
+        if shape.retry is not None:
+            self._retry = shape.retry
+        if runs is None:
+            types = repeat("message") if event_types is None else event_types
+            events.extend(map(ServerSentEvent, types, datas, ids, repeat(self._retry)))
+            return end
+        _append_events(runs, events)
+        if event_types is None or event_types.count(event_types[0]) == len(event_types):
+            _append_run(runs, "message" if event_types is None else event_types[0], datas)
+        else:
+            for event_type, data in zip(event_types, datas, strict=True):
+                _append_run(runs, event_type, [data])
+        return end
+
+    def _read_lines(self, text: str, pos: int, events: list[ServerSentEvent]) -> int:
+        # Reads text from pos line by line to the end of the next event (the comment and
+        # blank lines before it included) and returns where it stopped; at the end of
+        # the text, keeps its unterminated last line. After a refused run the reader
+        # thus moves on by a whole event, so no text is searched for a shape twice.
+        end = len(text)
+        while pos < end:
+            line_end = text.find("\n", pos)
+            if line_end < 0:
+                self._buffer_partial(text[pos:])
+                return end
+            in_event = self._fields_seen
+            self._process_line(text[pos:line_end], events)
+            pos = line_end + 1
+            if in_event and not self._fields_seen:
+                break
+        return pos
 
     def _buffer_partial(self, piece: str) -> None:
         self._partial.append(piece)

@@ -60,6 +60,12 @@ def outcome(
         events = feed_in(decoder, data, cuts)
     except StreamError:
         return "raised"
+    try:
+        decoder.end()
+    except StreamError:
+        assert not decoder.at_event_boundary
+    else:
+        assert decoder.at_event_boundary
     return events, decoder.last_event_id, decoder.retry, decoder.at_event_boundary
 
 
@@ -474,7 +480,92 @@ def test_event_boundary_after_each_complete_event(fast_path: bool) -> None:
     decoder.feed(b"data: b\n\n: ping\n\n")
     assert decoder.at_event_boundary
     decoder.feed(b":partial comment")
-    assert not decoder.at_event_boundary  # a partial line, even of a comment
+    assert decoder.at_event_boundary  # a partial comment line is no event
+    decoder.end()
+    decoder.feed(b"\ndata: c")
+    assert not decoder.at_event_boundary  # a partial field line is
+
+
+@both_paths
+@pytest.mark.parametrize(
+    "tail", [b"", b": keep-alive", b":", b": x\n", b": x\r\n: y", b"\n\n", b": \xc3"], ids=repr
+)
+def test_end_returns_at_an_event_boundary(fast_path: bool, tail: bytes) -> None:
+    # A complete answer followed by nothing, a blank line, or a comment (even an
+    # unterminated one, even cut inside a character) ended where it should.
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"event: e\ndata: a\n\n" + tail) == [E(event="e", data="a")]
+    assert decoder.at_event_boundary
+    decoder.end()
+
+
+@both_paths
+@pytest.mark.parametrize(
+    ("tail", "event", "received"),
+    [
+        (b"data: x", None, "data: x"),  # an unterminated field line
+        (b"event: big\ndata: x\ndata: y\n", "big", "x\ny"),  # no blank line yet
+        (b"event: big\ndata: x\n: comment", "big", "x\n: comment"),
+        (b"id: 2\n", None, ""),  # any field counts, not only data
+        (b"retry: 9\n", None, ""),
+        (b"foo\n", None, ""),
+        (b"data: x\r", None, "x"),  # a CR ends the line, not the event
+        (b"\xc3", None, ""),  # a character cut at the start of a line
+    ],
+    ids=repr,
+)
+def test_end_raises_inside_an_event(
+    fast_path: bool, tail: bytes, event: str | None, received: str
+) -> None:
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.feed(b"data: a\n\n" + tail) == [E(data="a")]
+    assert not decoder.at_event_boundary
+    with pytest.raises(StreamError) as caught:
+        decoder.end()
+    assert caught.value.event == event
+    assert caught.value.received == received
+    assert "ended in the middle of an event" in str(caught.value)
+
+
+def test_end_excerpt_is_bounded() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: " + b"z" * 10_000 + b"\n")
+    with pytest.raises(StreamError) as caught:
+        decoder.end()
+    assert 0 < len(caught.value.received) <= 256
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"event: x\r\r\ndata: y\r\n\n",  # a lone CR, and as many CRs as LFs
+        b"event: x\r\ndata: y\r\n\nevent: x\r\ndata: y\r\n\n",  # blank lines bare LF
+        b"event: x\r\ndata: y\rz\r\n\r\n",  # a lone CR inside a value
+        b"event: x\ndata: y\r\n\r\n",  # LF, then CRLF
+    ],
+    ids=repr,
+)
+def test_lines_ending_lf_then_crlf_in_one_stream(chunk: bytes) -> None:
+    # The shape learned from LF lines never reads CRLF text as it is, nor the reverse.
+    body = b"event: x\ndata: y\n\n" * 3 + chunk + b"event: x\r\ndata: y\r\n\r\n" * 3 + chunk
+    expected = SSEDecoder(fast_path=False).feed(body)
+    assert SSEDecoder().feed(body) == expected
+    cuts = [57, len(body) - len(chunk)]
+    assert per_chunk(body, cuts) == per_chunk(body, cuts, fast_path=False)
+
+
+def test_nul_in_an_id_after_crlf_runs_in_the_same_chunk() -> None:
+    # CRLF runs are read before the rest of the chunk is made LF: where the next NUL is
+    # must be found again in that text.
+    body = (
+        b"id: 1\r\ndata: a\r\n\r\n" * 3
+        + b"id: 22\ndata: b\n\n" * 30
+        + b"id: a\x00b\ndata: c\n\n"
+        + b"id: 3\ndata: d\n\n"
+    )
+    expected = SSEDecoder(fast_path=False).feed(body)
+    assert [e.id for e in expected[-2:]] == ["22", "3"]
+    assert SSEDecoder().feed(body) == expected
 
 
 def test_event_is_an_immutable_value() -> None:
@@ -558,29 +649,72 @@ def test_a_whole_common_run_is_one_run(stream: bytes) -> None:
     assert decoder.at_event_boundary
 
 
-@pytest.mark.parametrize("runs", [True, False], ids=["feed_runs", "feed"])
-def test_common_runs_take_the_uniform_path(monkeypatch: pytest.MonkeyPatch, runs: bool) -> None:
-    # Structure, not speed: chunks of whole events of one common shape and type never
-    # reach the per-event paths.
-    def fail(*args: object) -> int:
-        raise AssertionError("left the uniform path")
+def shaped(count: int, order: str, *, sep: str = ": ", eol: str = "\n", ping: int = 0) -> bytes:
+    """count events whose lines follow order (comma-separated names; ``data`` twice makes
+    two data lines), a ``: ping`` comment and blank line after every ping-th."""
+    parts = []
+    for i in range(count):
+        values = {"id": str(i), "event": "message_chunk", "retry": "3000", "data": f'{{"n":{i}}}'}
+        lines = [f"{name}{sep}{values[name]}" for name in order.split(",")]
+        parts.append("\n".join(lines) + "\n\n")
+        if ping and i % ping == ping - 1 and i < count - 1:
+            parts.append(": ping\n\n")
+    return "".join(parts).replace("\n", eol).encode()
 
-    monkeypatch.setattr(SSEDecoder, "_dispatch_common", fail)
+
+# Every wire form the shape matrix of benchmarks/ measures, and more.
+FORMS = {
+    "event,data": shaped(100, "event,data"),
+    "id,event,data": shaped(100, "id,event,data"),
+    "event,id,data": shaped(100, "event,id,data"),
+    "data,event": shaped(100, "data,event"),
+    "id,data": shaped(100, "id,data"),
+    "id,data,event": shaped(100, "id,data,event"),
+    "event,data,id": shaped(100, "event,data,id"),
+    "data": shaped(100, "data"),
+    "no-space": shaped(100, "id,event,data", sep=":"),
+    "crlf": shaped(100, "event,data", eol="\r\n"),
+    "cr": shaped(100, "event,id,data", eol="\r"),
+    "pings": shaped(100, "event,data", ping=10),
+    "retry-line": shaped(100, "retry,event,data"),
+    "two-data-lines": shaped(100, "event,data,data"),
+    "data-event-data": shaped(100, "data,event,data"),
+    "completions": b"".join(b'data: {"n":%d}\n\n' % i for i in range(99)) + b"data: [DONE]\n\n",
+    "nul-in-data": b"".join(b"data: \x00 %d\n\n" % i for i in range(100)),
+}
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+@pytest.mark.parametrize("runs", [True, False], ids=["feed_runs", "feed"])
+def test_every_form_is_read_in_one_pass(
+    monkeypatch: pytest.MonkeyPatch, form: bytes, runs: bool
+) -> None:
+    # Structure, not speed: a chunk of whole events of one shape, whatever the shape,
+    # never reaches the line-by-line reader (comment lines between events included).
+    expected = SSEDecoder(fast_path=False).feed(form)
+    assert len(expected) == 100
+
+    def fail(*args: object) -> None:
+        raise AssertionError("read line by line")
+
     monkeypatch.setattr(SSEDecoder, "_process_line", fail)
-    streams = [
-        typical_stream(100),
-        typical_stream(100, ids=False),
-        typical_stream(100, space=False),
-        typical_stream(100, eol="\r"),
-        b"".join(b"id:%d\ndata:%d\n\n" % (i, i) for i in range(100)),
-        b"".join(b"data: \x00 %d\n\n" % i for i in range(100)),
-    ]
-    for stream in streams:
-        decoder = SSEDecoder()
-        if runs:
-            assert sum(len(datas) for _, datas in decoder.feed_runs(stream)) == 100
-        else:
-            assert len(decoder.feed(stream)) == 100
+    decoder = SSEDecoder()
+    if runs:
+        flat = [(t, d) for t, datas in decoder.feed_runs(form) for d in datas]
+        assert flat == [(e.event, e.data) for e in expected]
+    else:
+        assert decoder.feed(form) == expected
+    assert decoder.last_event_id == expected[-1].id
+    assert decoder.retry == expected[-1].retry
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+@pytest.mark.parametrize("chunk", [1, 7, 100, 4096])
+def test_every_form_same_on_both_paths_whatever_the_chunking(form: bytes, chunk: int) -> None:
+    cuts = range(chunk, len(form), chunk)
+    expected = per_chunk(form, cuts, fast_path=False)
+    assert per_chunk(form, cuts) == expected
+    assert per_chunk(form, cuts, runs=True) == type_and_data(expected)
 
 
 def test_feed_runs_keeps_order_across_types_and_paths() -> None:
@@ -868,10 +1002,31 @@ def _uniform_run(draw: st.DrawFn) -> str:
     return "".join(events)
 
 
+@st.composite
+def _shaped_run(draw: st.DrawFn) -> str:
+    # Events of one random shape: any order of id, event, retry and data lines (data
+    # possibly on several lines, together or apart), either separator on each line,
+    # comment and blank lines between events, and one line ending throughout. The
+    # one-pass reader takes such runs, or must refuse them where a value breaks the shape.
+    names = draw(
+        st.lists(st.sampled_from(["id", "event", "retry", "data", "data"]), min_size=1, max_size=5)
+    )
+    seps = [draw(st.sampled_from([": ", ":"])) for _ in names]
+    eol = draw(_EOL)
+    between = st.sampled_from(["", "", "", ": ping\n", "\n", ":\n\n", ": a\n: b\n\n"])
+    events = []
+    for _ in range(draw(st.integers(1, 5))):
+        lines = [name + sep + draw(_VALUES) for name, sep in zip(names, seps, strict=True)]
+        events.append(draw(between) + "\n".join(lines) + "\n\n")
+    return "".join(events).replace("\n", eol)
+
+
 _FRAGMENTS = st.one_of(
     st.builds(lambda line, eol: (line + eol).encode(), _LINES, _EOL),
     _common_run().map(str.encode),
     _uniform_run().map(str.encode),
+    _shaped_run().map(str.encode),
+    _shaped_run().map(str.encode),
     st.sampled_from(
         [BOM, b"\xff", b"\xe2\x82", b"\xf0\x9f", b"\r", b"\n", b"\x00", b"retry: 7\n\n"]
     ),
@@ -898,7 +1053,8 @@ def uniform_streams_and_cuts(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     others = st.sampled_from(
         [b"", b"retry: 7\n\n", b"id: 5\n\n", b"id\n\n", b": c\n", b"data: x\n\n", b"\n", b"id: 1"]
     )
-    fragments = draw(st.lists(st.one_of(_uniform_run().map(str.encode), others), max_size=8))
+    runs = st.one_of(_uniform_run(), _shaped_run()).map(str.encode)
+    fragments = draw(st.lists(st.one_of(runs, others), max_size=8))
     stream = b"".join(fragments)
     ends = list(accumulate(map(len, fragments), initial=0))
     cuts = draw(st.lists(st.sampled_from(ends) | st.integers(0, len(stream)), max_size=8))
