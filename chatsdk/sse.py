@@ -29,7 +29,7 @@ from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
 
-from chatsdk.errors import StreamError
+from chatsdk.errors import StreamError, ValidationError
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
@@ -304,7 +304,7 @@ class SSEDecoder:
         last_event_id: str = "",
     ) -> None:
         if max_line_size < 1 or max_event_size < 1:
-            raise ValueError("max_line_size and max_event_size must be positive")
+            raise ValidationError("max_line_size and max_event_size must be positive")
         self._max_line_size = max_line_size
         self._max_event_size = max_event_size
         self._fast_path = fast_path
@@ -362,11 +362,6 @@ class SSEDecoder:
                 event=self._event_type or None,
                 received=pending[:_EXCERPT_CHARS] or None,
             )
-
-    def end(self) -> None:
-        """The body ended: raise StreamError if it ended inside an event."""
-        if not self.at_event_boundary:
-            raise StreamError("the event stream ended in the middle of an event")
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Decode the next chunk of the stream; return the events it completed, in order.
