@@ -82,12 +82,15 @@ class Wire(Protocol[EventT, ResultT_co]):
     payload to deliver the events before the culprit and raise its error after them.
     ``take`` folds a batch and returns the events to hand out (an adapter may add
     events it derives, such as Inkeep's links). ``finished`` is True once the wire's end
-    sentinel came (nothing after it is read); ``needs_end`` says that a body ending
-    before it is cut short.
+    marker came (nothing after it is read: Chat Completions' ``[DONE]``); ``ended`` once
+    the answer is whole (``[DONE]``, or chat_results' chunk with a ``finish_reason``): a
+    body that ends before that is cut short.
     """
 
     finished: bool
-    needs_end: bool
+
+    @property
+    def ended(self) -> bool: ...
 
     def decode(self, runs: list[EventRun]) -> list[EventT]: ...
 
@@ -510,7 +513,7 @@ class EventStream(Generic[EventT, ResultT]):
                 except StreamError as exc:  # the body ended inside an event: cut short
                     await self._resume(exc, wait_until)
                     continue
-                if self._wire.needs_end:
+                if not self._wire.ended:
                     if self._resumed_idle:
                         # A resumed connection that ends cleanly with nothing new: the
                         # server has no more of this answer, and asking again is moot.

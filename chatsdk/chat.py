@@ -16,7 +16,7 @@ import msgspec
 from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout
 from ._streaming import EventStream
 from ._transport import Transport
-from .completions import Completions
+from .completions import Completions, error_event
 from .errors import ValidationError
 from .models import (
     MESSAGE_ROLES,
@@ -45,11 +45,13 @@ _RESPONSE = msgspec.json.Decoder(ChatResponse)
 class _ChatResultsWire:
     """The ``chat_results`` events and their fold into a :class:`ChatResult`.
 
-    The wire has no end marker (SPEC 1.4): the answer ends with the body.
+    The wire has no end marker (SPEC 1.4): the body ends after the chunk that carries a
+    ``finish_reason`` (and the ``records_cited`` that follows it). A body that ends before
+    any ``finish_reason`` is an answer cut short. An ``error`` event is the server saying
+    it failed: :class:`APIError`, as on the Chat Completions wire.
     """
 
     finished = False
-    needs_end = False
 
     def __init__(self) -> None:
         self._text: list[str] = []
@@ -71,11 +73,17 @@ class _ChatResultsWire:
                     decoded += self.decode_one(event, data)
         return decoded
 
+    @property
+    def ended(self) -> bool:
+        return self._finish_reason is not None
+
     def decode_one(self, event: str, data: str) -> list[ChatEvent]:
         if event == "message_chunk":
             return [_CHUNK.decode(data)]
         if event == "records_cited":
             return [_CITED.decode(data)]
+        if event == "error":
+            raise error_event(data)
         return [UnknownEvent(event=event, data=data)]
 
     def whole(self, body: bytes) -> list[ChatEvent]:

@@ -43,7 +43,7 @@ from .models import (
 )
 from .sse import EventRun
 
-__all__ = ["INKEEP_TOOLS", "CompletionStream", "Completions"]
+__all__ = ["INKEEP_TOOLS", "CompletionStream", "Completions", "error_event"]
 
 log = logging.getLogger("chatsdk")
 
@@ -157,8 +157,6 @@ class _CompletionsWire:
     every choice is still in the chunks). The end marker is ``data: [DONE]``.
     """
 
-    needs_end = True
-
     def __init__(self) -> None:
         self.finished = False
         self._id = ""
@@ -191,6 +189,10 @@ class _CompletionsWire:
             decoded += chunks
         return decoded
 
+    @property
+    def ended(self) -> bool:
+        return self.finished
+
     def decode_one(self, event: str, data: str) -> list[CompletionEvent]:
         if self.finished:
             return []
@@ -200,11 +202,11 @@ class _CompletionsWire:
         if event not in ("message", "error"):
             log.debug("ignoring a %r event on a Chat Completions stream", event)
             return []
+        if event == "error":
+            raise error_event(data)
         chunk = _CHUNK.decode(data)
         if chunk.error is not None:
             raise _error_of(chunk.error)
-        if event == "error":  # the error object itself as the data
-            raise _error_of(msgspec.json.decode(data))
         return [chunk]
 
     def whole(self, body: bytes) -> list[CompletionEvent]:
@@ -328,6 +330,18 @@ class _CompletionsWire:
             links=self._links,
             answer_confidence=self._answer_confidence,
         )
+
+
+def error_event(data: str) -> APIError:
+    """The :class:`APIError` for an ``event: error``: its data is ``{"error": {...}}``, the
+    error object itself, or any text."""
+    try:
+        body = msgspec.json.decode(data)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        body = data
+    if isinstance(body, dict) and body.get("error") is not None:
+        body = body["error"]
+    return _error_of(body)
 
 
 def _error_of(error: Any) -> APIError:

@@ -307,10 +307,12 @@ async def test_a_server_replaying_from_the_start_on_every_resume_is_refused() ->
                     await consume(client)
 
 
-def numbered(first: int, last: int) -> bytes:
-    """Events ``first``..``last`` (ids and content alike), as the reference server numbers them."""
+def numbered(first: int, last: int, *, final: bool = False) -> bytes:
+    """Events ``first``..``last`` (ids and content alike), as the reference server numbers
+    them; with ``final``, the last one finishes the answer (``finish_reason``)."""
     return b"".join(
-        b'id: %d\nevent: message_chunk\ndata: {"content_chunk":"%d "}\n\n' % (n, n)
+        b'id: %d\nevent: message_chunk\ndata: {"content_chunk":"%d "%s}\n\n'
+        % (n, n, b',"finish_reason":"stop"' if final and n == last else b"")
         for n in range(first, last + 1)
     )
 
@@ -333,7 +335,7 @@ async def test_a_resume_that_replays_events_already_delivered_delivers_them_once
     # event already delivered. Ids are opaque (WHATWG), decimal or not: a replay is
     # recognised as the id sent (5) or, for a replay from the top, the stream's first id.
     first = numbered(1, 5) + CUT
-    again = numbered(replayed_from, 8)
+    again = numbered(replayed_from, 8, final=True)
     if ids == "opaque":
         first, again = (body.replace(b"id: ", b"id: ev-") for body in (first, again))
     replies = [
@@ -356,7 +358,7 @@ async def test_a_drop_in_the_middle_of_a_replay_resumes_from_the_id_first_sent()
         Reply(body=numbered(1, 5) + CUT, content_type="text/event-stream", headers=RESUMABLE),
         # Replays 1-3 (dropped), then drops again: the next resume must still say 5.
         Reply(body=numbered(1, 3) + CUT, content_type="text/event-stream", headers=RESUMABLE),
-        Reply(body=numbered(6, 8), content_type="text/event-stream", headers=RESUMABLE),
+        Reply(body=numbered(6, 8, final=True), content_type="text/event-stream", headers=RESUMABLE),
     ]
     async with ScriptedServer(replies) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
@@ -372,7 +374,7 @@ async def test_a_resumed_connection_that_sends_no_event_keeps_the_id_to_resume_f
         Reply(body=numbered(1, 2) + CUT, content_type="text/event-stream", headers=RESUMABLE),
         # Resumed, but only a comment and a cut: still nothing after id 2.
         Reply(body=b": ping\n\n" + CUT, content_type="text/event-stream", headers=RESUMABLE),
-        Reply(body=numbered(3, 4), content_type="text/event-stream", headers=RESUMABLE),
+        Reply(body=numbered(3, 4, final=True), content_type="text/event-stream", headers=RESUMABLE),
     ]
     async with ScriptedServer(replies) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:

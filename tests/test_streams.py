@@ -348,6 +348,7 @@ async def test_a_long_stream_does_not_keep_the_events_it_delivered() -> None:
     n = 20_000
     session = "cs_" + "s" * 60
     body = sse(*[("message_chunk", f'{{"content_chunk":"w","chat_session_id":"{session}"}}')] * n)
+    body += sse(("message_chunk", '{"content_chunk":"","finish_reason":"stop"}'))
     async with ScriptedServer([Reply(body=body, content_type="text/event-stream")]) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
             stream = c.chat.create(integration_id="docs", messages="q")
@@ -360,7 +361,7 @@ async def test_a_long_stream_does_not_keep_the_events_it_delivered() -> None:
                 held, _ = tracemalloc.get_traced_memory()
             finally:
                 tracemalloc.stop()
-            assert count == n
+            assert count == n + 1
             assert (await stream.final_result()).text == "w" * n
     # Each event, kept, would pin a struct and a 63-character session id: well over
     # 100 bytes an event. What remains is the folded text and the connection's buffers.
