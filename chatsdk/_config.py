@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import email.utils
+import logging
 import math
 import os
 import random
@@ -119,6 +120,9 @@ class RetryPolicy:
             raise ValidationError(
                 f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter!r}"
             )
+        numbers = (self.initial_delay, self.max_delay, self.multiplier, self.max_retry_after)
+        if not all(isinstance(n, int | float) and math.isfinite(n) for n in numbers):
+            raise ValidationError("RetryPolicy delays and multiplier must be finite numbers")
         if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
             raise ValidationError("RetryPolicy delays must be >= 0 and multiplier >= 1")
         if self.max_resumes < 0:
@@ -141,7 +145,10 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """The wait before retry number ``attempt`` (0 for the first retry), with jitter."""
-        delay = min(self.max_delay, self.initial_delay * self.multiplier**attempt)
+        try:
+            delay = min(self.max_delay, self.initial_delay * self.multiplier**attempt)
+        except OverflowError:  # a policy that retries for ever: the cap long since reached
+            delay = self.max_delay
         return delay * (1 - self.jitter * random.random())
 
     def delay_for(self, attempt: int, retry_after: str | None) -> float | None:
@@ -368,6 +375,8 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         hint = _misspelled_variables(env)
+        if hint:  # said at once: a misspelled URL variable would send the key elsewhere
+            logging.getLogger("chatsdk").warning("unknown CHATSDK_* variable%s", hint)
 
         def pick(value: Any, name: str) -> tuple[Any, str]:
             """(value, what the user set): the argument, else the variable."""

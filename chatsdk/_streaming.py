@@ -47,8 +47,16 @@ from ._transport import (
     invalid_response,
     mapped_errors,
     read_at_most,
+    scrubbed,
 )
-from .errors import APIConnectionError, APIError, APITimeoutError, StreamError, ValidationError
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ChatSDKError,
+    StreamError,
+    ValidationError,
+)
 from .sse import EventRun, ServerSentEvent, SSEDecoder, event_runs
 
 __all__ = ["EventStream", "Wire"]
@@ -138,6 +146,8 @@ class EventStream(Generic[EventT, ResultT]):
         self._decoder: SSEDecoder | None = None
         self._carry = b""  # bytes read while deciding what the body is, not yet decoded
         self._broken: APIConnectionError | None = None  # a drop while those were read
+        self._reading = False  # a read is under way (one task at a time)
+        self._location_refused = False  # the server's Content-Location could not be used
         self._deadline: float | None = None
         self._started = False
         self._done = False  # nothing more will be read
@@ -230,16 +240,26 @@ class EventStream(Generic[EventT, ResultT]):
         raise StopAsyncIteration
 
     async def _read_batch(self) -> None:
+        if self._reading:
+            raise ValidationError(
+                "this stream is already being read by another task: a stream is read by "
+                "one task at a time"
+            )
+        self._reading = True
         try:
             await self._read_events()
         except BaseException as exc:
             # An error or a cancellation mid-read: nothing more will be read, and asking
             # again raises the same error.
             self._done = True
-            if isinstance(exc, Exception):
-                self._error = exc
             self._close_connection()
+            if isinstance(exc, ChatSDKError):
+                self._error = scrubbed(exc, self._secrets)
+            elif isinstance(exc, Exception):
+                self._error = exc
             raise
+        finally:
+            self._reading = False
 
     def _check_complete(self) -> None:
         if self._error is not None:
@@ -254,6 +274,9 @@ class EventStream(Generic[EventT, ResultT]):
         if not self._started:
             try:
                 await self._open()
+            except ChatSDKError as exc:
+                self._done = True
+                raise scrubbed(exc, self._secrets) from exc.__cause__
             except BaseException:
                 self._done = True
                 raise
@@ -357,6 +380,7 @@ class EventStream(Generic[EventT, ResultT]):
             location = response.headers.get("Content-Location")
             if location:
                 self._resume_url = _resume_url(self._url, location)
+                self._location_refused = self._resume_url is None
             # After a resume the decoder starts with no id (WHATWG would seed the id
             # sent): an event that repeats it then shows whether it carried it itself.
             self._decoder = SSEDecoder(
@@ -413,7 +437,11 @@ class EventStream(Generic[EventT, ResultT]):
         """Reconnect after a drop with ``Last-Event-ID``, or raise if that cannot be done."""
         self._close_connection()
         if self._resume_url is None:
-            note = " (not resumable: the server gave no Content-Location)"
+            note = (
+                " (not resumable: the server's Content-Location is not a path on the same server)"
+                if self._location_refused
+                else " (not resumable: the server gave no Content-Location)"
+            )
             if isinstance(cause, StreamError):
                 raise StreamError(f"{cause}{note}") from cause.__cause__
             raise type(cause)(f"{cause}{note}") from cause.__cause__
@@ -505,6 +533,8 @@ class EventStream(Generic[EventT, ResultT]):
                 except APITimeoutError:
                     raise
                 except APIConnectionError as exc:
+                    if self._done:  # closed by the caller (a `break`) while reading
+                        return
                     await self._resume(exc, wait_until)
                     continue
             if not chunk:
@@ -660,6 +690,8 @@ def _body_kind(content_type: str, head: bytes) -> str:
     start = head.lstrip(_BLANK)
     if start[:1] in (b"{", b"["):
         return "json"
+    if start[:1] == b"<":  # an HTML page (a proxy's, a login portal's), however labelled
+        return "other"
     if content_type == "text/event-stream" or start.startswith(_SSE_STARTS):
         return "sse"
     if not start and (content_type == "application/json" or content_type.endswith("+json")):

@@ -184,7 +184,9 @@ class Transport:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
-            raise APIConnectionError("the client is closed")
+            raise ValidationError(
+                "this client is closed (aclose() or the end of `async with`): create a new one"
+            )
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
@@ -350,7 +352,15 @@ class Transport:
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
-            auth = await self._auth_headers(api, refresh_from=refreshed_token)
+            provider_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
+            try:
+                async with asyncio.timeout_at(provider_by):
+                    auth = await self._auth_headers(api, refresh_from=refreshed_token)
+            except TimeoutError:
+                raise APITimeoutError(
+                    "the session_token provider did not return a token within the "
+                    f"{'total' if _past(deadline) else 'idle'} timeout"
+                ) from None
             sent_token = self.sent_token(auth)
             if sent_token is not None and len(sent_token) >= MIN_SECRET_LENGTH:
                 secrets.add(sent_token)
@@ -461,15 +471,23 @@ class Transport:
             with mapped_errors(f"{method} {_without_query(url)}", timeout, deadline, secrets):
                 async with asyncio.timeout_at(body_by):
                     raw = await read_at_most(response, MAX_JSON_BODY, show=show_body)
+        except APIResponseValidationError as exc:
+            raise scrubbed(exc, secrets) from None
         finally:
             response.release()
+        if decoder is None and raw.lstrip()[:1] == b"<":
+            # Any 2xx with any body is success (SPEC 1.3), but an HTML page is a login
+            # portal or a proxy answering in the server's place: nothing was done.
+            error = invalid_response("the answer is an HTML page", response, raw)
+            raise scrubbed(error, secrets)
         if decoder is None or not raw.strip():
             return None
         try:
             return decoder.decode(raw)
         except DECODE_ERRORS as exc:
             message = f"the answer is not JSON of the expected shape ({_decode_reason(exc)})"
-            raise invalid_response(message, response, raw if show_body else None) from None
+            error = invalid_response(message, response, raw if show_body else None)
+            raise scrubbed(error, secrets) from None
 
     def secrets(self, params: Mapping[str, str] | None = None) -> set[str]:
         """Every secret a call may send: scrubbed from whatever it raises."""
@@ -502,7 +520,10 @@ def mapped_errors(
 def invalid_response(
     message: str, response: aiohttp.ClientResponse, body: bytes | None
 ) -> APIResponseValidationError:
-    """The error for a 2xx answer whose body is not what the API answers (SPEC 1.6)."""
+    """The error for a 2xx answer whose body is not what the API answers (SPEC 1.6).
+
+    Its excerpt is server text: whoever raises it scrubs it (:func:`scrubbed`).
+    """
     return APIResponseValidationError(
         message,
         status=response.status,
@@ -511,6 +532,22 @@ def invalid_response(
         request_id=response.headers.get("X-Request-Id"),
         headers=dict(response.headers),
     )
+
+
+def scrubbed(error: _E, secrets: Collection[str]) -> _E:
+    """``error`` with every secret a call sent removed from its message and from the
+    server text it carries (``body``, ``received``, ``headers``): a proxy or a server
+    may echo the request (its ``Authorization`` header) into what it answers."""
+    if not secrets:
+        return error
+    error.args = tuple(_redact_value(arg, secrets) for arg in error.args)
+    for name in ("body", "received"):
+        if hasattr(error, name):
+            setattr(error, name, _redact_value(getattr(error, name), secrets))
+    headers = getattr(error, "headers", None)
+    if isinstance(headers, Mapping) and headers:
+        error.headers = {k: _redact(str(v), secrets) for k, v in headers.items()}  # type: ignore[attr-defined]
+    return error
 
 
 def _decode_reason(exc: BaseException) -> str:

@@ -202,6 +202,7 @@ class Chat:
         Raises :class:`ValidationError` at once for bad arguments.
         """
         _check_text("integration_id", integration_id)
+        _check_bool("stream", stream)
         history = _messages(messages)
         for name, value in (("guidance", guidance), ("context", context), ("chat_mode", chat_mode)):
             if value is not None and not isinstance(value, str):
@@ -241,6 +242,7 @@ class Chat:
         """
         _check_text("chat_session_id", chat_session_id)
         _check_text("integration_id", integration_id)
+        _check_bool("stream", stream)
         question = _message(message, "message")
         if question.role != "user":
             raise ValidationError(
@@ -270,6 +272,11 @@ class Chat:
             timeout=timeout_,
             retries=retries_,
         )
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{name} must be True or False, got {value!r}")
 
 
 def _check_text(name: str, value: object) -> None:

@@ -412,6 +412,8 @@ class Completions:
         """
         if not isinstance(model, str) or not model.strip():
             raise ValidationError(f"model must be a non-empty string, got {model!r}")
+        if not isinstance(stream, bool):
+            raise ValidationError(f"stream must be True or False, got {stream!r}")
         request = ChatCompletionRequest(
             model=model,
             messages=_messages(messages),
@@ -483,6 +485,8 @@ def _messages(
             raise ValidationError(
                 f"{where}.content may be None only on an assistant message with tool_calls"
             )
+        if message.role == "user" and not (message.content or "").strip():
+            raise ValidationError(f"{where}.content must not be empty (the question)")
         if message.role == "tool" and not message.tool_call_id:
             raise ValidationError(f"{where} is a tool message: it needs tool_call_id")
         if message.reasoning_content is not None:  # an answer's field; never sent back

@@ -31,7 +31,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._client import ChatClient
 from ._streaming import EventStream
-from .errors import APIConnectionError, ValidationError
+from .errors import ValidationError
 from .models import (
     ChatCompletionResult,
     ChatEvent,
@@ -103,11 +103,11 @@ class _Runner:
         """
         _refuse_running_loop()
         if self.closed:
-            raise APIConnectionError("the client is closed")
+            raise ValidationError("this client is closed: create a new one")
         try:
             future: Future[T] = self.portal.start_task_soon(func)
         except RuntimeError:  # the portal stopped between the check and here
-            raise APIConnectionError("the client is closed") from None
+            raise ValidationError("this client is closed: create a new one") from None
         try:
             return future.result()
         except BaseException:
@@ -214,7 +214,17 @@ class SyncChatStream(Generic[EventT, ResultT]):
                 yield piece
 
     def __iter__(self) -> Iterator[EventT]:
-        return self
+        # A generator: `break` drops it, and CPython runs its finally at once.
+        try:
+            while True:
+                try:
+                    event = self.__next__()
+                except StopIteration:
+                    return
+                yield event
+        finally:
+            if not self._stream._complete:
+                self.close()
 
     def __next__(self) -> EventT:
         if self._closed:

@@ -324,7 +324,7 @@ async def test_backend_opens_one_client_at_startup_and_closes_it_at_cleanup(
                 async with http.post(running.url + "/token") as response:
                     assert response.status == 200
         assert running.chat_client is client
-    with pytest.raises(chatsdk.APIConnectionError, match="closed"):
+    with pytest.raises(chatsdk.ValidationError, match="closed"):
         await client.tokens.create(embed_origin="https://docs.example.com")
 
 

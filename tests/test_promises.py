@@ -814,3 +814,180 @@ async def test_a_dropped_connection_is_an_api_connection_error(kit: WireKit, whe
                     await kit.create(client, stream=where == "mid-SSE")
     assert not isinstance(info.value, chatsdk.APITimeoutError)
     assert len(srv.connections) == 1  # a body was under way: no retry
+
+
+# == found by a fresh user trying to break it ===========================================
+
+ECHO_KEY = "sk-echoed-secret-key-98765"
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    page = body.replace(b"{HEADERS}", head.replace(b"\r\n", b" | "))  # one line
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        % (
+            b"text/event-stream" if page.startswith((b"data", b"event")) else b"text/html",
+            len(page),
+        )
+        + page
+    )
+    await writer.drain()
+    writer.close()
+
+
+@contextlib.asynccontextmanager
+async def echoing(body: bytes) -> Any:
+    """A server (a proxy, a WAF) that puts the request's headers into its answer."""
+    server = await asyncio.start_server(lambda r, w: _echo(r, w, body), "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _error_chunk(wire: str) -> bytes:
+    error = b'{"error": {"message": "{HEADERS}", "type": "x"}}'
+    return (b"event: error\ndata: " if wire == "chat" else b"data: ") + error + b"\n\n"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("wire", ["chat", "completions"])
+@pytest.mark.parametrize("answer", ["html", "wrong shape", "error event"])
+async def test_an_echoed_key_never_reaches_an_exception(wire: str, answer: str) -> None:
+    body = {
+        "html": b"<html><body>Blocked: {HEADERS}</body></html>",
+        "wrong shape": b'{"choices": "{HEADERS}", "chat_session_id": 1, "message": 2}',
+        "error event": _error_chunk(wire),
+    }[answer]
+    async with echoing(body) as url:
+        async with chatsdk.ChatClient(ECHO_KEY, base_url=url, retries=0) as client:
+            with pytest.raises(chatsdk.ChatSDKError) as info:
+                await WireKit(wire).create(client)
+    error = info.value
+    shown = "".join([str(error), repr(error), repr(vars(error)), *traceback_lines(error)])
+    assert "Bearer" in shown or answer == "wrong shape"  # the echo arrived
+    assert ECHO_KEY not in shown
+
+
+def traceback_lines(error: BaseException) -> list[str]:
+    import traceback
+
+    return traceback.format_exception(error)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("wire", ["chat", "completions"])
+async def test_awaiting_after_breaking_out_of_text_stream_is_a_stream_error(wire: str) -> None:
+    kit = WireKit(wire)
+    pieces = [kit.event(f"w{n} ") for n in range(40)] + [kit.end()]
+    reply = Reply(pieces=pieces, delay=0.02, content_type=SSE, headers={"Content-Location": "/r"})
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            stream = kit.create(client)
+            async for _text in stream.text_stream:
+                break
+            began = time.monotonic()
+            with pytest.raises(chatsdk.StreamError, match="closed before its end"):
+                await stream
+            assert time.monotonic() - began < 0.5  # no resume, no reading on
+            assert stream.resumes == 0
+
+
+@pytest.mark.anyio
+async def test_a_hanging_token_provider_is_bounded_by_the_timeouts() -> None:
+    async def never() -> str:
+        await asyncio.sleep(3600)
+        return "never"
+
+    async with ScriptedServer([Reply(body=b"", content_type=SSE)]) as srv:
+        async with chatsdk.ChatClient(
+            session_token=never, project="p", base_url=srv.url, timeout=chatsdk.Timeout(total=0.3)
+        ) as client:
+            began = time.monotonic()
+            with pytest.raises(chatsdk.APITimeoutError, match="session_token provider"):
+                await client.chat.completions.create(model="m", messages="q")
+    assert time.monotonic() - began < 1.5 and srv.seen == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("wire", ["chat", "completions"])
+async def test_an_html_page_labelled_as_an_event_stream_is_an_invalid_response(wire: str) -> None:
+    page = b"<!doctype html><html><title>Sign in</title></html>"
+    async with ScriptedServer([Reply(body=page, content_type=SSE)]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.APIResponseValidationError, match="Sign in"):
+                await WireKit(wire).create(client)
+
+
+@pytest.mark.anyio
+async def test_a_login_page_answering_a_revoke_is_not_a_revoke() -> None:
+    page = b"<html>Please sign in</html>"
+    async with ScriptedServer([Reply(body=page, content_type="text/html")]) as srv:
+        async with chatsdk.ChatClient(KEY, project="p", base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.APIResponseValidationError, match="HTML"):
+                await client.tokens.revoke("a-client-token-123456")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "body",
+    [b"", b": only a comment\n\n", b'event: message_chunk\ndata: {"content_chunk": "Hi "}\n\n'],
+    ids=["empty", "comment", "no finish_reason"],
+)
+async def test_a_chat_results_body_without_a_finished_answer_is_a_stream_error(
+    body: bytes,
+) -> None:
+    async with ScriptedServer([Reply(body=body, content_type=SSE)]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.StreamError, match="answer is incomplete"):
+                await client.chat.create(integration_id="docs", messages="q")
+
+
+@pytest.mark.anyio
+async def test_two_tasks_reading_one_stream_is_a_validation_error() -> None:
+    kit = WireKit("completions")
+    reply = Reply(pieces=[kit.event("a "), kit.end()], delay=0.3, content_type=SSE)
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            stream = kit.create(client)
+            first = asyncio.create_task(stream.final_result())
+            await asyncio.sleep(0.1)
+            with pytest.raises(chatsdk.ValidationError, match="one task at a time"):
+                await stream.final_result()
+            assert (await first).text == "a "
+
+
+def test_a_misspelled_variable_is_reported_even_with_a_key(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CHATSDK_BASEURL", "http://127.0.0.1:9")
+    with caplog.at_level("WARNING", logger="chatsdk"):
+        chatsdk.ChatClient(KEY)
+    assert "CHATSDK_BASE_URL for CHATSDK_BASEURL" in caplog.text
+
+
+def test_retry_policies_refuse_what_cannot_be_computed() -> None:
+    for bad in ({"initial_delay": float("nan")}, {"multiplier": float("inf")}):
+        with pytest.raises(chatsdk.ValidationError):
+            chatsdk.RetryPolicy(**bad)  # type: ignore[arg-type]
+    # Thousands of retries: the wait is the cap, never an OverflowError.
+    assert chatsdk.RetryPolicy(max_retries=5000, jitter=0).backoff(4999) == 8.0
+
+
+@pytest.mark.parametrize("wire", ["chat", "completions"])
+def test_stream_must_be_a_bool_and_a_question_not_empty(wire: str) -> None:
+    client = chatsdk.ChatClient(KEY, base_url="http://127.0.0.1:9")
+    with pytest.raises(chatsdk.ValidationError, match="stream must be True or False"):
+        WireKit(wire).create(client, stream="yes")
+    with pytest.raises(chatsdk.ValidationError, match="empty"):
+        if wire == "chat":
+            client.chat.create(integration_id="docs", messages="  ")
+        else:
+            client.chat.completions.create(model="m", messages="  ")

@@ -80,8 +80,9 @@ def test_text_stream_final_result_and_continue(client: SyncChatClient) -> None:
 
 
 def test_partly_read_stream_gives_the_whole_final_result(client: SyncChatClient) -> None:
+    # next(stream) reads one event; the stream stays open (leaving a for loop closes it).
     stream = client.chat.create(integration_id="docs", messages=QUESTION)
-    first = next(iter(stream))
+    first = next(stream)
     assert isinstance(first, chatsdk.MessageChunk)
     whole = stream.final_result()
     assert whole.text.startswith(first.content_chunk) and whole.citations
@@ -182,6 +183,20 @@ def test_leaving_streams_early_releases_their_connections(server: ReferenceServe
 
 
 @pytest.mark.usefixtures("slow_streams")
+def test_leaving_a_for_loop_early_closes_the_stream(client: SyncChatClient) -> None:
+    stream = client.chat.create(integration_id="docs", messages=QUESTION)
+    for _event in stream:
+        break
+    with pytest.raises(chatsdk.StreamError, match="closed before its end"):
+        stream.final_result()
+    texts = client.chat.completions.create(model="m", messages=QUESTION)
+    for _text in texts.text_stream:
+        break
+    with pytest.raises(chatsdk.StreamError, match="closed before its end"):
+        texts.final_result()
+
+
+@pytest.mark.usefixtures("slow_streams")
 def test_a_dropped_stream_is_closed_on_the_client_loop(server: ReferenceServer) -> None:
     # Closed on the client's loop thread (aiohttp objects are not thread-safe): with a
     # pool of one connection, the next call gets it within a bounded wait.
@@ -228,9 +243,9 @@ def test_close_closes_open_streams_and_stops_the_thread(server: ReferenceServer)
     client.close()
     client.close()  # idempotent
     assert client.closed and len(portal_threads()) == before
-    with pytest.raises(chatsdk.APIConnectionError, match="closed"):
+    with pytest.raises(chatsdk.ValidationError, match="closed"):
         next(stream)
-    with pytest.raises(chatsdk.APIConnectionError, match="closed"):
+    with pytest.raises(chatsdk.ValidationError, match="closed"):
         client.tokens.create(embed_origin=ORIGIN)
     del stream
     gc.collect()
