@@ -4,6 +4,8 @@ token forging, request bodies, and bounded waits that prove things by behaviour.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -92,3 +94,22 @@ async def pool_is_free(
     needs one) completes within ``within`` seconds. Use a client with a small pool."""
     async with asyncio.timeout(within):
         await call()
+
+
+# -- raw-socket servers (asyncio.start_server) --------------------------------------------
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """A raw request's head and body (by Content-Length)."""
+    got = await reader.readuntil(b"\r\n\r\n")
+    for line in got.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            got += await reader.readexactly(int(line.split(b":")[1]))
+    return got
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as a crashed host or a middlebox would."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

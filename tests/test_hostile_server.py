@@ -14,8 +14,6 @@ import contextlib
 import gc
 import itertools
 import json
-import socket
-import struct
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +26,8 @@ from hypothesis import strategies as st
 import chatsdk
 from chatsdk.sse import SSEDecoder
 from tests.scripted import Reply, ScriptedServer
+from tests.support import read_request as read_head
+from tests.support import reset
 
 pytestmark = pytest.mark.anyio
 
@@ -433,22 +433,6 @@ async def raw_server(handle: Handler) -> AsyncIterator[str]:
             writer.close()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
-
-
-async def read_head(reader: asyncio.StreamReader) -> bytes:
-    """The request's head and body (by Content-Length)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            head += await reader.readexactly(int(line.split(b":")[1]))
-    return head
-
-
-def reset(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP RST (SO_LINGER 0), as a crashed host or a middlebox would."""
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
 
 
 def chunk(data: bytes) -> bytes:

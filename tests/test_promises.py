@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import struct
 import subprocess
 import sys
 import textwrap
@@ -27,6 +25,7 @@ import pytest
 
 import chatsdk
 from tests.scripted import Reply, ScriptedServer
+from tests.support import read_request, reset
 
 KEY = "promises-test-api-key-1234"
 FAST = chatsdk.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.05)
@@ -231,22 +230,6 @@ class RawServer:
             writer.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    """The request's head and body (by Content-Length)."""
-    got = await reader.readuntil(b"\r\n\r\n")
-    for line in got.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            got += await reader.readexactly(int(line.split(b":")[1]))
-    return got
-
-
-def reset(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP RST (SO_LINGER 0): a dropped connection."""
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
 
 
 PAUSE = 0.05  # lets the client read what was written before the connection is cut
