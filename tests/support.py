@@ -8,7 +8,7 @@ import socket
 import struct
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -113,3 +113,21 @@ def reset(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+async def play(steps: Sequence[bytes | float | str], writer: asyncio.StreamWriter) -> bool:
+    """Write a raw server's script: bytes are written, a float is a pause in seconds,
+    ``"reset"`` and ``"close"`` end the connection. True when a step ended it."""
+    for step in steps:
+        if isinstance(step, bytes):
+            writer.write(step)
+            await writer.drain()
+        elif isinstance(step, float):
+            await asyncio.sleep(step)
+        elif step == "reset":
+            reset(writer)
+            return True
+        elif step == "close":
+            writer.close()
+            return True
+    return False

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 import chatsdk
 from chatsdk.sse import SSEDecoder
 from tests.scripted import Reply, ScriptedServer
+from tests.support import play
 from tests.support import read_request as read_head
-from tests.support import reset
 
 pytestmark = pytest.mark.anyio
 
@@ -449,19 +449,8 @@ def scripted(*steps: bytes | float | str) -> Handler:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_head(reader)
-        for step in steps:
-            if isinstance(step, bytes):
-                writer.write(step)
-                await writer.drain()
-            elif isinstance(step, float):
-                await asyncio.sleep(step)
-            elif step == "reset":
-                reset(writer)
-                return
-            elif step == "close":
-                writer.close()
-                return
-        await reader.read()  # hold the connection until the client leaves
+        if not await play(steps, writer):
+            await reader.read()  # hold the connection until the client leaves
 
     return handle
 

@@ -25,7 +25,7 @@ import pytest
 
 import chatsdk
 from tests.scripted import Reply, ScriptedServer
-from tests.support import read_request, reset
+from tests.support import play, read_request
 
 KEY = "promises-test-api-key-1234"
 FAST = chatsdk.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.05)
@@ -192,18 +192,8 @@ class RawServer:
         script = self.scripts[min(len(self.connections) - 1, len(self.scripts) - 1)]
         try:
             conn.request = await read_request(reader)
-            for step in script:
-                if isinstance(step, bytes):
-                    writer.write(step)
-                    await writer.drain()
-                elif isinstance(step, float):
-                    await asyncio.sleep(step)
-                elif step == "reset":
-                    reset(writer)
-                    return
-                elif step == "close":
-                    writer.close()
-                    return
+            if await play(script, writer):
+                return
             # Hold the connection until the client closes it (EOF, or a reset).
             with contextlib.suppress(ConnectionError):
                 while await reader.read(65536):
