@@ -62,9 +62,10 @@ class Timeout:
 
     @classmethod
     def coerce(cls, value: Timeout | float | None) -> Timeout:
-        """A ``Timeout`` from a Timeout, a number (used for connect, read and idle), or None."""
+        """A ``Timeout`` from a Timeout, a number of seconds (used for connect, read and
+        idle), or None (no limit of any kind, as everywhere in chatsdk)."""
         if value is None:
-            return cls()
+            return cls(connect=None, read=None, idle=None, total=None)
         if isinstance(value, Timeout):
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -130,9 +131,10 @@ class RetryPolicy:
 
     @classmethod
     def coerce(cls, value: RetryPolicy | int | None) -> RetryPolicy:
-        """A ``RetryPolicy`` from a RetryPolicy, a number of retries, or None (the default)."""
+        """A ``RetryPolicy`` from a RetryPolicy, a number of retries, or None (no retries and
+        no resumes, as everywhere in chatsdk)."""
         if value is None:
-            return cls()
+            return cls(max_retries=0, max_resumes=0)
         if isinstance(value, RetryPolicy):
             return value
         if isinstance(value, bool) or not isinstance(value, int):
@@ -277,21 +279,6 @@ ENV_NAMES: Final = (
     "TIMEOUT",
     "PROXY",
 )
-
-
-def coerce_timeout(value: Timeout | float | None) -> Timeout:
-    """A ``Timeout`` from a Timeout, a number of seconds (connect, read and idle) or None
-    (no limit of any kind)."""
-    if value is None:
-        return Timeout(connect=None, read=None, idle=None, total=None)
-    return Timeout.coerce(value)
-
-
-def coerce_retries(value: RetryPolicy | int | None) -> RetryPolicy:
-    """A ``RetryPolicy`` from a RetryPolicy, a number of retries, or None (no retries)."""
-    if value is None:
-        return RetryPolicy(max_retries=0, max_resumes=0)
-    return RetryPolicy.coerce(value)
 
 
 def _positive_int(name: str, value: object, *, zero: bool = False) -> int:
@@ -472,8 +459,8 @@ class Settings:
             completions_base_url=completions,
             origin=origin,
             headers=extra,
-            timeout=coerce_timeout(timeout),
-            retries=coerce_retries(retries),
+            timeout=Timeout.coerce(timeout),
+            retries=RetryPolicy.coerce(retries),
             max_connections=_positive_int("max_connections", max_connections, zero=True),
             max_event_size=_positive_int("max_event_size", max_event_size),
             max_line_size=_positive_int("max_line_size", max_line_size),

@@ -35,8 +35,6 @@ from ._config import (
     Settings,
     Timeout,
     check_header_value,
-    coerce_retries,
-    coerce_timeout,
 )
 from .errors import (
     APIConnectionError,
@@ -236,8 +234,8 @@ class Transport:
     ) -> tuple[Timeout, RetryPolicy]:
         """A call's timeout and retry policy: the client's, unless the call gave its own."""
         return (
-            self.timeout if isinstance(timeout, NotGiven) else coerce_timeout(timeout),
-            self.retries if isinstance(retries, NotGiven) else coerce_retries(retries),
+            self.timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout),
+            self.retries if isinstance(retries, NotGiven) else RetryPolicy.coerce(retries),
         )
 
     async def aclose(self) -> None:
