@@ -34,6 +34,7 @@ from chatsdk.server import Faults, ReferenceServer
 from chatsdk.server import store as store_module
 from tests.scripted import Reply, ScriptedServer, sse
 from tests.support import SIGNING_SECRET, create_body, forge, mint, reference_server
+from tests.support import read_request as read_head
 
 pytestmark = pytest.mark.anyio
 
@@ -386,14 +387,6 @@ async def raw_server(
             writer.close()
         await server.wait_closed()
         await asyncio.sleep(0)
-
-
-async def read_head(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            head += await reader.readexactly(int(line.split(b":")[1]))
-    return head
 
 
 async def garbage_status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -795,12 +795,7 @@ ECHO_KEY = "sk-echoed-secret-key-98765"
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    await reader.readexactly(length)
+    head = (await read_request(reader)).split(b"\r\n\r\n", 1)[0]
     page = body.replace(b"{HEADERS}", head.replace(b"\r\n", b" | "))  # one line
     writer.write(
         b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"

@@ -11,6 +11,7 @@ import pytest
 
 import chatsdk
 from tests.scripted import Reply, ScriptedServer
+from tests.support import read_request
 
 pytestmark = pytest.mark.anyio
 
@@ -33,13 +34,8 @@ async def forward_proxy() -> AsyncIterator[tuple[str, list[str]]]:
     lines: list[str] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines.append(head.split(b"\r\n", 1)[0].decode())
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
+        request = await read_request(reader)
+        lines.append(request.split(b"\r\n", 1)[0].decode())
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(COMPLETION) + COMPLETION
