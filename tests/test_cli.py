@@ -560,6 +560,10 @@ def test_ctrl_c_during_interactive_chat_exits_130(server: ReferenceServer) -> No
         proc.stdin.write(QUESTION + "\n")
         proc.stdin.flush()
         assert proc.stderr.readline().startswith("sources:")  # the answer is done
+        # The rest of the sources is still being written: let the CLI get back to
+        # waiting for the next question, which is what this test is about (a Ctrl-C
+        # that lands while the answer's last lines are written is another case).
+        time.sleep(0.3)
         proc.send_signal(signal.SIGINT)  # now waiting for the next question
         out, err = proc.communicate(timeout=15)
     finally:
