@@ -24,7 +24,7 @@ import codecs
 import functools
 import re
 from collections.abc import Iterable
-from itertools import compress, repeat
+from itertools import pairwise, repeat
 from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
@@ -81,36 +81,52 @@ def _pieces(data: bytes) -> tuple[bytes, ...] | list[bytes]:
 
 # -- the one-pass reader ----------------------------------------------------------------
 #
-# A server repeats one layout of event: the same field lines in the same order, with or
-# without the space after each colon. The decoder learns that layout (its *shape*) from
-# the first event it meets and compiles it once into a regular expression that captures
-# each value; one split of the text up to its last blank line then reads every event of
-# the run in C, each value at a fixed place of the result. Comment and blank lines may
-# lie between events (pings do not end a run); any other text between two matches ends
-# the run there. What a shape cannot say (a comment or an unknown field inside an event,
-# a field without a colon, a NUL in an id, an event longer than the limits) is read line
-# by line by _process_line, the WHATWG reference that the tests hold the shapes to.
+# A server repeats one layout of event: the same field lines in the same order, each with
+# or without the space after its colon, and mostly the same event type. The decoder
+# learns that layout (its *shape*) from the first event it meets, taking the type and
+# any retry value as literal text. All that lies between the data of one event and the
+# data of the next is then that same text but for the id: one regular expression (a
+# long literal, found by a fast search) matches it, and one split of a run of events at
+# those separators yields every event's data, in C, creating nothing else. The split is
+# checked rather than trusted: no data value may hold a line end, and the text before
+# the first value and after the last must be the shape's. Comment and blank lines may lie
+# between events (pings do not end a run). A stream whose type changes from one event
+# to the next gets shapes that read the type too. What a shape cannot say (a comment or
+# an unknown field inside an event, a field without a colon, a NUL in an id, fields
+# between data lines, an event longer than the limits) is read line by line by
+# _process_line, the WHATWG reference that the tests hold the shapes to.
 
 # The fields a shape may have, and the most lines it learns (more: line by line).
 _SHAPE_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 _SHAPE_LINES: Final = 8
+# A run shorter than this that ends at an event of another type makes the decoder read
+# types as values from then on (see _read_run): fewer and the literal type costs more
+# in runs than it saves.
+_SHORT_RUN: Final = 4
 
-#: One field line of a shape: name, separator (``":"`` or ``": "``), and the value of a
-#: ``retry`` line (a literal in the pattern; ``""`` for other fields).
+#: One field line of a shape: name, separator (``":"`` or ``": "``), and the value of an
+#: ``event`` or ``retry`` line (a literal in the patterns; ``""`` for ``data`` and ``id``).
 _Field: TypeAlias = tuple[str, str, str]
 
 
 class _Shape(NamedTuple):
-    run: re.Pattern[str]  # one or more events of the shape, each after any comment or blank lines
-    event: re.Pattern[str]  # one event, every id, event and data value captured
-    step: int  # items per event in event.split(): the text before it, then its groups
-    other: int  # characters in an event besides its captured values
-    event_group: int  # which group holds the event type, the id (-1: none)
-    id_group: int
-    data_groups: tuple[int, ...]  # the groups of the data lines, in order
+    event: re.Pattern[str]  # one event, after any comment or blank lines; its data in "data"
+    run: re.Pattern[str]  # as many events as follow each other, each after any such lines
+    head: re.Pattern[str]  # from a run's start to the first event's first data value
+    # From the end of one event's data to the start of the next one's: the shape's own
+    # text, then the same with comment and blank lines between the two events.
+    separators: tuple[re.Pattern[str], re.Pattern[str]]
+    tail: re.Pattern[str]  # the last event's data (group 1), then the rest of the run
+    step: int  # items per event in a separator's split(): the data, then the groups
+    inner: str  # the text between two data lines of one event ("": one data line)
+    no_space: bool  # data lines have no space after the colon: no value starts with one
+    event_type: str | None  # every event's type (None: read per event, group "type")
+    type_first: bool  # the event line comes before the data (else after it)
+    id_prefix: str  # "id:" or "id: ", each event's one id line starts so ("": none)
+    id_first: bool  # the id line comes before the data (else after it)
+    read_ids: bool  # the separators read each id (group "id"), else only the last is
     retry: int | None  # the reconnection time the events set (None: they set none)
     eol: str  # what ends each line: LF, or CRLF (read as it is, see _feed)
-    between: re.Pattern[str]  # what may come between two events: comment, blank lines
 
 
 def _shape_at(text: str, pos: int, endpos: int, eol: str) -> tuple[_Field, ...] | None:
@@ -132,7 +148,7 @@ def _shape_at(text: str, pos: int, endpos: int, eol: str) -> tuple[_Field, ...] 
             if not colon or name not in _SHAPE_FIELDS or len(fields) == _SHAPE_LINES:
                 return None
             separator = ": " if value[:1] == " " else ":"
-            literal = value[len(separator) - 1 :] if name == "retry" else ""
+            literal = value[len(separator) - 1 :] if name in ("event", "retry") else ""
             fields.append((name, separator, literal))
         elif fields:
             return None  # a comment inside the event
@@ -140,51 +156,99 @@ def _shape_at(text: str, pos: int, endpos: int, eol: str) -> tuple[_Field, ...] 
     return None
 
 
+def _same_but_types(a: tuple[_Field, ...], b: tuple[_Field, ...]) -> bool:
+    # Whether two shapes differ at most in the type their event lines give.
+    return len(a) == len(b) and all(
+        x[:2] == y[:2] and (x == y or x[0] == "event") for x, y in zip(a, b, strict=True)
+    )
+
+
 # Bounded because shapes come from the server: one that keeps inventing new ones costs
 # a compilation per event and never grows the cache.
 @functools.lru_cache(maxsize=64)
-def _compile(fields: tuple[_Field, ...], eol: str) -> _Shape:
-    plain, captured = [], []
-    groups = 0
-    other = len(eol)  # the blank line
-    event_group = id_group = -1
-    data_groups: list[int] = []
+def _compile(
+    fields: tuple[_Field, ...], eol: str, read_types: bool, read_ids: bool
+) -> _Shape | None:
+    # The patterns of a shape; None if it is one the reader does not take (more than one
+    # id line; a field between data lines that is not a literal; with read_types, an
+    # event line between data lines). read_types: the type is read from each event, not
+    # the literal one; read_ids: the separators read every id (else the last is found).
+    names = [name for name, _, _ in fields]
+    data_at = [i for i, name in enumerate(names) if name == "data"]
+    first, last = data_at[0], data_at[-1]
+    if names.count("id") > 1 or "id" in names[first:last]:
+        return None
+    if read_types and "event" in names[first:last]:
+        return None
+    if len({fields[i][1] for i in data_at}) > 1:
+        return None  # data lines apart in their separators: rare, read line by line
+    data_prefix = "data" + fields[first][1]
+    no_space = data_prefix == "data:"
+    value = "[^\r\n]*"
+    between = f"(?::{value}{eol}|{eol})*"  # (a CR or LF is itself in a pattern)
+
+    def lines(part: tuple[_Field, ...], capture: tuple[str, ...]) -> str:
+        out = []
+        for name, separator, literal in part:
+            start = re.escape(name + separator)
+            if name == "retry" or (name == "event" and not read_types):
+                out.append(re.escape(name + separator + literal) + eol)
+                continue
+            bare = value if separator == ": " else f"(?! ){value}"
+            group = "type" if name == "event" else "id"
+            if group in capture:
+                bare = f"(?P<{group}>{bare})"
+            out.append(f"{start}{bare}{eol}")
+        return "".join(out)
+
+    lookahead = "(?! )" if no_space else ""
+    id_prefix = next((n + s for n, s, _ in fields if n == "id"), "")
+    inner = ""
+    for a, b in pairwise(data_at):
+        gap = eol + "".join(n + s + lit + eol for n, s, lit in fields[a + 1 : b]) + data_prefix
+        if (inner and gap != inner) or "\x00" in gap:
+            return None
+        inner = gap
+    inner_re = re.escape(inner) + lookahead if inner else ""
+
+    def head(capture: tuple[str, ...]) -> str:
+        return lines(fields[:first], capture) + re.escape(data_prefix) + lookahead
+
+    def tail(capture: tuple[str, ...]) -> str:
+        return eol + lines(fields[last + 1 :], capture) + eol
+
+    datas = f"{value}(?:{inner_re}{value})*" if inner else value
+    one_event = head(()) + datas + tail(())
+    both = ("type", "id")
+    some = both if read_ids else ("type",)
+    strict = re.compile(tail(some) + head(some))
+    step = strict.groups + 1
+    type_first = "event" in names[:first]
     retry = None
-    for name, separator, literal in fields:
-        prefix = re.escape(name + separator)
-        other += len(name + separator + eol)
+    for name, _, literal in fields:
         if name == "retry":
-            other += len(literal)
-            plain.append(prefix + re.escape(literal) + eol)
-            captured.append(plain[-1])
             parsed = _parse_retry(literal)
             retry = retry if parsed is None else parsed
-            continue
-        # Any character but LF (with CRLF, _read_run rules out a lone CR); without a
-        # space after the colon, a value that starts with one would have lost it, so it
-        # is not this shape. (A NUL voids an id: runs with ids stop before the first one.)
-        value = ".*" if separator == ": " else "(?! ).*"
-        plain.append(f"{prefix}{value}{eol}")
-        captured.append(f"{prefix}({value}){eol}")
-        if name == "data":
-            data_groups.append(groups)
-        elif name == "event":
-            event_group = groups
-        else:
-            id_group = groups
-        groups += 1
-    between = f"(?::.*{eol}|{eol})*"
+    event_type = None
+    if not read_types:
+        types = [literal for name, _, literal in fields if name == "event"]
+        event_type = (types[-1] if types else "") or "message"
     return _Shape(
-        re.compile(f"(?:{between}{''.join(plain)}{eol})+"),
-        re.compile("".join(captured) + eol),
-        groups + 1,
-        other,
-        event_group,
-        id_group,
-        tuple(data_groups),
+        re.compile(between + head(both) + f"(?P<data>{datas})" + tail(both)),
+        re.compile(f"(?:{between}{one_event})+"),
+        re.compile(between + head(both)),
+        (strict, re.compile(tail(some) + between + head(some))),
+        re.compile(f"({datas}){tail(both)}{between}"),
+        step,
+        inner,
+        no_space,
+        event_type,
+        type_first,
+        id_prefix,
+        "id" in names[:first],
+        read_ids,
         retry,
         eol,
-        re.compile(between),
     )
 
 
@@ -273,6 +337,7 @@ class SSEDecoder:
     """
 
     __slots__ = (
+        "_between",
         "_bom_checked",
         "_data",
         "_data_len",
@@ -281,6 +346,7 @@ class SSEDecoder:
         "_fast_path",
         "_fields_seen",
         "_id_buffer",
+        "_key",
         "_last_event_id",
         "_max_event_size",
         "_max_line_size",
@@ -288,7 +354,9 @@ class SSEDecoder:
         "_partial",
         "_partial_len",
         "_pending_cr",
+        "_read_types",
         "_retry",
+        "_run_length",
         "_shape",
         "_text_decoder",
         "_undecoded",
@@ -310,6 +378,10 @@ class SSEDecoder:
         self._fast_path = fast_path
         self._fast_limit = min(max_line_size, max_event_size)
         self._shape: _Shape | None = None  # the shape of the last run read in one pass
+        self._key: tuple[_Field, ...] | None = None  # ... as learned from its first event
+        self._run_length = 0  # how many events that run had
+        self._read_types = False  # types change from event to event: shapes read them
+        self._between = False  # comment or blank lines came between events of a run
         self._whole_blocks = True  # see _read_run
         self._nul = -1
         self._text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -502,20 +574,36 @@ class SSEDecoder:
         # Dispatches the run of events of one shape at text[pos:endpos], exactly as
         # _process_line would, and returns where it ends (pos if there is none). The
         # shape is the last run's if it fits the first event, else that event's own.
+        read_ids = runs is None  # each event's id is wanted, not only the last one
         shape = self._shape
         first = None
         if shape is not None and shape.eol == eol:
+            if shape.read_ids != read_ids and shape.id_prefix:
+                shape = self._shape = _compile(self._key, eol, shape.event_type is None, read_ids)
+                assert shape is not None  # it compiled before
             first = shape.event.match(text, pos, endpos)
         if shape is None or first is None:
             fields = _shape_at(text, pos, endpos, eol)
             if fields is None:
                 return pos
-            shape = self._shape = _compile(fields, eol)
+            if (
+                self._key is not None
+                and self._run_length < _SHORT_RUN
+                and _same_but_types(fields, self._key)
+            ):
+                self._read_types = True  # the type changes from one event to the next
+            read_types = self._read_types and [f[0] for f in fields].count("event") == 1
+            if read_types:  # one shape for every type
+                fields = tuple((n, s, "" if n == "event" else v) for n, s, v in fields)
+            self._key = fields
+            shape = self._shape = _compile(fields, eol, read_types, read_ids)
+            if shape is None:
+                return pos
             first = shape.event.match(text, pos, endpos)
             if first is None:
-                return pos  # comment lines come first
-        if shape.id_group >= 0:
-            # A NUL voids an id, which the pattern does not check: the run stops before
+                return pos
+        if shape.id_prefix:
+            # A NUL voids an id, which the patterns do not check: the run stops before
             # the next NUL (searched for once, not per event), and the event that holds
             # it is read line by line.
             if self._nul < pos:
@@ -523,69 +611,123 @@ class SSEDecoder:
             if self._nul < first.end():
                 return pos
             endpos = min(endpos, self._nul)
-        step = shape.step
+        read: tuple[list[str], str | list[str], list[str] | None] | None
         if first.end() == len(text):
-            # One event, the whole text: as a server flushing each event is read.
+            # One event, the whole text (as a server flushing each event is read): the
+            # pattern that matched it has its values.
             end = first.end()
-            parts = ["", *first.groups(), ""]
+            data = first["data"]
+            read = (
+                [data.replace(shape.inner, "\n") if shape.inner else data],
+                shape.event_type or [first["type"] or "message"],
+                [first["id"]] if shape.id_prefix else None,
+            )
+        elif self._whole_blocks:
+            # Optimistically, everything up to the last blank line is one run (it usually
+            # is); if not, the rest of the text finds each run's end before splitting it.
+            end = text.rfind(eol + eol, pos, endpos) + 2 * len(eol)
+            read = self._split(shape, text, pos, end)
+            self._whole_blocks = read is not None
         else:
-            if self._whole_blocks:
-                # Optimistically, everything up to the last blank line is one run (it
-                # usually is): one split then reads it, and the text between its
-                # matches shows where the run really ends.
-                end = text.rfind(eol + eol, pos, endpos) + 2 * len(eol)
-            else:
-                run = shape.run.match(text, pos, endpos)
-                assert run is not None  # its first event matched
-                end = run.end()
-            # Splitting at each event yields the text before it (empty, or comment and
-            # blank lines), then each value it captures, at a fixed place of every step.
-            parts = shape.event.split(text[pos:end])
-            gaps = parts[::step]
-            if any(gaps):
-                for index in compress(range(len(gaps)), gaps):
-                    if shape.between.fullmatch(gaps[index]) is None:
-                        # The run ends before this text: keep what precedes it. Any
-                        # later matches were read in vain, so the rest of the chunk
-                        # finds each run's end before splitting it.
-                        del parts[index * step :]
-                        end = pos + len("".join(parts)) + index * shape.other
-                        self._whole_blocks = index == len(gaps) - 1
-                        break
-        if eol != "\n" and "\r" in "".join(parts):
-            # A CR in a value or between events: unless it is one of the CRLFs of comment
-            # or blank lines there (as many CRs as LFs), it ends a line the pattern did
-            # not see.
-            run_text = text[pos:end]
-            if run_text.count("\r") != run_text.count("\n"):
+            read = None
+        if read is None:
+            run = shape.run.match(text, pos, endpos)
+            assert run is not None  # its first event matched
+            end = run.end()
+            read = self._split(shape, text, pos, end)
+            if read is None:  # pragma: no cover - the run pattern says it is one
                 return pos
-        columns = [parts[group + 1 :: step] for group in shape.data_groups]
-        datas = (
-            columns[0] if len(columns) == 1 else list(map("\n".join, zip(*columns, strict=True)))
-        )
-        event_types: list[str] | None = None
-        if shape.event_group >= 0:
-            event_types = parts[shape.event_group + 1 :: step]
-            if "" in event_types:  # an empty type is "message"
-                event_types = [event_type or "message" for event_type in event_types]
-        ids: Iterable[str] = repeat(self._id_buffer)
-        if shape.id_group >= 0:
-            ids = id_column = parts[shape.id_group + 1 :: step]
-            self._id_buffer = id_column[-1]
+        datas, types, ids = read
+        self._run_length = len(datas)
+        if ids is not None:
+            self._id_buffer = ids[-1]
         self._last_event_id = self._id_buffer
         if shape.retry is not None:
             self._retry = shape.retry
         if runs is None:
-            types = repeat("message") if event_types is None else event_types
-            events.extend(map(ServerSentEvent, types, datas, ids, repeat(self._retry)))
+            events.extend(
+                map(
+                    ServerSentEvent,
+                    repeat(types) if isinstance(types, str) else types,
+                    datas,
+                    repeat(self._id_buffer) if ids is None else ids,
+                    repeat(self._retry),
+                )
+            )
             return end
         _append_events(runs, events)
-        if event_types is None or event_types.count(event_types[0]) == len(event_types):
-            _append_run(runs, "message" if event_types is None else event_types[0], datas)
+        if isinstance(types, str):
+            _append_run(runs, types, datas)
+        elif types.count(types[0]) == len(types):
+            _append_run(runs, types[0], datas)
         else:
-            for event_type, data in zip(event_types, datas, strict=True):
+            for event_type, data in zip(types, datas, strict=True):
                 _append_run(runs, event_type, [data])
         return end
+
+    def _split(
+        self, shape: _Shape, text: str, pos: int, end: int
+    ) -> tuple[list[str], str | list[str], list[str] | None] | None:
+        # The data, types and ids of the events that text[pos:end] holds, read with one
+        # split at the separators between them; None unless it is such events exactly
+        # (any comment and blank lines between them aside).
+        head = shape.head.match(text, pos, end)
+        if head is None:
+            return None
+        body = text[head.end() : end]
+        eol, inner, step = shape.eol, shape.inner, shape.step
+        for separator in shape.separators[self._between :]:
+            items = separator.split(body)
+            tail = shape.tail.fullmatch(items[-1])
+            if tail is None:
+                return None
+            datas = items[::step] if step > 1 else items
+            datas[-1] = tail[1]
+            if not inner:
+                # Every line end of the text is one the shape has: its own, no value's.
+                joined = "".join(datas)
+                ok = "\n" not in joined and (eol == "\n" or "\r" not in joined)
+            else:
+                # Every line end in the data is the start of a line of the shape between
+                # data lines, and a data line without a space after its colon has a
+                # value that does not start with one.
+                joined = "\x00".join(datas)
+                count = joined.count(inner)
+                ok = (
+                    joined.count("\n") == count * inner.count("\n")
+                    and joined.count("\r") == count * inner.count("\r")
+                    and not (shape.no_space and inner + " " in joined)
+                )
+                if ok:
+                    datas = list(map(str.replace, datas, repeat(inner), repeat("\n")))
+            if ok:
+                if separator is shape.separators[1]:
+                    self._between = True
+                break
+            if self._between or (eol + ":" not in joined and eol + eol not in joined):
+                return None  # no comment or blank lines between events to blame
+        else:
+            return None
+        types: str | list[str] | None = shape.event_type
+        if types is None:
+            column = items[separator.groupindex["type"] :: step]
+            types = [head["type"], *column] if shape.type_first else [*column, tail["type"]]
+            if "" in types:  # an empty type is "message"
+                types = [event_type or "message" for event_type in types]
+        ids = None
+        if shape.read_ids and shape.id_prefix:
+            column = items[separator.groupindex["id"] :: step]
+            ids = [head["id"], *column] if shape.id_first else [*column, tail["id"]]
+        elif not shape.id_first and shape.id_prefix:
+            ids = [tail["id"]]  # only the last id: the one in force after the run
+        elif len(datas) == 1 and shape.id_prefix:
+            ids = [head["id"]]
+        elif shape.id_prefix:
+            # The last event's id line is the last line of the run that starts so (no
+            # value holds a line end).
+            start = text.rfind(eol + shape.id_prefix, pos, end) + len(eol + shape.id_prefix)
+            ids = [text[start : text.find(eol, start)]]
+        return datas, types, ids
 
     def _read_lines(self, text: str, pos: int, events: list[ServerSentEvent]) -> int:
         # Reads text from pos line by line to the end of the next event (the comment and
