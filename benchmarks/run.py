@@ -146,7 +146,10 @@ class Config:
         if args.quick:
             config.shape_events, config.token_events = 10_000, 2_000
             config.fanout_streams, config.decoder_shape_events = 100, 2_000
-        config.shape_rows = [r for r in args.shapes.split(",") if r] if args.shapes else []
+        # Rows are named by their field order ("id,event,data"): with such names, list
+        # rows with ";" (a trailing one for a single row).
+        rows = args.shapes or ""
+        config.shape_rows = [r for r in rows.split(";" if ";" in rows else ",") if r]
         if args.quick:
             config.shape_rounds = 1
         if args.rounds is not None:
@@ -1012,8 +1015,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--shapes",
         default="",
-        help="comma-separated rows of the shape matrix (shape names, e.g. 'CRLF,pings'); "
-        "default all",
+        help="rows of the shape matrix, comma-separated ('CRLF,pings'), or separated by ';' "
+        "when a name has commas ('id,event,data;CRLF', 'id,event,data;'); default all",
     )
     parser.add_argument(
         "--output", type=Path, default=HERE, help="where RESULTS.md and results.png go"

@@ -85,11 +85,12 @@ class Wire(Protocol[EventT, ResultT_co]):
     """One chat wire's adapter: what events mean, and how they fold into a result.
 
     One adapter object serves one stream (it holds that stream's fold). ``decode`` turns
-    runs of ``(event type, [data, ...])`` into events and may raise any of
-    ``DECODE_ERRORS`` or :class:`APIError`; the core then calls ``decode_one`` payload by
-    payload to deliver the events before the culprit and raise its error after them.
-    ``take`` folds a batch and returns the events to hand out (an adapter may add
-    events it derives, such as Inkeep's links). ``finished`` is True once the wire's end
+    runs of ``(event type, [data, ...])`` into events, folds them and returns the events
+    to hand out, or raises any of ``DECODE_ERRORS`` or :class:`APIError` having folded
+    nothing; the core then calls ``decode_one`` payload by payload to deliver the events
+    before the culprit and raise its error after them. ``take`` folds such a batch (or
+    a whole JSON answer's) and returns the events to hand out (an adapter may add events
+    it derives, such as Inkeep's links). ``finished`` is True once the wire's end
     marker came (nothing after it is read: Chat Completions' ``[DONE]``); ``ended`` once
     the answer is whole (``[DONE]``, or chat_results' chunk with a ``finish_reason``): a
     body that ends before that is cut short.
@@ -573,7 +574,7 @@ class EventStream(Generic[EventT, ResultT]):
                 self._failed_resumes = 0
                 self._resumed_idle = False
                 self._events_seen += sum([len(datas) for _, datas in runs])
-                self._take(self._decode(runs))
+                self._pending = iter(self._decode(runs))
                 if self._wire.finished:
                     self._finish(response, at_eof=response.content.at_eof())
                 return
@@ -667,12 +668,12 @@ class EventStream(Generic[EventT, ResultT]):
                     )
                 else:
                     if wire.finished:
-                        return good
+                        return wire.take(good)
                     continue
                 if not good:
                     raise error
                 self._error = error
-                return good
+                return wire.take(good)
         raise AssertionError("unreachable: a payload failed only once")  # pragma: no cover
 
     def _take(self, events: list[EventT]) -> None:

@@ -60,18 +60,22 @@ class _ChatResultsWire:
         self.chat_session_id: str | None = None
 
     def decode(self, runs: list[EventRun]) -> list[ChatEvent]:
-        decode_chunk = _CHUNK.decode
+        if len(runs) == 1 and runs[0][0] == "message_chunk":
+            # The hot path: each payload decoded on its own, all in C (one decode of a
+            # run joined as a JSON array or JSON lines is no cheaper, and accepts
+            # malformed payloads whose join is valid: '{"a":"x"},{"a":"' and '"}'), and
+            # folded knowing they are all chunks.
+            chunks = list(map(_CHUNK.decode, runs[0][1]))
+            self._fold(chunks)
+            return cast("list[ChatEvent]", chunks)
         decoded: list[ChatEvent] = []
         for event, datas in runs:
             if event == "message_chunk":
-                # The hot path: each payload decoded on its own, all in C. (One decode of
-                # a run joined as a JSON array or JSON lines is cheaper, but accepts
-                # malformed payloads whose join is valid: '{"a":"x"},{"a":"' and '"}'.)
-                decoded += map(decode_chunk, datas)
+                decoded += map(_CHUNK.decode, datas)
             else:
                 for data in datas:
                     decoded += self.decode_one(event, data)
-        return decoded
+        return self.take(decoded)
 
     @property
     def ended(self) -> bool:
@@ -105,6 +109,10 @@ class _ChatResultsWire:
             for event in events:
                 if type(event) is RecordsCited:
                     self._citations.extend(event.citations)
+        self._fold(chunks)
+        return events
+
+    def _fold(self, chunks: list[MessageChunk]) -> None:
         # Comprehensions: CPython's specialised attribute reads beat attrgetter.
         self._text.append("".join([chunk.content_chunk for chunk in chunks]))
         finished = [chunk.finish_reason for chunk in chunks if chunk.finish_reason is not None]
@@ -114,7 +122,6 @@ class _ChatResultsWire:
             ids = [chunk.chat_session_id for chunk in chunks if chunk.chat_session_id]
             if ids:
                 self.chat_session_id = ids[0]
-        return events
 
     def text(self, event: ChatEvent) -> str | None:
         return event.content_chunk if type(event) is MessageChunk else None

@@ -187,7 +187,7 @@ class _CompletionsWire:
             if [chunk for chunk in chunks if chunk.error is not None]:
                 raise APIError("an error chunk")  # located and raised by decode_one
             decoded += chunks
-        return decoded
+        return self.take(decoded)
 
     @property
     def ended(self) -> bool:

@@ -939,6 +939,67 @@ def test_one_mebibyte_event_of_many_lines_in_kibibyte_chunks(fast_path: bool) ->
     assert events[0].data == "\n".join(["y" * 1017] * 1024)
 
 
+# --- the one-pass reader against what would fool a split -------------------------------
+#
+# The reader splits a run at the text between one event's data and the next one's and
+# checks the result rather than trusting it. Each body below hides, inside a run of
+# well-formed events, one that a split alone would read wrongly; the reader must give
+# what the line-by-line reference gives, whole and cut anywhere.
+
+_NORMAL = {
+    "event,data": "event: message_chunk\ndata: {n}\n\n",
+    "id,event,data": "id: {n}\nevent: message_chunk\ndata: {n}\n\n",
+    "data,event": "data: {n}\nevent: message_chunk\n\n",
+    "event,data,id": "event: message_chunk\ndata: {n}\nid: {n}\n\n",
+    "two data lines": "event: message_chunk\ndata: {n}\ndata: {n}\n\n",
+    "no space": "event:message_chunk\ndata:{n}\n\n",
+    "two data lines, no space": "event:message_chunk\ndata:{n}\ndata:{n}\n\n",
+}
+_ODD_ONES = {
+    "an id-only event between two": "id: x9\n\n",
+    "an event with no data": "event: message_chunk\n\n",
+    "one more data line": "event: message_chunk\ndata: a\ndata: b\ndata: c\n\n",
+    "one data line fewer": "event: message_chunk\n\n",
+    "a value that starts with a space": "event: message_chunk\ndata:  spaced\n\n",
+    "no space, then a space": "event:message_chunk\ndata: spaced\n\n",
+    "no space, then a space on a second data line": "event:message_chunk\ndata:a\ndata: b\n\n",
+    "another type": "event: records_cited\ndata: {}\n\n",
+    "an empty type": "event:\ndata: empty\n\n",
+    "a ping": ": ping\n\n",
+    "blank lines": "\n\n\n",
+    "a comment inside an event": "event: message_chunk\n: hi\ndata: c\n\n",
+    "an unknown field": "event: message_chunk\nfoo: bar\ndata: u\n\n",
+    "a NUL in an id": "id: a\x00b\nevent: message_chunk\ndata: nul\n\n",
+    "a retry line": "retry: 5\nevent: message_chunk\ndata: r\n\n",
+    "the separator's text as data": "data: event: message_chunk\n\n",
+    "an id line between data lines": "data: a\nid: 3\ndata: b\n\n",
+    "a field without a colon": "event: message_chunk\ndata\n\n",
+}
+
+
+@pytest.mark.parametrize("odd", _ODD_ONES.values(), ids=list(_ODD_ONES))
+@pytest.mark.parametrize("normal", _NORMAL.values(), ids=list(_NORMAL))
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
+def test_runs_with_one_odd_event_read_as_the_reference_does(
+    normal: str, odd: str, eol: str
+) -> None:
+    before = "".join(normal.format(n=n) for n in range(6))
+    after = "".join(normal.format(n=n) for n in range(6, 12))
+    stream = (before + odd + after + odd + odd + before).replace("\n", eol).encode()
+    cuts = [len(before), len(before) + len(odd), len(stream) // 2, len(stream) - 7]
+    for chunking in ([], cuts, [len(stream) - len(before)]):
+        expected = per_chunk(stream, chunking, fast_path=False)
+        assert per_chunk(stream, chunking) == expected
+        assert per_chunk(stream, chunking, runs=True) == type_and_data(expected)
+
+
+def test_types_that_change_every_event_are_read_per_event() -> None:
+    stream = "".join(f"id: {n}\nevent: {'ab'[n % 2]}\ndata: {n}\n\n" for n in range(40)).encode()
+    expected = per_chunk(stream, [100, 700], fast_path=False)
+    assert per_chunk(stream, [100, 700]) == expected
+    assert per_chunk(stream, [100, 700], runs=True) == type_and_data(expected)
+
+
 # --- properties ------------------------------------------------------------------------
 
 _VALUES = st.one_of(
@@ -955,6 +1016,10 @@ _VALUES = st.one_of(
             "é€😀",
             "\ufeff",
             ": ",
+            " x",
+            "data: x",
+            "event: message_chunk",
+            "id: 7",
         ]
     ),
     st.text(max_size=6),
@@ -1021,12 +1086,38 @@ def _shaped_run(draw: st.DrawFn) -> str:
     return "".join(events).replace("\n", eol)
 
 
+@st.composite
+def _long_run(draw: st.DrawFn) -> str:
+    # Many events of one random shape, as a server writes them: mostly one type, now and
+    # then another (or a new one each time), pings now and then, awkward values seldom.
+    # The reader learns such runs once and must hold what it learned to them alone.
+    names = draw(
+        st.lists(st.sampled_from(["id", "event", "retry", "data", "data"]), min_size=1, max_size=4)
+    )
+    seps = [draw(st.sampled_from([": ", ":"])) for _ in names]
+    eol = draw(_EOL)
+    types = draw(st.sampled_from([["a"], ["a", "a", "a", "b"], ["a", "b"], ["a", "", "message"]]))
+    between = st.sampled_from(["", "", "", "", "", ": ping\n", "\n"])
+    values = st.one_of(st.sampled_from(['{"x":1}', "[DONE]", "7"]), st.just("v"), _VALUES)
+    events = []
+    for index in range(draw(st.integers(3, 30))):
+        lines = []
+        for name, sep in zip(names, seps, strict=True):
+            value = draw(st.sampled_from(types)) if name == "event" else str(index)
+            if name == "data" or draw(st.integers(0, 9)) == 0:
+                value = draw(values)
+            lines.append(name + sep + value)
+        events.append(draw(between) + "\n".join(lines) + "\n\n")
+    return "".join(events).replace("\n", eol)
+
+
 _FRAGMENTS = st.one_of(
     st.builds(lambda line, eol: (line + eol).encode(), _LINES, _EOL),
     _common_run().map(str.encode),
     _uniform_run().map(str.encode),
     _shaped_run().map(str.encode),
     _shaped_run().map(str.encode),
+    _long_run().map(str.encode),
     st.sampled_from(
         [BOM, b"\xff", b"\xe2\x82", b"\xf0\x9f", b"\r", b"\n", b"\x00", b"retry: 7\n\n"]
     ),
@@ -1053,7 +1144,7 @@ def uniform_streams_and_cuts(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     others = st.sampled_from(
         [b"", b"retry: 7\n\n", b"id: 5\n\n", b"id\n\n", b": c\n", b"data: x\n\n", b"\n", b"id: 1"]
     )
-    runs = st.one_of(_uniform_run(), _shaped_run()).map(str.encode)
+    runs = st.one_of(_uniform_run(), _shaped_run(), _long_run()).map(str.encode)
     fragments = draw(st.lists(st.one_of(runs, others), max_size=8))
     stream = b"".join(fragments)
     ends = list(accumulate(map(len, fragments), initial=0))
