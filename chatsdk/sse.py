@@ -24,7 +24,7 @@ import codecs
 import functools
 import re
 from collections.abc import Iterable
-from itertools import pairwise, repeat
+from itertools import chain, pairwise, repeat
 from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
@@ -119,6 +119,7 @@ class _Shape(NamedTuple):
     tail: re.Pattern[str]  # the last event's data (group 1), then the rest of the run
     step: int  # items per event in a separator's split(): the data, then the groups
     inner: str  # the text between two data lines of one event ("": one data line)
+    data_lines: int  # how many data lines an event has (0: any number, inner is theirs)
     no_space: bool  # data lines have no space after the colon: no value starts with one
     event_type: str | None  # every event's type (None: read per event, group "type")
     type_first: bool  # the event line comes before the data (else after it)
@@ -140,6 +141,8 @@ def _shape_at(text: str, pos: int, endpos: int, eol: str) -> tuple[_Field, ...] 
             return None
         line = text[pos : line_end - cut]
         pos = line_end + 1
+        if cut and "\r" in line:
+            return None  # a lone CR: it ends a line, which the shape would not see
         if not line:
             if fields:
                 return tuple(fields) if any(f[0] == "data" for f in fields) else None
@@ -170,15 +173,13 @@ def _compile(
     fields: tuple[_Field, ...], eol: str, read_types: bool, read_ids: bool
 ) -> _Shape | None:
     # The patterns of a shape; None if it is one the reader does not take (more than one
-    # id line; a field between data lines that is not a literal; with read_types, an
-    # event line between data lines). read_types: the type is read from each event, not
-    # the literal one; read_ids: the separators read every id (else the last is found).
+    # id line; an id, or with read_types an event line, between data lines). read_types:
+    # the type is read from each event, not the literal one; read_ids: the separators
+    # read every id (else only the last is found).
     names = [name for name, _, _ in fields]
     data_at = [i for i, name in enumerate(names) if name == "data"]
     first, last = data_at[0], data_at[-1]
-    if names.count("id") > 1 or "id" in names[first:last]:
-        return None
-    if read_types and "event" in names[first:last]:
+    if names.count("id") > 1:
         return None
     if len({fields[i][1] for i in data_at}) > 1:
         return None  # data lines apart in their separators: rare, read line by line
@@ -206,9 +207,13 @@ def _compile(
     inner = ""
     for a, b in pairwise(data_at):
         gap = eol + "".join(n + s + lit + eol for n, s, lit in fields[a + 1 : b]) + data_prefix
-        if (inner and gap != inner) or "\x00" in gap:
+        if (inner and gap != inner) or "\x00" in gap or "id" in names[a:b]:
+            return None
+        if read_types and "event" in names[a:b]:
             return None
         inner = gap
+    # How many data lines each event must have (0: any number, all being together).
+    data_lines = 0 if inner == eol + data_prefix else len(data_at)
     inner_re = re.escape(inner) + lookahead if inner else ""
 
     def head(capture: tuple[str, ...]) -> str:
@@ -217,7 +222,9 @@ def _compile(
     def tail(capture: tuple[str, ...]) -> str:
         return eol + lines(fields[last + 1 :], capture) + eol
 
-    datas = f"{value}(?:{inner_re}{value})*" if inner else value
+    datas = value
+    if inner:
+        datas += f"(?:{inner_re}{value})" + (f"{{{data_lines - 1}}}" if data_lines else "*")
     one_event = head(()) + datas + tail(())
     both = ("type", "id")
     some = both if read_ids else ("type",)
@@ -241,6 +248,7 @@ def _compile(
         re.compile(f"({datas}){tail(both)}{between}"),
         step,
         inner,
+        data_lines,
         no_space,
         event_type,
         type_first,
@@ -675,39 +683,18 @@ class SSEDecoder:
         if head is None:
             return None
         body = text[head.end() : end]
-        eol, inner, step = shape.eol, shape.inner, shape.step
-        for separator in shape.separators[self._between :]:
-            items = separator.split(body)
-            tail = shape.tail.fullmatch(items[-1])
-            if tail is None:
-                return None
-            datas = items[::step] if step > 1 else items
-            datas[-1] = tail[1]
-            if not inner:
-                # Every line end of the text is one the shape has: its own, no value's.
-                joined = "".join(datas)
-                ok = "\n" not in joined and (eol == "\n" or "\r" not in joined)
-            else:
-                # Every line end in the data is the start of a line of the shape between
-                # data lines, and a data line without a space after its colon has a
-                # value that does not start with one.
-                joined = "\x00".join(datas)
-                count = joined.count(inner)
-                ok = (
-                    joined.count("\n") == count * inner.count("\n")
-                    and joined.count("\r") == count * inner.count("\r")
-                    and not (shape.no_space and inner + " " in joined)
-                )
-                if ok:
-                    datas = list(map(str.replace, datas, repeat(inner), repeat("\n")))
-            if ok:
-                if separator is shape.separators[1]:
-                    self._between = True
-                break
-            if self._between or (eol + ":" not in joined and eol + eol not in joined):
-                return None  # no comment or blank lines between events to blame
-        else:
+        eol = shape.eol
+        separator = shape.separators[self._between]
+        split = self._split_at(shape, body, separator)
+        if split is None and not self._between and (eol + eol + ":" in body or eol * 3 in body):
+            # Comment or blank lines between events: split around them from now on.
+            separator = shape.separators[1]
+            split = self._split_at(shape, body, separator)
+            self._between = split is not None
+        if split is None:
             return None
+        items, tail, datas = split
+        step = shape.step
         types: str | list[str] | None = shape.event_type
         if types is None:
             column = items[separator.groupindex["type"] :: step]
@@ -728,6 +715,49 @@ class SSEDecoder:
             start = text.rfind(eol + shape.id_prefix, pos, end) + len(eol + shape.id_prefix)
             ids = [text[start : text.find(eol, start)]]
         return datas, types, ids
+
+    @staticmethod
+    def _split_at(
+        shape: _Shape, body: str, separator: re.Pattern[str]
+    ) -> tuple[list[str], re.Match[str], list[str]] | None:
+        # body split at separator, the last event's tail, and every event's data; None
+        # unless every line end of the body is the shape's own.
+        items = separator.split(body)
+        tail = shape.tail.fullmatch(items[-1])
+        if tail is None:
+            return None
+        step, inner = shape.step, shape.inner
+        datas = items[::step] if step > 1 else items
+        datas[-1] = tail[1]
+        if not inner:
+            joined = "".join(datas)
+            if "\n" in joined or (shape.eol != "\n" and "\r" in joined):
+                return None
+            return items, tail, datas
+        # Several data lines: the text between two of them (inner) ends a value, the
+        # data of two events is told apart by a NUL between them, and there is no other
+        # line end (nor, without a space after the colon, a value that starts with one).
+        if "\x00" in body:  # a NUL in the data: one event at a time, then
+            lines = [data.split(inner) for data in datas]
+            values = list(chain.from_iterable(lines))
+            datas = ["\n".join(event_lines) for event_lines in lines]
+        else:
+            values = "\x00".join(datas).split(inner)
+        joined = "\n".join(values)
+        if (
+            "\n" in "".join(values)
+            or (shape.eol != "\n" and "\r" in joined)
+            or (shape.no_space and "\n " in joined)
+        ):
+            return None
+        if "\x00" not in body:
+            datas = joined.split("\x00")
+        if shape.data_lines:
+            # Every event has its data lines, and so the fields between them.
+            counts = [data.count("\n") for data in datas]
+            if counts.count(shape.data_lines - 1) != len(counts):
+                return None
+        return items, tail, datas
 
     def _read_lines(self, text: str, pos: int, events: list[ServerSentEvent]) -> int:
         # Reads text from pos line by line to the end of the next event (the comment and

@@ -954,12 +954,14 @@ _NORMAL = {
     "two data lines": "event: message_chunk\ndata: {n}\ndata: {n}\n\n",
     "no space": "event:message_chunk\ndata:{n}\n\n",
     "two data lines, no space": "event:message_chunk\ndata:{n}\ndata:{n}\n\n",
+    "data,event,data": "data: {n}\nevent: message_chunk\ndata: {n}\n\n",
 }
 _ODD_ONES = {
     "an id-only event between two": "id: x9\n\n",
     "an event with no data": "event: message_chunk\n\n",
     "one more data line": "event: message_chunk\ndata: a\ndata: b\ndata: c\n\n",
-    "one data line fewer": "event: message_chunk\n\n",
+    "one data line fewer": "event: message_chunk\ndata: a\n\n",
+    "data lines apart": "data: a\nevent: message_chunk\ndata: b\ndata: c\n\n",
     "a value that starts with a space": "event: message_chunk\ndata:  spaced\n\n",
     "no space, then a space": "event:message_chunk\ndata: spaced\n\n",
     "no space, then a space on a second data line": "event:message_chunk\ndata:a\ndata: b\n\n",
