@@ -431,6 +431,11 @@ class EventStream(Generic[EventT, ResultT]):
         self, response: aiohttp.ClientResponse, wait_until: float | None
     ) -> bytes:
         with mapped_errors("reading the stream", self._timeout, self._deadline, self._secrets):
+            # What is already buffered needs no timeout (no wait): the common case on a
+            # busy stream, and a timer less per read.
+            chunk = response.content.read_nowait()
+            if chunk:
+                return chunk
             async with asyncio.timeout_at(wait_until):
                 return await response.content.readany()
 

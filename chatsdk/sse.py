@@ -99,10 +99,12 @@ def _pieces(data: bytes) -> tuple[bytes, ...] | list[bytes]:
 # The fields a shape may have, and the most lines it learns (more: line by line).
 _SHAPE_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 _SHAPE_LINES: Final = 8
-# A run shorter than this that ends at an event of another type makes the decoder read
-# types as values from then on (see _read_run): fewer and the literal type costs more
-# in runs than it saves.
+# This many runs in a row, each shorter than _SHORT_RUN and ended by an event of another
+# type, make the decoder read types as values from then on (see _read_run): the type
+# changes all the time, and learning a shape per type would cost more than it saves. (A
+# few short runs are common: Anthropic's messages open with three events of three types.)
 _SHORT_RUN: Final = 4
+_SHORT_RUNS: Final = 8
 
 #: One field line of a shape: name, separator (``":"`` or ``": "``), and the value of an
 #: ``event`` or ``retry`` line (a literal in the patterns; ``""`` for ``data`` and ``id``).
@@ -366,6 +368,7 @@ class SSEDecoder:
         "_retry",
         "_run_length",
         "_shape",
+        "_short_runs",
         "_text_decoder",
         "_undecoded",
         "_whole_blocks",
@@ -388,6 +391,7 @@ class SSEDecoder:
         self._shape: _Shape | None = None  # the shape of the last run read in one pass
         self._key: tuple[_Field, ...] | None = None  # ... as learned from its first event
         self._run_length = 0  # how many events that run had
+        self._short_runs = 0  # short runs in a row, each ended by a change of type
         self._read_types = False  # types change from event to event: shapes read them
         self._between = False  # comment or blank lines came between events of a run
         self._whole_blocks = True  # see _read_run
@@ -499,15 +503,19 @@ class SSEDecoder:
             # their events, so runs of such events are read as they are. The event under
             # way, if any, is first finished the usual way: where a text is cut changes
             # no result.
+            pos = 0
             if self._partial or self._fields_seen:
-                cut = text.find("\r\n\r\n") + 4
-                self._feed_text(text[: cut if cut >= 4 else len(text)], events, runs)
-                text = text[cut:] if cut >= 4 else ""
-            if text and not (self._partial or self._fields_seen):
-                pos = 1 if self._pending_cr and text[0] == "\n" else 0
+                pos = text.find("\r\n\r\n") + 4
+                if pos < 4:
+                    pos = len(text)
+                self._feed_text(text[:pos], events, runs)
+            if pos < len(text) and not (self._partial or self._fields_seen):
+                if self._pending_cr and text[pos] == "\n":
+                    pos += 1
                 self._pending_cr = False
                 self._nul, self._whole_blocks = -1, True
-                text = text[self._read_runs(text, pos, events, runs, "\r\n") :]
+                pos = self._read_runs(text, pos, events, runs, "\r\n")
+            text = text[pos:]  # an event under way, or events no shape takes
         self._feed_text(text, events, runs)
 
     def _feed_text(
@@ -594,12 +602,10 @@ class SSEDecoder:
             fields = _shape_at(text, pos, endpos, eol)
             if fields is None:
                 return pos
-            if (
-                self._key is not None
-                and self._run_length < _SHORT_RUN
-                and _same_but_types(fields, self._key)
-            ):
-                self._read_types = True  # the type changes from one event to the next
+            if self._key is not None and _same_but_types(fields, self._key):
+                short = self._run_length < _SHORT_RUN
+                self._short_runs = self._short_runs + 1 if short else 0
+                self._read_types |= self._short_runs >= _SHORT_RUNS
             read_types = self._read_types and [f[0] for f in fields].count("event") == 1
             if read_types:  # one shape for every type
                 fields = tuple((n, s, "" if n == "event" else v) for n, s, v in fields)

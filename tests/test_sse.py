@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from itertools import accumulate
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chatsdk import sse
 from chatsdk.errors import StreamError
 from chatsdk.sse import (
     DEFAULT_MAX_EVENT_SIZE,
@@ -995,11 +997,23 @@ def test_runs_with_one_odd_event_read_as_the_reference_does(
         assert per_chunk(stream, chunking, runs=True) == type_and_data(expected)
 
 
-def test_types_that_change_every_event_are_read_per_event() -> None:
-    stream = "".join(f"id: {n}\nevent: {'ab'[n % 2]}\ndata: {n}\n\n" for n in range(40)).encode()
+def test_types_that_change_every_event_are_read_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = "".join(f"id: {n}\nevent: {'ab'[n % 2]}\ndata: {n}\n\n" for n in range(400)).encode()
     expected = per_chunk(stream, [100, 700], fast_path=False)
     assert per_chunk(stream, [100, 700]) == expected
     assert per_chunk(stream, [100, 700], runs=True) == type_and_data(expected)
+    # Structure, not speed: after a few events the reader stops learning a shape per
+    # type and reads the type from each event.
+    learned = []
+    shape_at = sse._shape_at
+
+    def counting(*args: Any) -> Any:
+        learned.append(args)
+        return shape_at(*args)
+
+    monkeypatch.setattr(sse, "_shape_at", counting)
+    assert len([d for _, datas in SSEDecoder().feed_runs(stream) for d in datas]) == 400
+    assert len(learned) <= sse._SHORT_RUNS + 2
 
 
 # --- properties ------------------------------------------------------------------------
