@@ -24,7 +24,7 @@ import codecs
 import functools
 import re
 from collections.abc import Iterable
-from itertools import chain, pairwise, repeat
+from itertools import pairwise, repeat
 from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
@@ -99,12 +99,19 @@ def _pieces(data: bytes) -> tuple[bytes, ...] | list[bytes]:
 # The fields a shape may have, and the most lines it learns (more: line by line).
 _SHAPE_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 _SHAPE_LINES: Final = 8
-# This many runs in a row, each shorter than _SHORT_RUN and ended by an event of another
-# type, make the decoder read types as values from then on (see _read_run): the type
-# changes all the time, and learning a shape per type would cost more than it saves. (A
-# few short runs are common: Anthropic's messages open with three events of three types.)
-_SHORT_RUN: Final = 4
-_SHORT_RUNS: Final = 8
+# Learning a shape costs a line-by-line look at an event (and the first time, compiling
+# its patterns): worth it once per run of many events, not per event. Once the type has
+# changed _TYPE_CHANGES times, on average at least every _RUN_LENGTH events, shapes
+# read the type from each event. Once _MISSES events were not taken at once by a shape
+# (it had to be learned, or none could take the event), on average one in _RUN_LENGTH
+# // 4 or more, the stream is read line by line from then on: its layout keeps changing.
+# (Anthropic's messages open with three events of three types: a few changes are usual.)
+_TYPE_CHANGES: Final = 8
+_MISSES: Final = 32
+_RUN_LENGTH: Final = 16
+# Comment and blank lines read between two events of a run, at most (more end the run):
+# the separators are searched for at every blank line, and each look may read this many.
+_BETWEEN_LINES: Final = 16
 
 #: One field line of a shape: name, separator (``":"`` or ``": "``), and the value of an
 #: ``event`` or ``retry`` line (a literal in the patterns; ``""`` for ``data`` and ``id``).
@@ -189,6 +196,7 @@ def _compile(
     no_space = data_prefix == "data:"
     value = "[^\r\n]*"
     between = f"(?::{value}{eol}|{eol})*"  # (a CR or LF is itself in a pattern)
+    gap = f"(?::{value}{eol}|{eol}){{0,{_BETWEEN_LINES}}}+"  # between two events of a run
 
     def lines(part: tuple[_Field, ...], capture: tuple[str, ...]) -> str:
         out = []
@@ -244,9 +252,9 @@ def _compile(
         event_type = (types[-1] if types else "") or "message"
     return _Shape(
         re.compile(between + head(both) + f"(?P<data>{datas})" + tail(both)),
-        re.compile(f"(?:{between}{one_event})+"),
+        re.compile(f"{between}{one_event}(?:{gap}{one_event})*"),
         re.compile(between + head(both)),
-        (strict, re.compile(tail(some) + between + head(some))),
+        (strict, re.compile(tail(some) + gap + head(some))),
         re.compile(f"({datas}){tail(both)}{between}"),
         step,
         inner,
@@ -352,6 +360,7 @@ class SSEDecoder:
         "_data",
         "_data_len",
         "_event_type",
+        "_events",
         "_fast_limit",
         "_fast_path",
         "_fields_seen",
@@ -360,16 +369,16 @@ class SSEDecoder:
         "_last_event_id",
         "_max_event_size",
         "_max_line_size",
+        "_misses",
         "_nul",
         "_partial",
         "_partial_len",
         "_pending_cr",
         "_read_types",
         "_retry",
-        "_run_length",
         "_shape",
-        "_short_runs",
         "_text_decoder",
+        "_type_changes",
         "_undecoded",
         "_whole_blocks",
     )
@@ -390,8 +399,9 @@ class SSEDecoder:
         self._fast_limit = min(max_line_size, max_event_size)
         self._shape: _Shape | None = None  # the shape of the last run read in one pass
         self._key: tuple[_Field, ...] | None = None  # ... as learned from its first event
-        self._run_length = 0  # how many events that run had
-        self._short_runs = 0  # short runs in a row, each ended by a change of type
+        self._misses = 0  # events a shape did not take at once (learned, refused: _MISSES)
+        self._type_changes = 0  # ... because the type changed
+        self._events = 0  # events read in runs
         self._read_types = False  # types change from event to event: shapes read them
         self._between = False  # comment or blank lines came between events of a run
         self._whole_blocks = True  # see _read_run
@@ -599,13 +609,19 @@ class SSEDecoder:
                 assert shape is not None  # it compiled before
             first = shape.event.match(text, pos, endpos)
         if shape is None or first is None:
+            self._misses += 1
+            if self._misses >= _MISSES and self._misses * _RUN_LENGTH > 4 * self._events:
+                self._fast_path = False  # the layout keeps changing: line by line it is
+                return pos
             fields = _shape_at(text, pos, endpos, eol)
             if fields is None:
                 return pos
             if self._key is not None and _same_but_types(fields, self._key):
-                short = self._run_length < _SHORT_RUN
-                self._short_runs = self._short_runs + 1 if short else 0
-                self._read_types |= self._short_runs >= _SHORT_RUNS
+                self._type_changes += 1
+                self._read_types |= (
+                    self._type_changes >= _TYPE_CHANGES
+                    and self._type_changes * _RUN_LENGTH > self._events
+                )
             read_types = self._read_types and [f[0] for f in fields].count("event") == 1
             if read_types:  # one shape for every type
                 fields = tuple((n, s, "" if n == "event" else v) for n, s, v in fields)
@@ -616,13 +632,14 @@ class SSEDecoder:
             first = shape.event.match(text, pos, endpos)
             if first is None:
                 return pos
-        if shape.id_prefix:
-            # A NUL voids an id, which the patterns do not check: the run stops before
-            # the next NUL (searched for once, not per event), and the event that holds
-            # it is read line by line.
+        if shape.id_prefix or shape.inner:
+            # A NUL voids an id, which the patterns do not check, and several data lines
+            # are told apart with one: the run stops before the next NUL (searched for
+            # once, not per event), and the event that holds it is read line by line.
             if self._nul < pos:
                 self._nul = _find(text, "\x00", pos)
             if self._nul < first.end():
+                self._misses += 1
                 return pos
             endpos = min(endpos, self._nul)
         read: tuple[list[str], str | list[str], list[str] | None] | None
@@ -652,7 +669,7 @@ class SSEDecoder:
             if read is None:  # pragma: no cover - the run pattern says it is one
                 return pos
         datas, types, ids = read
-        self._run_length = len(datas)
+        self._events += len(datas)
         if ids is not None:
             self._id_buffer = ids[-1]
         self._last_event_id = self._id_buffer
@@ -740,15 +757,11 @@ class SSEDecoder:
             if "\n" in joined or (shape.eol != "\n" and "\r" in joined):
                 return None
             return items, tail, datas
-        # Several data lines: the text between two of them (inner) ends a value, the
-        # data of two events is told apart by a NUL between them, and there is no other
-        # line end (nor, without a space after the colon, a value that starts with one).
-        if "\x00" in body:  # a NUL in the data: one event at a time, then
-            lines = [data.split(inner) for data in datas]
-            values = list(chain.from_iterable(lines))
-            datas = ["\n".join(event_lines) for event_lines in lines]
-        else:
-            values = "\x00".join(datas).split(inner)
+        # Several data lines: the text between two of them (inner) ends a value, a NUL
+        # (none is in the run, see _read_run) tells the data of two events apart, and
+        # there is no other line end (nor, without a space after the colon, a value
+        # that starts with one).
+        values = "\x00".join(datas).split(inner)
         joined = "\n".join(values)
         if (
             "\n" in "".join(values)
@@ -756,8 +769,7 @@ class SSEDecoder:
             or (shape.no_space and "\n " in joined)
         ):
             return None
-        if "\x00" not in body:
-            datas = joined.split("\x00")
+        datas = joined.split("\x00")
         if shape.data_lines:
             # Every event has its data lines, and so the fields between them.
             counts = [data.count("\n") for data in datas]

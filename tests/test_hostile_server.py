@@ -194,6 +194,26 @@ def test_decoder_memory_does_not_grow_with_endless_input(name: str, fast_path: b
     assert peak < 1024 * 1024 and current < 64 * 1024
 
 
+# Input on which a reader that searches for separators could go quadratic: long runs of
+# blank or comment lines after events (each blank line starts a search that reads on).
+# Read line by line they take some 20 ms; quadratically, tens of seconds each.
+LINEAR = {
+    "65,000 blank lines": b"data: c\n\n" + b"\n" * 65000,
+    "21,800 comment pings": b"data: c\n\n" + b":\n\n" * 21800,
+    "32,700 CRLF blank lines": b"data: c\r\n\r\n" + b"\r\n" * 32700,
+    "20,000 pings before another type": b": ping\n\n" * 20000 + b"event: b\ndata: 3\n\n",
+}
+
+
+@pytest.mark.timeout(8)  # a hang guard, not a speed test: linear takes well under 1 s
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_decoder_stays_linear_on_long_runs_of_blank_and_comment_lines(name: str) -> None:
+    for warm_up in (b"", b"data: a\n\n\ndata: b\n\n", b"event: a\ndata: 1\n\n:\n\n"):
+        decoder, reference = SSEDecoder(), SSEDecoder(fast_path=False)
+        assert decoder.feed(warm_up) == reference.feed(warm_up)  # comment lines seen
+        assert decoder.feed(LINEAR[name]) == reference.feed(LINEAR[name])
+
+
 # == 2. the stream object, over HTTP =====================================================
 
 

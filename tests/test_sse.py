@@ -1013,7 +1013,38 @@ def test_types_that_change_every_event_are_read_per_event(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(sse, "_shape_at", counting)
     assert len([d for _, datas in SSEDecoder().feed_runs(stream) for d in datas]) == 400
-    assert len(learned) <= sse._SHORT_RUNS + 2
+    assert len(learned) <= sse._TYPE_CHANGES + 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: f"id: {n}\ndata: {n}\n\n" if n % 2 else f"data: {n}\n\n",
+        lambda n: f"retry: {1000 + n}\ndata: {n}\n\n",
+        lambda n: f"id: {n}\ndata: a\x00{n}\n\n",
+        lambda n: f"event: x\n: note\ndata: {n}\n\n",
+    ],
+    ids=["id on every other event", "a new retry value each event", "NUL", "comment inside"],
+)
+def test_a_layout_that_keeps_changing_is_soon_read_line_by_line(
+    monkeypatch: pytest.MonkeyPatch, make: Any
+) -> None:
+    # Structure, not speed: learning a shape per event would cost more than reading the
+    # events line by line, so after a few the reader stops trying.
+    stream = "".join(map(make, range(2000))).encode()
+    expected = per_chunk(stream, [1000, 20000], fast_path=False)
+    assert per_chunk(stream, [1000, 20000]) == expected
+    learned = []
+    shape_at = sse._shape_at
+
+    def counting(*args: Any) -> Any:
+        learned.append(args)
+        return shape_at(*args)
+
+    monkeypatch.setattr(sse, "_shape_at", counting)
+    decoder = SSEDecoder()
+    assert len(decoder.feed(stream)) == 2000
+    assert len(learned) <= sse._MISSES
 
 
 # --- properties ------------------------------------------------------------------------
