@@ -997,14 +997,9 @@ def test_runs_with_one_odd_event_read_as_the_reference_does(
         assert per_chunk(stream, chunking, runs=True) == type_and_data(expected)
 
 
-def test_types_that_change_every_event_are_read_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    stream = "".join(f"id: {n}\nevent: {'ab'[n % 2]}\ndata: {n}\n\n" for n in range(400)).encode()
-    expected = per_chunk(stream, [100, 700], fast_path=False)
-    assert per_chunk(stream, [100, 700]) == expected
-    assert per_chunk(stream, [100, 700], runs=True) == type_and_data(expected)
-    # Structure, not speed: after a few events the reader stops learning a shape per
-    # type and reads the type from each event.
-    learned = []
+def shapes_learned(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The shapes a decoder learns from now on (calls of the one-pass reader's learner)."""
+    learned: list[object] = []
     shape_at = sse._shape_at
 
     def counting(*args: Any) -> Any:
@@ -1012,6 +1007,17 @@ def test_types_that_change_every_event_are_read_per_event(monkeypatch: pytest.Mo
         return shape_at(*args)
 
     monkeypatch.setattr(sse, "_shape_at", counting)
+    return learned
+
+
+def test_types_that_change_every_event_are_read_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = "".join(f"id: {n}\nevent: {'ab'[n % 2]}\ndata: {n}\n\n" for n in range(400)).encode()
+    expected = per_chunk(stream, [100, 700], fast_path=False)
+    assert per_chunk(stream, [100, 700]) == expected
+    assert per_chunk(stream, [100, 700], runs=True) == type_and_data(expected)
+    # Structure, not speed: after a few events the reader stops learning a shape per
+    # type and reads the type from each event.
+    learned = shapes_learned(monkeypatch)
     assert len([d for _, datas in SSEDecoder().feed_runs(stream) for d in datas]) == 400
     assert len(learned) <= sse._TYPE_CHANGES + 2
 
@@ -1034,14 +1040,7 @@ def test_a_layout_that_keeps_changing_is_soon_read_line_by_line(
     stream = "".join(map(make, range(2000))).encode()
     expected = per_chunk(stream, [1000, 20000], fast_path=False)
     assert per_chunk(stream, [1000, 20000]) == expected
-    learned = []
-    shape_at = sse._shape_at
-
-    def counting(*args: Any) -> Any:
-        learned.append(args)
-        return shape_at(*args)
-
-    monkeypatch.setattr(sse, "_shape_at", counting)
+    learned = shapes_learned(monkeypatch)
     decoder = SSEDecoder()
     assert len(decoder.feed(stream)) == 2000
     assert len(learned) <= sse._MISSES
@@ -1114,17 +1113,24 @@ def _uniform_run(draw: st.DrawFn) -> str:
     return "".join(events)
 
 
+def _layout(draw: st.DrawFn, most: int) -> tuple[list[str], list[str], str]:
+    # A random event layout: up to most field names (data the likeliest), a separator for
+    # each line, and the line end.
+    names = draw(
+        st.lists(
+            st.sampled_from(["id", "event", "retry", "data", "data"]), min_size=1, max_size=most
+        )
+    )
+    return names, [draw(st.sampled_from([": ", ":"])) for _ in names], draw(_EOL)
+
+
 @st.composite
 def _shaped_run(draw: st.DrawFn) -> str:
     # Events of one random shape: any order of id, event, retry and data lines (data
     # possibly on several lines, together or apart), either separator on each line,
     # comment and blank lines between events, and one line ending throughout. The
     # one-pass reader takes such runs, or must refuse them where a value breaks the shape.
-    names = draw(
-        st.lists(st.sampled_from(["id", "event", "retry", "data", "data"]), min_size=1, max_size=5)
-    )
-    seps = [draw(st.sampled_from([": ", ":"])) for _ in names]
-    eol = draw(_EOL)
+    names, seps, eol = _layout(draw, 5)
     between = st.sampled_from(["", "", "", ": ping\n", "\n", ":\n\n", ": a\n: b\n\n"])
     events = []
     for _ in range(draw(st.integers(1, 5))):
@@ -1138,11 +1144,7 @@ def _long_run(draw: st.DrawFn) -> str:
     # Many events of one random shape, as a server writes them: mostly one type, now and
     # then another (or a new one each time), pings now and then, awkward values seldom.
     # The reader learns such runs once and must hold what it learned to them alone.
-    names = draw(
-        st.lists(st.sampled_from(["id", "event", "retry", "data", "data"]), min_size=1, max_size=4)
-    )
-    seps = [draw(st.sampled_from([": ", ":"])) for _ in names]
-    eol = draw(_EOL)
+    names, seps, eol = _layout(draw, 4)
     types = draw(st.sampled_from([["a"], ["a", "a", "a", "b"], ["a", "b"], ["a", "", "message"]]))
     between = st.sampled_from(["", "", "", "", "", ": ping\n", "\n"])
     values = st.one_of(st.sampled_from(['{"x":1}', "[DONE]", "7"]), st.just("v"), _VALUES)
