@@ -196,7 +196,8 @@ def _compile(
     no_space = data_prefix == "data:"
     value = "[^\r\n]*"
     between = f"(?::{value}{eol}|{eol})*"  # (a CR or LF is itself in a pattern)
-    gap = f"(?::{value}{eol}|{eol}){{0,{_BETWEEN_LINES}}}+"  # between two events of a run
+    # Between two events of a run (more such lines end it).
+    between_two = f"(?::{value}{eol}|{eol}){{0,{_BETWEEN_LINES}}}+"
 
     def lines(part: tuple[_Field, ...], capture: tuple[str, ...]) -> str:
         out = []
@@ -252,9 +253,9 @@ def _compile(
         event_type = (types[-1] if types else "") or "message"
     return _Shape(
         re.compile(between + head(both) + f"(?P<data>{datas})" + tail(both)),
-        re.compile(f"{between}{one_event}(?:{gap}{one_event})*"),
+        re.compile(f"{between}{one_event}(?:{between_two}{one_event})*"),
         re.compile(between + head(both)),
-        (strict, re.compile(tail(some) + gap + head(some))),
+        (strict, re.compile(tail(some) + between_two + head(some))),
         re.compile(f"({datas}){tail(both)}{between}"),
         step,
         inner,

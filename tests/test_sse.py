@@ -957,6 +957,7 @@ _NORMAL = {
     "no space": "event:message_chunk\ndata:{n}\n\n",
     "two data lines, no space": "event:message_chunk\ndata:{n}\ndata:{n}\n\n",
     "data,event,data": "data: {n}\nevent: message_chunk\ndata: {n}\n\n",
+    "data,data": "data: {n}\ndata: {n}\n\n",
 }
 _ODD_ONES = {
     "an id-only event between two": "id: x9\n\n",
@@ -976,6 +977,7 @@ _ODD_ONES = {
     "a NUL in an id": "id: a\x00b\nevent: message_chunk\ndata: nul\n\n",
     "a retry line": "retry: 5\nevent: message_chunk\ndata: r\n\n",
     "the separator's text as data": "data: event: message_chunk\n\n",
+    "a blank line, then data lines' text as data": "\ndata: data: q\ndata: data: q\n\n",
     "an id line between data lines": "data: a\nid: 3\ndata: b\n\n",
     "a field without a colon": "event: message_chunk\ndata\n\n",
 }
