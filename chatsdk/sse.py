@@ -85,16 +85,16 @@ def _pieces(data: bytes) -> tuple[bytes, ...] | list[bytes]:
 # or without the space after its colon, and mostly the same event type. The decoder
 # learns that layout (its *shape*) from the first event it meets, taking the type and
 # any retry value as literal text. All that lies between the data of one event and the
-# data of the next is then that same text but for the id: one regular expression (a
-# long literal, found by a fast search) matches it, and one split of a run of events at
-# those separators yields every event's data, in C, creating nothing else. The split is
-# checked rather than trusted: no data value may hold a line end, and the text before
-# the first value and after the last must be the shape's. Comment and blank lines may lie
-# between events (pings do not end a run). A stream whose type changes from one event
-# to the next gets shapes that read the type too. What a shape cannot say (a comment or
-# an unknown field inside an event, a field without a colon, a NUL in an id, fields
-# between data lines, an event longer than the limits) is read line by line by
-# _process_line, the WHATWG reference that the tests hold the shapes to.
+# data of the next is then that same text but for the id: one regular expression (most
+# often a plain literal, found by a fast search) matches it, and one split of a run of
+# events at those separators yields every event's data, in C, creating nothing else.
+# The split is checked rather than trusted: no data value may hold a line end, and the
+# text before the first value and after the last must be the shape's. Comment and blank
+# lines may lie between events (pings do not end a run). A stream whose type changes
+# from one event to the next gets shapes that read the type too. What a shape cannot
+# say (a comment or an unknown field inside an event, a field without a colon, a NUL in
+# an id, an id between data lines, an event longer than the limits) is read line by
+# line by _process_line, the WHATWG reference that the tests hold the shapes to.
 
 # The fields a shape may have, and the most lines it learns (more: line by line).
 _SHAPE_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
@@ -195,9 +195,9 @@ def _compile(
     data_prefix = "data" + fields[first][1]
     no_space = data_prefix == "data:"
     value = "[^\r\n]*"
-    between = f"(?::{value}{eol}|{eol})*"  # (a CR or LF is itself in a pattern)
-    # Between two events of a run (more such lines end it).
-    between_two = f"(?::{value}{eol}|{eol}){{0,{_BETWEEN_LINES}}}+"
+    ignored = f"(?::{value}{eol}|{eol})"  # a comment or blank line (CR, LF: themselves)
+    between = ignored + "*"  # before a run's first event, after its last
+    between_two = f"{ignored}{{0,{_BETWEEN_LINES}}}+"  # between two events of a run
 
     def lines(part: tuple[_Field, ...], capture: tuple[str, ...]) -> str:
         out = []
@@ -217,12 +217,12 @@ def _compile(
     id_prefix = next((n + s for n, s, _ in fields if n == "id"), "")
     inner = ""
     for a, b in pairwise(data_at):
-        gap = eol + "".join(n + s + lit + eol for n, s, lit in fields[a + 1 : b]) + data_prefix
-        if (inner and gap != inner) or "\x00" in gap or "id" in names[a:b]:
+        text = eol + "".join(n + s + lit + eol for n, s, lit in fields[a + 1 : b]) + data_prefix
+        if (inner and text != inner) or "\x00" in text or "id" in names[a:b]:
             return None
         if read_types and "event" in names[a:b]:
             return None
-        inner = gap
+        inner = text
     # How many data lines each event must have (0: any number, all being together).
     data_lines = 0 if inner == eol + data_prefix else len(data_at)
     inner_re = re.escape(inner) + lookahead if inner else ""
@@ -726,14 +726,15 @@ class SSEDecoder:
             if "" in types:  # an empty type is "message"
                 types = [event_type or "message" for event_type in types]
         ids = None
-        if shape.read_ids and shape.id_prefix:
+        if not shape.id_prefix:
+            pass
+        elif shape.read_ids:
             column = items[separator.groupindex["id"] :: step]
             ids = [head["id"], *column] if shape.id_first else [*column, tail["id"]]
-        elif not shape.id_first and shape.id_prefix:
-            ids = [tail["id"]]  # only the last id: the one in force after the run
-        elif len(datas) == 1 and shape.id_prefix:
-            ids = [head["id"]]
-        elif shape.id_prefix:
+        elif not shape.id_first or len(datas) == 1:
+            # Only the last id: the one in force after the run.
+            ids = [head["id"] if shape.id_first else tail["id"]]
+        else:
             # The last event's id line is the last line of the run that starts so (no
             # value holds a line end).
             start = text.rfind(eol + shape.id_prefix, pos, end) + len(eol + shape.id_prefix)
