@@ -183,10 +183,7 @@ class _CompletionsWire:
             if _DONE in datas:
                 datas = datas[: datas.index(_DONE)]
                 self.finished = True
-            chunks = list(map(decode_chunk, datas))
-            if [chunk for chunk in chunks if chunk.error is not None]:
-                raise APIError("an error chunk")  # located and raised by decode_one
-            decoded += chunks
+            decoded += map(decode_chunk, datas)
         return self.take(decoded)
 
     @property
@@ -253,17 +250,40 @@ class _CompletionsWire:
         ]
 
     def take(self, events: list[CompletionEvent]) -> list[CompletionEvent]:
-        # ``decode`` makes only chunks; the fold reads them with comprehensions (CPython
-        # runs those far faster than a loop of statements) and walks one by one only the
-        # rare deltas that carry tool calls or reasoning.
+        # ``decode`` makes only chunks. Most carry one choice whose delta is text alone:
+        # one comprehension (CPython runs those far faster than a loop of statements)
+        # takes the text of a batch of such chunks. Any other batch is folded field by
+        # field, walking one by one only the rare deltas with tool calls or reasoning.
         chunks = cast(list[ChatCompletionChunk], events)
+        text = [
+            delta.content
+            for chunk in chunks
+            if chunk.usage is None
+            and chunk.error is None
+            and len(choices := chunk.choices) == 1
+            and not (choice := choices[0]).index
+            and choice.finish_reason is None
+            and (delta := choice.delta).tool_calls is None
+            and delta.reasoning_content is None
+            and delta.reasoning is None
+        ]
+        if len(text) != len(chunks):
+            if [chunk for chunk in chunks if chunk.error is not None]:
+                raise APIError("an error chunk")  # located and raised by decode_one
+            text = self._fold(chunks)
         if not self._id and chunks:
             self._id, self._model = chunks[0].id, chunks[0].model
+        joined = "".join(filter(None, text))
+        if joined:
+            self._text.append(joined)
+        if (self._finish_reason is not None or self.finished) and not self._inkeep_done:
+            return events + self._inkeep_events()
+        return events
+
+    def _fold(self, chunks: list[ChatCompletionChunk]) -> list[str | None]:
+        # Folds all but the text of chunks into the result; returns the text.
         choices = [choice for chunk in chunks for choice in chunk.choices if not choice.index]
         deltas = [choice.delta for choice in choices]
-        text = [delta.content for delta in deltas if delta.content]
-        if text:
-            self._text.append("".join(text))
         for delta in [d for d in deltas if d.tool_calls or d.reasoning_content or d.reasoning]:
             reasoning = delta.reasoning_content or delta.reasoning
             if reasoning:
@@ -276,9 +296,7 @@ class _CompletionsWire:
         usage = [chunk.usage for chunk in chunks if chunk.usage is not None]
         if usage:
             self._usage = usage[-1]
-        if (self._finish_reason is not None or self.finished) and not self._inkeep_done:
-            return events + self._inkeep_events()
-        return events
+        return [delta.content for delta in deltas]
 
     def _add_tool_calls(self, fragments: list[ChoiceDeltaToolCall]) -> None:
         calls = self._tool_calls

@@ -231,15 +231,21 @@ ERROR = {"message": "boom", "type": "x"}
 
 
 @pytest.mark.parametrize("cut", [False, True], ids=["one piece", "split"])
+@pytest.mark.parametrize(
+    "error_chunk",
+    [{"error": ERROR}, {**chunk(""), "error": ERROR}],
+    ids=["error alone", "error beside a choice"],
+)
 async def test_an_error_chunk_mid_stream_is_an_api_error_after_the_chunks_before_it(
-    cut: bool,
+    cut: bool, error_chunk: dict[str, Any]
 ) -> None:
     before = events(chunk("a"), chunk("b"), done=False)
-    after = events({"error": ERROR}, chunk("c"), chunk(finish="stop"))
+    error = events(error_chunk, done=False)
+    after = events(chunk("c"), chunk(finish="stop"))
     reply = (
-        Reply(pieces=[before, after], delay=0.05, content_type=SSE)
+        Reply(pieces=[before, error, after], delay=0.05, content_type=SSE)
         if cut
-        else sse_reply(before + after)
+        else sse_reply(before + error + after)
     )
     async with ScriptedServer([reply]) as srv:
         async with client_for(srv.url) as client:
@@ -402,6 +408,59 @@ async def test_chunks_in_every_shape_servers_send_are_accepted() -> None:
     assert len(got) == 6
     assert result.text == "ABC"
     assert result.finish_reason == "stop"
+
+
+def _two_choices(
+    first: str | None, second: str | None, finish: str | None = None
+) -> dict[str, Any]:
+    # A chunk of an n=2 request: choice 1 listed before choice 0, as servers may.
+    base = chunk()
+    base["choices"] = [
+        {"index": 1, "delta": {"content": second} if second else {}, "finish_reason": finish},
+        {"index": 0, "delta": {"content": first} if first else {}, "finish_reason": finish},
+    ]
+    return base
+
+
+MIXED = [
+    chunk(role="assistant", content=""),
+    chunk("plain "),
+    chunk(reasoning_content="mulling "),
+    chunk("text "),
+    _two_choices("zero ", "one "),
+    chunk(tool_calls=[tool_fragment(0, id="call_1", name="lookup", arguments='{"q":')]),
+    chunk("more "),
+    chunk(tool_calls=[tool_fragment(0, arguments='"x"}')]),
+    {**chunk(), "choices": [{"index": 1, "delta": {"content": "ONE "}}]},  # one choice, not 0
+    chunk("end"),
+    _two_choices(None, "ONE", finish="stop"),
+]
+
+
+@pytest.mark.parametrize("cut", ["one write", "one chunk per write", "two writes"])
+async def test_the_result_is_the_same_however_the_chunks_are_batched(cut: str) -> None:
+    # The stream folds whatever one read decodes at once: text-only batches one way,
+    # others field by field. Which way must not change the result.
+    # Usage on a chunk that has a choice too, as some servers send it.
+    usage = {**chunk("!"), "usage": {"prompt_tokens": 3, "completion_tokens": 9}}
+    body = events(*MIXED, usage)
+    each = [piece + b"\n\n" for piece in body.split(b"\n\n") if piece]
+    if cut == "one write":
+        pieces = [body]
+    elif cut == "one chunk per write":
+        pieces = each
+    else:  # the first two (text alone) in one write, the rest in another
+        pieces = [b"".join(each[:2]), b"".join(each[2:])]
+    _, got, result, _ = await run([sse_reply(body, pieces=pieces, delay=0.01)])
+    assert len(got) == len(MIXED) + 1
+    assert result.text == "plain text zero more end!"
+    assert result.reasoning == "mulling "
+    assert [(c.id, c.function.name, c.function.arguments) for c in result.tool_calls] == [
+        ("call_1", "lookup", '{"q":"x"}')
+    ]
+    assert result.finish_reason == "stop"
+    assert result.usage is not None and result.usage.completion_tokens == 9
+    assert (result.id, result.model) == ("chatcmpl-1", "gpt-test")
 
 
 # == Inkeep's citation tools ============================================================
