@@ -148,6 +148,9 @@ class EventStream(Generic[EventT, ResultT]):
         self._carry = b""  # bytes read while deciding what the body is, not yet decoded
         self._broken: APIConnectionError | None = None  # a drop while those were read
         self._reading = False  # a read is under way (one task at a time)
+        self._loops = 0  # loops over the stream begun and not yet closed (see __aiter__)
+        self._loop_task: asyncio.Task[Any] | None = None  # the task that began the last
+        self._loop_left = False  # closed by leaving a loop early (for the error's words)
         self._location_refused = False  # the server's Content-Location could not be used
         self._deadline: float | None = None
         self._started = False
@@ -199,10 +202,8 @@ class EventStream(Generic[EventT, ResultT]):
         while True:
             try:
                 await self.__anext__()
-            except StopAsyncIteration:
-                break
-        self._check_complete()
-        return self._wire.result()
+            except StopAsyncIteration:  # raised only for a whole answer
+                return self._wire.result()
 
     def __await__(self) -> Generator[Any, None, ResultT]:
         return self.final_result().__await__()
@@ -212,32 +213,52 @@ class EventStream(Generic[EventT, ResultT]):
         # far more cheaply per item than it calls a Python-level __anext__. Its finally
         # is what releases the connection after `break` or an exception in the loop body
         # (asyncio closes an abandoned async generator within an event-loop turn).
+        if self._loops:
+            self._close_left_loop()
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[EventT]:
+        self._loops += 1
+        self._loop_task = asyncio.current_task()
         try:
             while True:
                 for event in self._pending:
                     yield event
                 if self._done:
-                    if self._error is not None:
-                        raise self._error
+                    self._check_complete()
                     return
                 await self._read_batch()
         finally:
+            self._loops -= 1
+            self._loop_left |= not self._done
             self._abandon()
+
+    def _close_left_loop(self) -> None:
+        """Before a new read while a loop over the stream is not closed: that loop was
+        left (``break``, an exception, ``anext(aiter(stream))``) and asyncio closes it
+        only at a later turn; it is closed now, so what the new read gives never hangs
+        on when that happens. A loop still open in another task is being read there."""
+        task = self._loop_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            raise ValidationError(
+                "this stream is already being read by another task (a loop over it "
+                "there is not closed): a stream is read by one task at a time"
+            )
+        self._loop_left |= not self._done
+        self._abandon()
 
     async def __anext__(self) -> EventT:
         # The hot path: hand out the next decoded event (a for loop is the cheapest way
         # to take one item from an iterator); read more only when the batch is used up.
+        if self._loops:
+            self._close_left_loop()
         for event in self._pending:
             return event
         while not self._done:
             await self._read_batch()
             for event in self._pending:
                 return event
-        if self._error is not None:
-            raise self._error
+        self._check_complete()
         raise StopAsyncIteration
 
     async def _read_batch(self) -> None:
@@ -265,6 +286,12 @@ class EventStream(Generic[EventT, ResultT]):
     def _check_complete(self) -> None:
         if self._error is not None:
             raise self._error
+        if self._loop_left and not self._complete:
+            raise StreamError(
+                "the stream was closed before its end when a loop over it was left (break, "
+                "an exception, anext(aiter(stream))): its answer is incomplete; "
+                "`await anext(stream)` takes one event and leaves the stream open"
+            )
         if not self._complete:
             raise StreamError(
                 "the stream was closed before its end (aclose(), break, or leaving "

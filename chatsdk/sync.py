@@ -31,7 +31,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._client import ChatClient
 from ._streaming import EventStream
-from .errors import ValidationError
+from .errors import StreamError, ValidationError
 from .models import (
     ChatCompletionResult,
     ChatEvent,
@@ -181,6 +181,7 @@ class SyncChatStream(Generic[EventT, ResultT]):
         self._runner = runner
         self._stream = stream
         self._closed = False
+        self._loop_left = False  # closed by leaving a for loop early
         # Keeps the loop alive while a stream of it is in use.
         self._handle = handle
         runner.streams.add(stream)
@@ -224,10 +225,20 @@ class SyncChatStream(Generic[EventT, ResultT]):
                 yield event
         finally:
             if not self._stream._complete:
+                self._loop_left |= not self._closed
                 self.close()
 
     def __next__(self) -> EventT:
         if self._closed:
+            # Closed before its end (a loop left early, close()): a StreamError, as the
+            # async stream gives; a loop never ends quietly on a part of the answer.
+            if self._loop_left and self._stream._error is None:
+                raise StreamError(
+                    "the stream was closed before its end when a loop over it was left "
+                    "(break, an exception, next(iter(stream))): its answer is incomplete; "
+                    "next(stream) takes one event and leaves the stream open"
+                )
+            self._stream._check_complete()
             raise StopIteration
         event = self._runner.call(partial(_next_event, self._stream))
         if isinstance(event, _Done):

@@ -722,6 +722,110 @@ async def test_awaiting_a_stream_closed_early_is_a_stream_error(kit: WireKit, ho
                     await stream.final_result()
 
 
+@pytest.mark.anyio
+@wires
+@pytest.mark.parametrize("pace", ["whole answer in one write", "one event per write"])
+@pytest.mark.parametrize(
+    "how", ["break", "anext(aiter(stream))", "aclose", "text_stream break", "exception"]
+)
+async def test_a_loop_begun_after_the_stream_was_left_early(
+    kit: WireKit, pace: str, how: str
+) -> None:
+    # A later loop never ends quietly on part of the answer, nor reads on: it raises
+    # StreamError, whether the old loop is closed yet or not; unless the whole answer
+    # had been read when the stream was left (nothing is lost), when it gives the rest.
+    texts = [f"t{i} " for i in range(30)]
+    body = kit.answer(*texts)
+    pieces = [body] if pace == "whole answer in one write" else split_events(body)
+    async with ScriptedServer([Reply(pieces=pieces, delay=0.002, content_type=SSE)]) as srv:
+        async with client_for(srv.url) as client:
+            stream = kit.create(client)
+            before: list[Any] = []
+            async with asyncio.timeout(5):
+                if how == "break":
+                    async for event in stream:
+                        before.append(event)
+                        break
+                elif how == "anext(aiter(stream))":
+                    before.append(await anext(aiter(stream)))
+                elif how == "aclose":
+                    before.append(await anext(stream))
+                    await stream.aclose()
+                elif how == "text_stream break":
+                    async for _ in stream.text_stream:
+                        before.append(chatsdk.MessageChunk(content_chunk=texts[0]))
+                        break
+                else:
+                    with pytest.raises(KeyError):
+                        async for event in stream:
+                            before.append(event)
+                            raise KeyError("boom")
+                whole = stream._complete  # the whole answer was read before leaving
+                for again in range(2):
+                    got: list[Any] = []
+                    try:
+                        async for event in stream:
+                            got.append(event)
+                    except chatsdk.StreamError as exc:
+                        assert not whole and "closed before its end" in str(exc)
+                        assert got == [], f"loop {again + 2} read {len(got)} events"
+                        with pytest.raises(chatsdk.StreamError, match="closed before its end"):
+                            await stream
+                    else:
+                        assert whole, f"loop {again + 2} ended quietly on part of the answer"
+                        if not again:
+                            assert kit.texts(before + got) == texts
+                        assert (await stream).text == "".join(texts)
+    if pace == "one event per write":
+        assert not whole
+
+
+@pytest.mark.anyio
+@wires
+async def test_anext_takes_one_event_and_the_loop_goes_on(kit: WireKit) -> None:
+    texts = [f"t{i} " for i in range(30)]
+    async with ScriptedServer(
+        [Reply(pieces=split_events(kit.answer(*texts)), delay=0.002, content_type=SSE)]
+    ) as srv:
+        async with client_for(srv.url) as client:
+            stream = kit.create(client)
+            async with asyncio.timeout(5):
+                first = await anext(stream)
+                rest = [event async for event in stream]
+                result = await stream
+            assert kit.texts([first, *rest]) == texts
+            assert result.text == "".join(texts)
+            # A stream read to its end is an exhausted iterator: no events, no error.
+            assert [event async for event in stream] == []
+
+
+@pytest.mark.anyio
+@wires
+async def test_a_second_task_looping_over_a_stream_is_refused_and_the_first_reads_on(
+    kit: WireKit,
+) -> None:
+    texts = [f"t{i} " for i in range(20)]
+    reply = Reply(pieces=split_events(kit.answer(*texts)), delay=0.005, content_type=SSE)
+    async with ScriptedServer([reply]) as srv:
+        async with client_for(srv.url) as client:
+            stream = kit.create(client)
+
+            async def read() -> list[Any]:
+                return [event async for event in stream]
+
+            async with asyncio.timeout(5):
+                first = asyncio.create_task(read())
+                await asyncio.sleep(0.02)  # the first loop is under way
+                with pytest.raises(chatsdk.ValidationError, match="another task"):
+                    await read()
+                assert kit.texts(await first) == texts
+
+
+def split_events(body: bytes) -> list[bytes]:
+    """``body``'s events, one per write."""
+    return [event + b"\n\n" for event in body.split(b"\n\n") if event]
+
+
 HTML = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in</body>"
 
 

@@ -176,10 +176,41 @@ def test_leaving_streams_early_releases_their_connections(server: ReferenceServe
             next(kept)
             kept.close()
             kept.close()
-            assert list(kept) == []
+            with pytest.raises(chatsdk.StreamError, match="closed before its end"):
+                list(kept)  # never quietly a part of the answer
         server.faults = Faults()
         answer = client.chat.create(integration_id="docs", messages=QUESTION).final_result()
         assert answer.text.startswith("A client token")
+
+
+@pytest.mark.usefixtures("slow_streams")
+@pytest.mark.parametrize("how", ["break", "next(iter(stream))", "close"])
+def test_a_loop_begun_after_the_stream_was_left_early_is_a_stream_error(
+    client: SyncChatClient, how: str
+) -> None:
+    stream = client.chat.create(integration_id="docs", messages=QUESTION)
+    if how == "break":
+        for _event in stream:
+            break
+    elif how == "close":
+        next(stream)
+        stream.close()
+    else:
+        next(iter(stream))  # a loop of its own, left at once
+    for _ in range(2):  # never a quiet end on part of the answer
+        with pytest.raises(chatsdk.StreamError, match="closed before its end") as info:
+            list(stream)
+        assert ("next(stream) takes one event" in str(info.value)) == (how != "close")
+
+
+@pytest.mark.usefixtures("slow_streams")
+def test_next_takes_one_event_and_the_loop_goes_on(client: SyncChatClient) -> None:
+    stream = client.chat.create(integration_id="docs", messages=QUESTION)
+    first = next(stream)
+    rest = list(stream)
+    chunks = [e for e in [first, *rest] if isinstance(e, chatsdk.MessageChunk)]
+    assert "".join(c.content_chunk for c in chunks) == stream.final_result().text
+    assert list(stream) == []  # read to its end: an exhausted iterator
 
 
 @pytest.mark.usefixtures("slow_streams")
@@ -228,8 +259,10 @@ def test_ctrl_c_while_waiting_cancels_the_read(
         timer.join()
     finally:
         server.faults = Faults()
-    # The interrupted read was cancelled in the loop: the stream is over, the client fine.
-    assert list(stream) == []
+    # The interrupted read was cancelled in the loop: the stream is over (reading it
+    # again says so), the client fine.
+    with pytest.raises(chatsdk.StreamError, match="closed before its end"):
+        list(stream)
     assert client.chat.create(integration_id="docs", messages=QUESTION).final_result().text
 
 
