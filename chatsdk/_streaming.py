@@ -401,6 +401,15 @@ class EventStream(Generic[EventT, ResultT]):
                 ) from None
             if not events:
                 raise invalid_response("the answer holds no answer", response, body)
+            if self._events_seen:
+                # A resume answered with the whole answer: it repeats the events already
+                # delivered, and what in it is new cannot be told apart.
+                raise StreamError(
+                    "the stream was cut and the server answered the resume with a whole "
+                    f"JSON answer, which repeats the {self._events_seen} event(s) already "
+                    "delivered: the rest of the answer cannot be told apart",
+                    received=body,
+                )
             self._done = self._complete = True
             self._take(events)
             return

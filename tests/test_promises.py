@@ -424,6 +424,35 @@ async def test_ids_that_look_smaller_after_a_resume_are_new_events(kit: WireKit)
 
 @pytest.mark.anyio
 @wires
+async def test_a_resume_answered_with_a_whole_json_answer_is_a_stream_error(kit: WireKit) -> None:
+    # The whole answer repeats what was delivered: taken as the rest, the text would
+    # come twice; what in it is new cannot be told apart.
+    location = {"Content-Location": "/r"}
+    first = Reply(
+        pieces=[kit.event("a", id="1") + kit.event("b", id="2")],
+        abort=True,
+        content_type=SSE,
+        headers=location,
+    )
+    if kit.name == "chat":
+        whole = {"chat_session_id": "s1", "message": {"role": "assistant", "content": "abcd"}}
+    else:
+        message = {"role": "assistant", "content": "abcd"}
+        whole = {"id": "c", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    resumed = Reply(body=json.dumps(whole), headers=location)
+    async with ScriptedServer([first, resumed]) as srv:
+        async with client_for(srv.url) as client:
+            stream = kit.create(client)
+            events: list[Any] = []
+            with pytest.raises(chatsdk.StreamError, match="whole JSON answer") as info:
+                await collect(stream, events)
+    assert kit.texts(events) == ["a", "b"]
+    assert "abcd" in str(info.value)
+    assert stream.resumes == 1
+
+
+@pytest.mark.anyio
+@wires
 @pytest.mark.parametrize(
     "replay",
     [
