@@ -799,8 +799,14 @@ def _safe_cause(exc: BaseException, secrets: Collection[str]) -> BaseException |
 
 
 def _message_of(body: Any) -> str:
-    """The human message in an error body: ServiceError ``message``, 422 ``detail``, or text."""
+    """The human message in an error body: ServiceError ``message``, OpenAI's
+    ``{"error": {"message": ...}}`` (or ``{"error": "..."}``), 422 ``detail``, or text."""
     if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, str) and error.strip():
+            return excerpt(error, 300)
+        if isinstance(error, dict) and "message" not in body:
+            body = error
         if isinstance(body.get("message"), str):
             return excerpt(body["message"], 300)
         detail = body.get("detail")

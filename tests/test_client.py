@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import jwt
 import msgspec
@@ -381,6 +382,24 @@ async def test_422_detail_is_exposed() -> None:
                 await c.chat.create(integration_id="docs", messages="q")
     assert info.value.detail == detail["detail"]
     assert "body.integration_id: field required" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}},
+        {"error": "Rate limit reached"},
+    ],
+    ids=["OpenAI's error object", "an error string"],
+)
+async def test_an_openai_style_error_body_gives_its_message(body: dict[str, Any]) -> None:
+    reply = Reply(status=429, body=msgspec.json.encode(body), headers={"Retry-After": "0"})
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
+            with pytest.raises(chatsdk.RateLimitError) as info:
+                await c.chat.completions.create(model="m", messages="q")
+    assert "Rate limit reached" in str(info.value)
+    assert info.value.body == body
 
 
 async def test_retries_keep_one_idempotency_key_and_honour_retry_after() -> None:
