@@ -277,7 +277,17 @@ class _CompletionsWire:
         if joined:
             self._text.append(joined)
         if (self._finish_reason is not None or self.finished) and not self._inkeep_done:
-            return events + self._inkeep_events()
+            # Right after the chunk that finished choice 0 (else at the end marker): the
+            # same place however the chunks were batched.
+            at = next(
+                (
+                    i + 1
+                    for i, chunk in enumerate(chunks)
+                    if [c for c in chunk.choices if c.finish_reason and not c.index]
+                ),
+                len(events),
+            )
+            return [*events[:at], *self._inkeep_events(), *events[at:]]
         return events
 
     def _fold(self, chunks: list[ChatCompletionChunk]) -> list[str | None]:
@@ -317,8 +327,9 @@ class _CompletionsWire:
             arguments = "".join(parts.arguments)
             try:
                 if parts.name == "provideLinks":
-                    self._links = _LINKS.decode(arguments).links
-                    events.append(ProvidedLinks(links=self._links))
+                    links = _LINKS.decode(arguments).links
+                    self._links += links
+                    events.append(ProvidedLinks(links=links))
                 elif parts.name == "provideAIAnnotations":
                     confidence = _ANNOTATIONS.decode(arguments).aiAnnotations.answerConfidence
                     self._answer_confidence = confidence

@@ -528,6 +528,47 @@ async def test_inkeep_tools_are_sent_and_their_calls_become_typed_events() -> No
     assert result.text == "Use retries."
 
 
+@pytest.mark.parametrize("pace", ["one write", "one chunk per write"])
+async def test_inkeep_events_come_right_after_the_finish_and_every_call_counts(pace: str) -> None:
+    def links_call(index: int, url: str) -> dict[str, Any]:
+        arguments = json.dumps({"links": [{"url": url}]})
+        return chunk(
+            tool_calls=[
+                tool_fragment(index, id=f"c{index}", name="provideLinks", arguments=arguments)
+            ]
+        )
+
+    usage = {**chunk(), "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+    body = events(
+        chunk("Hi."),
+        links_call(0, "https://x.dev/a"),
+        links_call(1, "https://x.dev/b"),
+        chunk(finish="stop"),
+        usage,
+    )
+    pieces = [body] if pace == "one write" else [e + b"\n\n" for e in body.split(b"\n\n") if e]
+    _, got, result, _ = await run(
+        [sse_reply(body, pieces=pieces, delay=0.01)],
+        model="inkeep-qa-expert",
+        tools=chatsdk.INKEEP_TOOLS,
+        tool_choice="auto",
+    )
+    kinds = [
+        type(e).__name__
+        if not isinstance(e, chatsdk.ChatCompletionChunk)
+        else "usage"
+        if e.usage
+        else "finish"
+        if e.choices[0].finish_reason
+        else "chunk"
+        for e in got
+    ]
+    assert kinds == ["chunk"] * 3 + ["finish", "ProvidedLinks", "ProvidedLinks", "usage"]
+    urls = [link.url for e in got if isinstance(e, chatsdk.ProvidedLinks) for link in e.links]
+    assert urls == ["https://x.dev/a", "https://x.dev/b"]
+    assert [link.url for link in result.links] == urls
+
+
 # == stream=False, and bodies decoded by what they are ==================================
 
 COMPLETION = {
