@@ -17,7 +17,7 @@ import msgspec
 
 from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout
 from ._streaming import EventStream
-from ._transport import Transport
+from ._transport import DECODE_ERRORS, Transport
 from .errors import APIError, ValidationError
 from .models import (
     COMPLETION_ROLES,
@@ -40,6 +40,7 @@ from .models import (
     Link,
     ProvidedLinks,
     StreamOptions,
+    UnknownEvent,
 )
 from .sse import EventRun
 
@@ -173,18 +174,22 @@ class _CompletionsWire:
     def decode(self, runs: list[EventRun]) -> list[CompletionEvent]:
         decode_chunk = _CHUNK.decode
         decoded: list[CompletionEvent] = []
+        named = False  # an event with a name of its own: not every event is a chunk
         for event, datas in runs:
             if self.finished:
                 break
             if event != "message":
                 for data in datas:
                     decoded += self.decode_one(event, data)
+                named = True
                 continue
             if _DONE in datas:
                 datas = datas[: datas.index(_DONE)]
                 self.finished = True
             decoded += map(decode_chunk, datas)
-        return self.take(decoded)
+        if named:
+            return self.take(decoded)
+        return self._take_chunks(cast(list[ChatCompletionChunk], decoded), decoded)
 
     @property
     def ended(self) -> bool:
@@ -196,12 +201,20 @@ class _CompletionsWire:
         if data == _DONE:
             self.finished = True
             return []
-        if event not in ("message", "error"):
-            log.debug("ignoring a %r event on a Chat Completions stream", event)
-            return []
         if event == "error":
             raise error_event(data)
-        chunk = _CHUNK.decode(data)
+        if event != "message":
+            # The wire's events have no name. One that has, and holds a chunk, is read as
+            # one (never a shorter answer); any other is yielded, not dropped (SPEC 1.4's
+            # rule for unknown events).
+            try:
+                chunk = _CHUNK.decode(data)
+            except DECODE_ERRORS:
+                return [UnknownEvent(event=event, data=data)]
+            if not chunk.choices and chunk.usage is None and chunk.error is None:
+                return [UnknownEvent(event=event, data=data)]
+        else:
+            chunk = _CHUNK.decode(data)
         if chunk.error is not None:
             raise _error_of(chunk.error)
         return [chunk]
@@ -250,11 +263,16 @@ class _CompletionsWire:
         ]
 
     def take(self, events: list[CompletionEvent]) -> list[CompletionEvent]:
-        # ``decode`` makes only chunks. Most carry one choice whose delta is text alone:
+        chunks = [event for event in events if type(event) is ChatCompletionChunk]
+        return self._take_chunks(chunks, events)
+
+    def _take_chunks(
+        self, chunks: list[ChatCompletionChunk], events: list[CompletionEvent]
+    ) -> list[CompletionEvent]:
+        # Folds the chunks of events. Most carry one choice whose delta is text alone:
         # one comprehension (CPython runs those far faster than a loop of statements)
         # takes the text of a batch of such chunks. Any other batch is folded field by
         # field, walking one by one only the rare deltas with tool calls or reasoning.
-        chunks = cast(list[ChatCompletionChunk], events)
         text = [
             delta.content
             for chunk in chunks
@@ -282,8 +300,9 @@ class _CompletionsWire:
             at = next(
                 (
                     i + 1
-                    for i, chunk in enumerate(chunks)
-                    if [c for c in chunk.choices if c.finish_reason and not c.index]
+                    for i, event in enumerate(events)
+                    if type(event) is ChatCompletionChunk
+                    and [c for c in event.choices if c.finish_reason and not c.index]
                 ),
                 len(events),
             )

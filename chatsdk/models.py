@@ -439,7 +439,7 @@ class AIAnnotations(msgspec.Struct, frozen=True):
 
 
 #: What iterating a Chat Completions stream yields.
-CompletionEvent: TypeAlias = ChatCompletionChunk | ProvidedLinks | AIAnnotations
+CompletionEvent: TypeAlias = ChatCompletionChunk | ProvidedLinks | AIAnnotations | UnknownEvent
 
 
 class ChatCompletionResult(msgspec.Struct, frozen=True):

@@ -463,6 +463,40 @@ async def test_the_result_is_the_same_however_the_chunks_are_batched(cut: str) -
     assert (result.id, result.model) == ("chatcmpl-1", "gpt-test")
 
 
+@pytest.mark.parametrize("pace", ["one write", "one event per write"])
+async def test_events_with_a_name_are_read_as_chunks_or_yielded_never_dropped(pace: str) -> None:
+    # The wire's events have no name: one that has and holds a chunk is read as a chunk,
+    # any other is yielded as an UnknownEvent; none vanishes.
+    def named(name: str, data: dict[str, Any] | str) -> bytes:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        return f"event: {name}\ndata: {payload}\n\n".encode()
+
+    body = events(
+        chunk("Part one. "),
+        named("delta", chunk("Part two. ")),
+        named("ping", {}),
+        named("ping", "keep-alive"),
+        named("completion.chunk", chunk("Part three.")),
+        named("metadata", {"usage": {"prompt_tokens": 1, "completion_tokens": 3}, "choices": []}),
+        chunk(finish="stop"),
+    )
+    pieces = [body] if pace == "one write" else [e + b"\n\n" for e in body.split(b"\n\n") if e]
+    _, got, result, _ = await run([sse_reply(body, pieces=pieces, delay=0.01)])
+    assert result.text == "Part one. Part two. Part three."
+    assert result.usage is not None and result.usage.completion_tokens == 3
+    unknown = [(e.event, e.data) for e in got if isinstance(e, chatsdk.UnknownEvent)]
+    assert unknown == [("ping", "{}"), ("ping", "keep-alive")]
+    assert len(got) == 7
+
+
+async def test_an_error_chunk_under_a_name_is_an_api_error() -> None:
+    body = events(
+        chunk("a"), b"event: oops\ndata: " + json.dumps({"error": ERROR}).encode() + b"\n\n"
+    )
+    with pytest.raises(chatsdk.APIError, match="boom"):
+        await run([sse_reply(body)])
+
+
 # == Inkeep's citation tools ============================================================
 
 
