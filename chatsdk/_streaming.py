@@ -478,12 +478,16 @@ class EventStream(Generic[EventT, ResultT]):
     async def _resume(self, cause: BaseException, wait_until: float | None) -> None:
         """Reconnect after a drop with ``Last-Event-ID``, or raise if that cannot be done."""
         self._close_connection()
+        note = ""
         if self._resume_url is None:
             note = (
                 " (not resumable: the server's Content-Location is not a path on the same server)"
                 if self._location_refused
                 else " (not resumable: the server gave no Content-Location)"
             )
+        elif not self._retries.max_resumes:
+            note = " (not resumed: the retry policy allows no resumes)"
+        if note:  # the error as it came (a drop stays an APIConnectionError), and why
             if isinstance(cause, StreamError):
                 raise StreamError(f"{cause}{note}") from cause.__cause__
             raise type(cause)(f"{cause}{note}") from cause.__cause__

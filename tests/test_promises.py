@@ -424,6 +424,30 @@ async def test_ids_that_look_smaller_after_a_resume_are_new_events(kit: WireKit)
 
 @pytest.mark.anyio
 @wires
+@pytest.mark.parametrize(
+    "retries", [None, chatsdk.RetryPolicy(max_resumes=0)], ids=["retries=None", "max_resumes=0"]
+)
+async def test_a_drop_with_resumes_off_is_an_api_connection_error(
+    kit: WireKit, retries: chatsdk.RetryPolicy | None
+) -> None:
+    # docs/errors.md: a connection that breaks is an APIConnectionError wherever it breaks.
+    first = Reply(
+        pieces=[kit.event("a", id="1")],
+        abort=True,
+        content_type=SSE,
+        headers={"Content-Location": "/r"},
+    )
+    async with ScriptedServer([first]) as srv:
+        async with client_for(srv.url, retries=retries) as client:
+            events: list[Any] = []
+            with pytest.raises(chatsdk.APIConnectionError, match="allows no resumes"):
+                await collect(kit.create(client), events)
+    assert kit.texts(events) == ["a"]
+    assert len(srv.seen) == 1
+
+
+@pytest.mark.anyio
+@wires
 async def test_a_resume_answered_with_a_whole_json_answer_is_a_stream_error(kit: WireKit) -> None:
     # The whole answer repeats what was delivered: taken as the rest, the text would
     # come twice; what in it is new cannot be told apart.
