@@ -539,6 +539,7 @@ class EventStream(Generic[EventT, ResultT]):
         self._replay_of = self._last_event_id or None
         self._top_replay_left = 0
         self._resumed_idle = True
+        assert self._resume_url is not None  # else not resumable, above
         response = await self._transport.send(
             "GET",
             self._resume_url,
