@@ -18,6 +18,7 @@ import asyncio
 import base64
 import inspect
 import logging
+import os
 import time
 import urllib.request
 import uuid
@@ -527,7 +528,7 @@ def mapped_errors(
     try:
         yield
     except TimeoutError as exc:  # asyncio's, and aiohttp's ServerTimeoutError family
-        reason = _timeout_reason(exc, timeout, deadline)
+        reason = _timeout_reason(exc, timeout, deadline, doing)
         raise APITimeoutError(f"{doing}: {reason}") from _safe_cause(exc, secrets)
     except (aiohttp.ClientError, OSError) as exc:
         message = _redact(f"{doing}: {_describe(exc)}", secrets)
@@ -608,14 +609,21 @@ def earliest(deadline: float | None, other: float | None) -> float | None:
     return min(deadline, other)
 
 
-def _timeout_reason(exc: BaseException, timeout: Timeout, deadline: float | None) -> str:
+def _timeout_reason(
+    exc: BaseException, timeout: Timeout, deadline: float | None, doing: str
+) -> str:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return f"timed out connecting (connect timeout {timeout.connect} s)"
     if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
         return f"no bytes from the server for {timeout.read} s (read timeout)"
     if _past(deadline):
         return f"the total timeout ({timeout.total} s) expired"
-    return f"nothing from the server for {timeout.idle} s (idle timeout; pings do not count)"
+    # What idle bounds (Timeout): the gap between events, a whole JSON answer, the head.
+    if doing == "reading the stream":
+        return f"no event from the server for {timeout.idle} s (idle timeout; pings do not count)"
+    if doing == "reading the answer":
+        return f"the whole answer did not come within {timeout.idle} s (idle timeout)"
+    return f"no answer from the server for {timeout.idle} s (idle timeout)"
 
 
 def _without_query(url: str) -> str:
@@ -655,6 +663,12 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientResponseError):
         # Its own message includes the request URL; keep only the status and reason.
         return f"invalid response ({exc.status} {exc.message})"
+    if isinstance(exc, aiohttp.ClientOSError):
+        # A connection of the pool the server had closed, a reset: the OS's words.
+        reason = exc.strerror or ""
+        if not reason or "://" in reason:  # aiohttp's own words may hold the URL
+            reason = os.strerror(exc.errno) if exc.errno else "an OS error"
+        return f"the connection failed ({reason}; the server may have closed it)"
     return type(exc).__name__ + (f": {exc}" if str(exc) and "://" not in str(exc) else "")
 
 

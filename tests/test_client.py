@@ -402,6 +402,41 @@ async def test_an_openai_style_error_body_gives_its_message(body: dict[str, Any]
     assert info.value.body == body
 
 
+async def test_a_pooled_connection_the_server_closed_gives_a_readable_error() -> None:
+    # An ordinary HTTP/1.1 server that closes each connection after its answer (a
+    # keep-alive timeout of ~0): with no retries a call on the stale pooled connection
+    # fails; its error says what happened, not an aiohttp class name.
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                await reader.readexactly(int(line.split(b":")[1]))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    errors = []
+    async with server, chatsdk.ChatClient(KEY, base_url=url, retries=0) as c:
+        for _ in range(4):
+            try:
+                assert (await c.chat.completions.create(model="m", messages="q")).text == "ok"
+            except chatsdk.APIConnectionError as exc:
+                errors.append(str(exc))
+    for message in errors:
+        assert "the connection failed" in message or "closed the connection" in message, message
+        assert not message.endswith("Error"), message
+
+
 async def test_retries_keep_one_idempotency_key_and_honour_retry_after() -> None:
     ok = sse(
         ("message_chunk", '{"chat_session_id":"s","content_chunk":"hi","finish_reason":"stop"}')

@@ -127,12 +127,26 @@ async def test_pings_do_not_reset_the_idle_timeout(
 ) -> None:
     server.faults = Faults(pings_only=True, ping_interval=0.02)
     began = time.monotonic()
-    with pytest.raises(chatsdk.APITimeoutError, match="idle"):
+    with pytest.raises(chatsdk.APITimeoutError, match="idle") as info:
         await client.chat.create(
             integration_id="docs", messages=QUESTION, timeout=chatsdk.Timeout(idle=0.3)
         )
+    assert "no event from the server for 0.3 s" in str(info.value)
     assert time.monotonic() - began < 5
     await assert_pool_free(client, server)
+
+
+async def test_the_idle_timeout_on_a_whole_answer_says_it_did_not_come_whole() -> None:
+    # Bytes keep coming (5 every 50 ms), but not the whole answer within idle.
+    body = b'{"chat_session_id": "s", "message": {"role": "assistant", "content": "slow"}}'
+    reply = Reply(body=body, pieces=[body[i : i + 5] for i in range(0, len(body), 5)], delay=0.05)
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c:
+            with pytest.raises(chatsdk.APITimeoutError) as info:
+                await c.chat.create(
+                    integration_id="docs", messages=QUESTION, timeout=chatsdk.Timeout(idle=0.3)
+                )
+    assert "the whole answer did not come within 0.3 s (idle timeout)" in str(info.value)
 
 
 async def test_total_timeout_bounds_the_whole_call(
