@@ -198,7 +198,7 @@ class _CompletionsWire:
     def decode_one(self, event: str, data: str) -> list[CompletionEvent]:
         if self.finished:
             return []
-        if data == _DONE:
+        if data.strip() == _DONE:  # with stray spaces too (the fast path takes it exact)
             self.finished = True
             return []
         if event == "error":

@@ -183,6 +183,13 @@ async def test_done_ends_the_stream_and_what_follows_is_ignored() -> None:
     assert "LATE" not in texts(got)
 
 
+@pytest.mark.parametrize("done", [b"data:  [DONE] \n\n", b"data:[DONE]\t\n\n"])
+async def test_done_with_stray_spaces_ends_the_stream(done: bytes) -> None:
+    body = events(chunk("Hel"), chunk("lo", finish="stop"), done=False) + done
+    _, got, result, _ = await run([sse_reply(body + b"data: {not json\n\n")])
+    assert result.text == "Hello" and len(got) == 2
+
+
 async def test_done_ends_the_stream_without_waiting_for_the_body_to_end() -> None:
     # The server sends [DONE] and then holds the connection: the call must not wait.
     late = events(chunk("LATE"), done=False)
