@@ -141,6 +141,7 @@ class EventStream(Generic[EventT, ResultT]):
         self._timeout = timeout
         self._retries = retries
         self._secrets = transport.secrets()  # scrubbed from whatever a read raises
+        transport.streams.add(self)
         self._max_event_size = transport.settings.max_event_size
         self._max_line_size = transport.settings.max_line_size
         self._response: aiohttp.ClientResponse | None = None
@@ -320,6 +321,14 @@ class EventStream(Generic[EventT, ResultT]):
 
     async def aclose(self) -> None:
         """Stop reading and release the connection (closing it if the body was unfinished)."""
+        self._abandon()
+
+    def client_closed(self) -> None:
+        """The client was closed: a stream under way ends now, its reader told why."""
+        if self._started and not self._done and self._error is None:
+            self._error = StreamError(
+                "the client was closed while this stream was being read: its answer is incomplete"
+            )
         self._abandon()
 
     def _abandon(self) -> None:

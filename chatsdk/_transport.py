@@ -22,9 +22,10 @@ import os
 import time
 import urllib.request
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -169,6 +170,10 @@ def _jwt_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
+class _ClientStream(Protocol):
+    def client_closed(self) -> None: ...
+
+
 class Transport:
     """One aiohttp ``ClientSession`` shared by every call of a client, on one event loop."""
 
@@ -182,6 +187,8 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxies: dict[str, str | None] = {}  # per scheme://host:port
         self._closed = False
+        # The streams made on this transport: closing it ends those still being read.
+        self.streams: weakref.WeakSet[_ClientStream] = weakref.WeakSet()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -240,8 +247,11 @@ class Transport:
         )
 
     async def aclose(self) -> None:
-        """Close the connection pool (only when this transport created it)."""
+        """Close the connection pool (only when this transport created it), and end the
+        streams still being read: their readers get a ``StreamError`` at once."""
         self._closed = True
+        for stream in list(self.streams):
+            stream.client_closed()
         if self._session is not None and self._owns_session and not self._session.closed:
             await self._session.close()
 

@@ -874,6 +874,35 @@ async def test_a_second_task_looping_over_a_stream_is_refused_and_the_first_read
                 assert kit.texts(await first) == texts
 
 
+@pytest.mark.anyio
+@wires
+@pytest.mark.parametrize("timeout", [None, chatsdk.Timeout(idle=30)], ids=["no timeout", "idle"])
+async def test_closing_the_client_ends_a_stream_being_read_at_once(
+    kit: WireKit, timeout: chatsdk.Timeout | None
+) -> None:
+    texts = [f"t{i} " for i in range(100)]
+    reply = Reply(pieces=split_events(kit.answer(*texts)), delay=0.05, content_type=SSE)
+    async with ScriptedServer([reply]) as srv:
+        client = client_for(srv.url, timeout=timeout)
+        stream = kit.create(client)
+        got: list[Any] = []
+
+        async def read() -> None:
+            async for event in stream:
+                got.append(event)
+
+        async with asyncio.timeout(5):
+            reader = asyncio.create_task(read())
+            while len(got) < 3:
+                await asyncio.sleep(0.01)
+            await client.aclose()
+            began = asyncio.get_running_loop().time()
+            with pytest.raises(chatsdk.StreamError, match="client was closed"):
+                await reader
+            assert asyncio.get_running_loop().time() - began < 0.5
+        assert 3 <= len(got) < len(texts)
+
+
 def split_events(body: bytes) -> list[bytes]:
     """``body``'s events, one per write."""
     return [event + b"\n\n" for event in body.split(b"\n\n") if event]
