@@ -886,15 +886,17 @@ async def test_closing_the_client_ends_a_stream_being_read_at_once(
         client = client_for(srv.url, timeout=timeout)
         stream = kit.create(client)
         got: list[Any] = []
+        three = asyncio.Event()
 
         async def read() -> None:
             async for event in stream:
                 got.append(event)
+                if len(got) == 3:
+                    three.set()
 
         async with asyncio.timeout(5):
             reader = asyncio.create_task(read())
-            while len(got) < 3:
-                await asyncio.sleep(0.01)
+            await three.wait()
             await client.aclose()
             began = asyncio.get_running_loop().time()
             with pytest.raises(chatsdk.StreamError, match="client was closed"):
