@@ -182,6 +182,7 @@ class SyncChatStream(Generic[EventT, ResultT]):
         self._stream = stream
         self._closed = False
         self._loop_left = False  # closed by leaving a for loop early
+        self._reader: int | None = None  # the thread whose for loop is under way
         # Keeps the loop alive while a stream of it is in use.
         self._handle = handle
         runner.streams.add(stream)
@@ -216,15 +217,29 @@ class SyncChatStream(Generic[EventT, ResultT]):
 
     def __iter__(self) -> Iterator[EventT]:
         # A generator: `break` drops it, and CPython runs its finally at once.
+        me = threading.get_ident()
+        if self._reader not in (None, me):
+            raise ValidationError(
+                "this stream is already being read by another thread (a loop over it "
+                "there is not closed): a stream is read by one task at a time"
+            )
+        self._reader = me
+        refused = False
         try:
             while True:
                 try:
                     event = self.__next__()
                 except StopIteration:
                     return
+                except ValidationError:
+                    # Another thread is reading the stream (or the client is closed):
+                    # this loop is refused, and must not close that reader's stream.
+                    refused = True
+                    raise
                 yield event
         finally:
-            if not self._stream._complete:
+            self._reader = None
+            if not self._stream._complete and not refused:
                 self._loop_left |= not self._closed
                 self.close()
 

@@ -204,6 +204,30 @@ def test_a_loop_begun_after_the_stream_was_left_early_is_a_stream_error(
 
 
 @pytest.mark.usefixtures("slow_streams")
+def test_a_second_thread_looping_over_a_stream_is_refused_and_the_first_reads_on(
+    client: SyncChatClient,
+) -> None:
+    stream = client.chat.create(integration_id="docs", messages=QUESTION)
+    got: list[Any] = []
+    reading = threading.Event()
+
+    def read() -> None:
+        for event in stream:
+            got.append(event)
+            reading.set()
+
+    first = threading.Thread(target=read)
+    first.start()
+    assert reading.wait(5)
+    with pytest.raises(chatsdk.ValidationError, match="another thread"):
+        list(stream)
+    first.join(10)
+    assert not first.is_alive()
+    chunks = [e for e in got if isinstance(e, chatsdk.MessageChunk)]
+    assert "".join(c.content_chunk for c in chunks) == stream.final_result().text
+
+
+@pytest.mark.usefixtures("slow_streams")
 def test_next_takes_one_event_and_the_loop_goes_on(client: SyncChatClient) -> None:
     stream = client.chat.create(integration_id="docs", messages=QUESTION)
     first = next(stream)
