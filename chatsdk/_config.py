@@ -165,15 +165,16 @@ class RetryPolicy:
         return backoff
 
 
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def parse_retry_after(value: str) -> float | None:
     """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP-date)."""
     value = value.strip()
-    if value.isascii() and value.isdigit():
+    # RFC 9110 §10.2.3: ASCII digits. A fraction is taken too (some servers send one);
+    # nothing else float() would read ("1_0", "+1", other scripts' digits, "inf").
+    if _DELAY_SECONDS.fullmatch(value):
         return float(value)
-    try:
-        return max(0.0, float(value))  # lenient: some servers send fractions
-    except ValueError:
-        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

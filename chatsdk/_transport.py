@@ -446,6 +446,14 @@ class Transport:
                 or _would_pass(deadline, delay)
             ):
                 raise _gave_up(error, attempt + 1, loop.time() - started)
+            if timeout.idle is not None and delay > timeout.idle:
+                # The wait is one for the server's answer, which idle bounds (as it
+                # bounds a resume's wait): waiting longer would pass it.
+                error.args = (
+                    f"{error} (not retried: the server's wait of {delay:g} s would pass "
+                    f"the idle timeout of {timeout.idle:g} s)",
+                )
+                raise _gave_up(error, attempt + 1, loop.time() - started)
             log.info(
                 "%s failed (%s); retry %d of %d in %.2f s",
                 doing,

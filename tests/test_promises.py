@@ -604,7 +604,8 @@ async def test_an_enormous_retry_field_is_handled(kit: WireKit) -> None:
 @pytest.mark.anyio
 @wires
 @pytest.mark.parametrize(
-    "retry_after", ["inf", "nan", "-5", "Wed, 21 Oct 9999 07:28:00 GMT", "1e999", "-inf"]
+    "retry_after",
+    ["inf", "nan", "-5", "Wed, 21 Oct 9999 07:28:00 GMT", "1e999", "-inf", "1_0", "+1", "\u0663"],
 )
 async def test_a_strange_retry_after_on_503_is_a_typed_error_soon(
     kit: WireKit, retry_after: str
@@ -623,6 +624,23 @@ async def test_a_strange_retry_after_on_503_is_a_typed_error_soon(
     assert time.monotonic() - began < 3
     assert info.value.status == 503
     assert 1 <= len(srv.seen) <= 3
+
+
+@pytest.mark.anyio
+@wires
+@pytest.mark.parametrize("how", ["Timeout(idle=1)", "timeout=1"])
+async def test_a_retry_after_longer_than_idle_is_not_waited_for(kit: WireKit, how: str) -> None:
+    # The wait for the server's answer is bounded by idle, a retry's as a resume's.
+    busy = Reply(status=503, body="busy", content_type="text/plain", headers={"Retry-After": "20"})
+    timeout: chatsdk.Timeout | float = 1 if how == "timeout=1" else chatsdk.Timeout(idle=1)
+    async with ScriptedServer([busy, busy]) as srv:
+        async with client_for(srv.url, retries=chatsdk.RetryPolicy(max_retries=1)) as client:
+            began = time.monotonic()
+            with pytest.raises(chatsdk.InternalServerError, match="would pass the idle timeout"):
+                async with asyncio.timeout(5):
+                    await kit.create(client, timeout=timeout)
+    assert time.monotonic() - began < 1
+    assert len(srv.seen) == 1
 
 
 # == 6. misuse ==========================================================================
