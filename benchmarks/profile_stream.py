@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +106,7 @@ def main() -> int:
 
     server = Server()
     try:
-        server.prepare(args.scenario)
+        server.prepare(urllib.parse.quote(args.scenario, safe=""))
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "profile.txt"
             child = [sys.executable, __file__, "--child", server.base_url]

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -196,9 +195,7 @@ class Server:
         self.base_url = f"http://127.0.0.1:{port}"
 
     def prepare(self, scenario: str) -> None:
-        with urllib.request.urlopen(
-            f"{self.base_url}/prepare/{urllib.parse.quote(scenario)}"
-        ) as response:
+        with urllib.request.urlopen(f"{self.base_url}/prepare/{scenario}") as response:
             response.read()
 
     def close(self) -> None:
