@@ -611,6 +611,22 @@ async def test_a_body_read_until_close_finishes_cleanly() -> None:
     assert result.text == "hi"
 
 
+async def test_a_body_read_until_close_reset_mid_event_is_a_stream_error() -> None:
+    # Without a length a reset looks like the body's end to aiohttp (it ends the body
+    # at the close either way): the event left unfinished makes it a StreamError, typed
+    # and never a quietly shorter answer, the events before it delivered.
+    data = b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n" + CHUNK
+    handler = scripted(data, b"event: message_chunk\ndata: {", PAUSE, "reset")
+    async with raw_server(handler) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            got: list[Any] = []
+            with pytest.raises(chatsdk.StreamError, match="middle of an event"):
+                async with asyncio.timeout(10):
+                    async for event in client.chat.create(integration_id="docs", messages="q"):
+                        got.append(event)
+    assert [e.content_chunk for e in got] == ["hi"]
+
+
 IDLE = chatsdk.Timeout(connect=2, read=5, idle=0.5)
 HANGS: dict[str, Handler] = {
     # Each byte resets aiohttp's read timeout; only idle (or total) can end these.
