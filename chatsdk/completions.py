@@ -291,7 +291,10 @@ class _CompletionsWire:
             text = self._fold(chunks)
         if not self._id and chunks:
             self._id, self._model = chunks[0].id, chunks[0].model
-        joined = "".join(filter(None, text))
+        try:
+            joined = "".join(text)  # type: ignore[arg-type]
+        except TypeError:  # a delta without content (None): rare, and only checked here
+            joined = "".join(filter(None, text))
         if joined:
             self._text.append(joined)
         if (self._finish_reason is not None or self.finished) and not self._inkeep_done:
