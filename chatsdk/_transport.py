@@ -370,8 +370,12 @@ class Transport:
             request_headers["Idempotency-Key"] = str(uuid.uuid4())
         if headers:
             request_headers.update(headers)
+        # aiohttp's connect covers the wait for a free connection of a full pool too.
         client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout.connect, sock_read=timeout.read
+            total=None,
+            connect=timeout.connect,
+            sock_connect=timeout.connect,
+            sock_read=timeout.read,
         )
         doing = f"{method} {_without_query(url)}"
         attempt = 0
@@ -631,7 +635,10 @@ def _timeout_reason(
     exc: BaseException, timeout: Timeout, deadline: float | None, doing: str
 ) -> str:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return f"timed out connecting (connect timeout {timeout.connect} s)"
+        return (
+            f"no connection within the connect timeout ({timeout.connect} s): the server did "
+            "not accept one, or every connection of the pool (max_connections) was in use"
+        )
     if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
         return f"no bytes from the server for {timeout.read} s (read timeout)"
     if _past(deadline):
@@ -641,7 +648,10 @@ def _timeout_reason(
         return f"no event from the server for {timeout.idle} s (idle timeout; pings do not count)"
     if doing == "reading the answer":
         return f"the whole answer did not come within {timeout.idle} s (idle timeout)"
-    return f"no answer from the server for {timeout.idle} s (idle timeout)"
+    return (
+        f"no answer within {timeout.idle} s (idle timeout; the wait includes getting a "
+        "connection, which a pool with every connection in use delays)"
+    )
 
 
 def _without_query(url: str) -> str:

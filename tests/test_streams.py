@@ -149,6 +149,31 @@ async def test_the_idle_timeout_on_a_whole_answer_says_it_did_not_come_whole() -
     assert "the whole answer did not come within 0.3 s (idle timeout)" in str(info.value)
 
 
+async def test_connect_bounds_the_wait_for_a_free_connection_of_a_full_pool(
+    server: ReferenceServer,
+) -> None:
+    server.faults = Faults(event_delay=1)  # the first stream holds the only connection
+    no_idle = chatsdk.Timeout(connect=0.3, read=None, idle=None, total=None)
+    async with chatsdk.ChatClient(
+        KEY,
+        project=PROJECT,
+        base_url=server.base_url,
+        max_connections=1,
+        timeout=no_idle,
+        retries=0,
+    ) as c:
+        holder = c.chat.create(integration_id="docs", messages=QUESTION)
+        async with holder:
+            await anext(holder)
+            began = time.monotonic()
+            with pytest.raises(chatsdk.APITimeoutError, match="connect timeout") as info:
+                async with asyncio.timeout(5):
+                    await c.chat.create(integration_id="docs", messages=QUESTION)
+            assert time.monotonic() - began < 2
+            assert "max_connections" in str(info.value)
+    server.faults = Faults()
+
+
 async def test_total_timeout_bounds_the_whole_call(
     client: chatsdk.ChatClient, server: ReferenceServer
 ) -> None:
