@@ -81,6 +81,10 @@ _BLANK = b"\xef\xbb\xbf \t\r\n"
 _SSE_STARTS = (b"data", b"event", b"id", b"retry", b":")
 
 
+class _ConcurrentRead(ValidationError):
+    """A read refused because another task's is under way (which it leaves alone)."""
+
+
 class Wire(Protocol[EventT, ResultT_co]):
     """One chat wire's adapter: what events mean, and how they fold into a result.
 
@@ -186,13 +190,18 @@ class EventStream(Generic[EventT, ResultT]):
 
     async def _texts(self) -> AsyncIterator[str]:
         text = self._wire.text
+        refused = False
         try:
             async for event in self:
                 piece = text(event)
                 if piece:
                     yield piece
+        except _ConcurrentRead:
+            refused = True  # another task's read goes on: this loop leaves it alone
+            raise
         finally:
-            self._abandon()
+            if not refused:
+                self._abandon()
 
     async def final_result(self) -> ResultT:
         """Read the rest of the stream and return the whole answer.
@@ -221,6 +230,7 @@ class EventStream(Generic[EventT, ResultT]):
     async def _iterate(self) -> AsyncIterator[EventT]:
         self._loops += 1
         self._loop_task = asyncio.current_task()
+        refused = False
         try:
             while True:
                 for event in self._pending:
@@ -229,10 +239,14 @@ class EventStream(Generic[EventT, ResultT]):
                     self._check_complete()
                     return
                 await self._read_batch()
+        except _ConcurrentRead:
+            refused = True  # another task's read goes on: this loop leaves it alone
+            raise
         finally:
             self._loops -= 1
-            self._loop_left |= not self._done
-            self._abandon()
+            if not refused:
+                self._loop_left |= not self._done
+                self._abandon()
 
     def _close_left_loop(self) -> None:
         """Before a new read while a loop over the stream is not closed: that loop was
@@ -241,7 +255,7 @@ class EventStream(Generic[EventT, ResultT]):
         on when that happens. A loop still open in another task is being read there."""
         task = self._loop_task
         if task is not None and task is not asyncio.current_task() and not task.done():
-            raise ValidationError(
+            raise _ConcurrentRead(
                 "this stream is already being read by another task (a loop over it "
                 "there is not closed): a stream is read by one task at a time"
             )
@@ -264,7 +278,7 @@ class EventStream(Generic[EventT, ResultT]):
 
     async def _read_batch(self) -> None:
         if self._reading:
-            raise ValidationError(
+            raise _ConcurrentRead(
                 "this stream is already being read by another task: a stream is read by "
                 "one task at a time"
             )
