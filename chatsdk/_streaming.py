@@ -81,8 +81,12 @@ _BLANK = b"\xef\xbb\xbf \t\r\n"
 _SSE_STARTS = (b"data", b"event", b"id", b"retry", b":")
 
 
-class _ConcurrentRead(ValidationError):
-    """A read refused because another task's is under way (which it leaves alone)."""
+def _concurrent_read(message: str) -> ValidationError:
+    """The error of a read refused because another task's is under way (which the
+    refused one then leaves alone: see _iterate)."""
+    error = ValidationError(message)
+    error.concurrent_read = True  # type: ignore[attr-defined]
+    return error
 
 
 class Wire(Protocol[EventT, ResultT_co]):
@@ -156,6 +160,7 @@ class EventStream(Generic[EventT, ResultT]):
         self._loops = 0  # loops over the stream begun and not yet closed (see __aiter__)
         self._loop_task: asyncio.Task[Any] | None = None  # the task that began the last
         self._loop_left = False  # closed by leaving a loop early (for the error's words)
+        self._closed_by_client = False  # ended by the client's aclose() (client_closed)
         self._location_refused = False  # the server's Content-Location could not be used
         self._deadline: float | None = None
         self._started = False
@@ -196,8 +201,9 @@ class EventStream(Generic[EventT, ResultT]):
                 piece = text(event)
                 if piece:
                     yield piece
-        except _ConcurrentRead:
-            refused = True  # another task's read goes on: this loop leaves it alone
+        except ValidationError as exc:
+            # Another task's read goes on: this loop leaves it alone.
+            refused = getattr(exc, "concurrent_read", False)
             raise
         finally:
             if not refused:
@@ -239,8 +245,9 @@ class EventStream(Generic[EventT, ResultT]):
                     self._check_complete()
                     return
                 await self._read_batch()
-        except _ConcurrentRead:
-            refused = True  # another task's read goes on: this loop leaves it alone
+        except ValidationError as exc:
+            # Another task's read goes on: this loop leaves it alone.
+            refused = getattr(exc, "concurrent_read", False)
             raise
         finally:
             self._loops -= 1
@@ -255,7 +262,7 @@ class EventStream(Generic[EventT, ResultT]):
         on when that happens. A loop still open in another task is being read there."""
         task = self._loop_task
         if task is not None and task is not asyncio.current_task() and not task.done():
-            raise _ConcurrentRead(
+            raise _concurrent_read(
                 "this stream is already being read by another task (a loop over it "
                 "there is not closed): a stream is read by one task at a time"
             )
@@ -278,7 +285,7 @@ class EventStream(Generic[EventT, ResultT]):
 
     async def _read_batch(self) -> None:
         if self._reading:
-            raise _ConcurrentRead(
+            raise _concurrent_read(
                 "this stream is already being read by another task: a stream is read by "
                 "one task at a time"
             )
@@ -290,6 +297,8 @@ class EventStream(Generic[EventT, ResultT]):
             # again raises the same error.
             self._done = True
             self._close_connection()
+            if self._closed_by_client and isinstance(exc, Exception) and self._error:
+                raise self._error from None  # what broke the read: the client's closing
             if isinstance(exc, ChatSDKError):
                 self._error = scrubbed(exc, self._secrets)
             elif isinstance(exc, Exception):
@@ -338,11 +347,15 @@ class EventStream(Generic[EventT, ResultT]):
         self._abandon()
 
     def client_closed(self) -> None:
-        """The client was closed: a stream under way ends now, its reader told why."""
-        if self._started and not self._done and self._error is None:
+        """The client was closed: a stream under way ends now, its reader told why (one
+        not yet begun is left to fail as any call on a closed client does)."""
+        if not self._started or self._done:
+            return
+        if self._error is None:
             self._error = StreamError(
                 "the client was closed while this stream was being read: its answer is incomplete"
             )
+        self._closed_by_client = True
         self._abandon()
 
     def _abandon(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import inspect
 import logging
 import os
@@ -187,6 +188,7 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxies: dict[str, str | None] = {}  # per scheme://host:port
         self._closed = False
+        self._closing = asyncio.Event()  # set by aclose(): ends a retry's wait at once
         # The streams made on this transport: closing it ends those still being read.
         self.streams: weakref.WeakSet[_ClientStream] = weakref.WeakSet()
 
@@ -250,6 +252,7 @@ class Transport:
         """Close the connection pool (only when this transport created it), and end the
         streams still being read: their readers get a ``StreamError`` at once."""
         self._closed = True
+        self._closing.set()
         for stream in list(self.streams):
             stream.client_closed()
         if self._session is not None and self._owns_session and not self._session.closed:
@@ -400,6 +403,8 @@ class Transport:
             # answers forever would otherwise hold the call with no total timeout set.
             headers_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
             error: APIConnectionError | APIStatusError
+            if self._closed:  # closed while this call waited (auth, a retry's backoff)
+                raise APIConnectionError(f"{doing}: the client was closed during the call")
             try:
                 with mapped_errors(doing, timeout, deadline, secrets):
                     async with asyncio.timeout_at(headers_by):
@@ -443,21 +448,28 @@ class Transport:
                     response.release()
                 delay = retries.delay_for(attempt, response.headers.get("Retry-After"))
                 retryable = retries.is_retryable_status(status)
-            if (
-                not retryable
-                or attempt >= retries.max_retries
-                or delay is None
-                or _would_pass(deadline, delay)
-            ):
-                raise _gave_up(error, attempt + 1, loop.time() - started)
-            if timeout.idle is not None and delay > timeout.idle:
-                # The wait is one for the server's answer, which idle bounds (as it
-                # bounds a resume's wait): waiting longer would pass it.
-                error.args = (
-                    f"{error} (not retried: the server's wait of {delay:g} s would pass "
-                    f"the idle timeout of {timeout.idle:g} s)",
+            # A wait for the server's answer is bounded by idle and total, a retry's as
+            # a resume's: one that would pass either is not waited for.
+            why = ""
+            if not retryable or attempt >= retries.max_retries:
+                pass
+            elif delay is None:
+                why = (
+                    "the server's Retry-After asks for more than max_retry_after, "
+                    f"{retries.max_retry_after:g} s"
                 )
+            elif _would_pass(deadline, delay):
+                limit = "the call's time limit"
+                if timeout.total is not None:
+                    limit = f"the total timeout of {timeout.total:g} s"
+                why = f"a wait of {delay:g} s would pass {limit}"
+            elif timeout.idle is not None and delay > timeout.idle:
+                why = f"a wait of {delay:g} s would pass the idle timeout of {timeout.idle:g} s"
+            if why:
+                error.args = (f"{error} (not retried: {why})",)
+            if why or not retryable or attempt >= retries.max_retries:
                 raise _gave_up(error, attempt + 1, loop.time() - started)
+            assert delay is not None
             log.info(
                 "%s failed (%s); retry %d of %d in %.2f s",
                 doing,
@@ -467,7 +479,9 @@ class Transport:
                 delay,
             )
             attempt += 1
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):  # the wait ends early if the client closes
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
 
     async def request_json(
         self,

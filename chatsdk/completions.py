@@ -54,7 +54,7 @@ _DONE: Final = "[DONE]"
 
 
 class _LinksArguments(msgspec.Struct):
-    links: list[Link] = []
+    links: list[Link]  # required: other JSON is not this tool's arguments
 
 
 class _Annotations(msgspec.Struct, frozen=True):
@@ -62,7 +62,7 @@ class _Annotations(msgspec.Struct, frozen=True):
 
 
 class _AnnotationsArguments(msgspec.Struct):
-    aiAnnotations: _Annotations = _Annotations()
+    aiAnnotations: _Annotations  # required: other JSON is not this tool's arguments
 
 
 _LINKS = msgspec.json.Decoder(_LinksArguments)
@@ -164,7 +164,11 @@ class _CompletionsWire:
         self._model = ""
         self._text: list[str] = []
         self._reasoning: list[str] = []
-        self._tool_calls: dict[int, _ToolCallParts] = {}
+        # Each call by (index, n): the n-th call at that index (another id at an index
+        # in use is another call); _latest: the key of each index's latest call.
+        self._tool_calls: dict[tuple[int, int], _ToolCallParts] = {}
+        self._latest: dict[int, tuple[int, int]] = {}
+        self._last_index = 0
         self._finish_reason: str | None = None
         self._usage: CompletionUsage | None = None
         self._links: list[Link] = []
@@ -331,14 +335,22 @@ class _CompletionsWire:
         return [delta.content for delta in deltas]
 
     def _add_tool_calls(self, fragments: list[ChoiceDeltaToolCall]) -> None:
-        calls = self._tool_calls
+        calls, latest = self._tool_calls, self._latest
         for fragment in fragments:
             index = fragment.index
             if index is None:  # some servers leave it out: a new id is a new call
-                index = len(calls) if fragment.id or not calls else max(calls)
-            parts = calls.get(index)
-            if parts is None:
-                parts = calls[index] = _ToolCallParts()
+                last = calls[latest[self._last_index]] if latest else None
+                same = last is not None and fragment.id in (None, "", last.id)
+                index = self._last_index if same else max(latest, default=-1) + 1
+            key = latest.get(index)
+            parts = None if key is None else calls[key]
+            if parts is None or (fragment.id and parts.id and fragment.id != parts.id):
+                # A new call; so is another id at an index in use (some servers number
+                # every call 0).
+                key = (index, 0 if key is None else key[1] + 1)
+                parts = calls[key] = _ToolCallParts()
+                latest[index] = key
+            self._last_index = index
             parts.add(fragment)
 
     def _inkeep_events(self) -> list[CompletionEvent]:

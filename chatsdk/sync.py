@@ -20,7 +20,7 @@ import inspect
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from contextlib import AbstractContextManager, suppress
 from functools import partial
 from types import TracebackType
@@ -31,7 +31,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._client import ChatClient
 from ._streaming import EventStream
-from .errors import StreamError, ValidationError
+from .errors import APIConnectionError, StreamError, ValidationError
 from .models import (
     ChatCompletionResult,
     ChatEvent,
@@ -110,6 +110,10 @@ class _Runner:
             raise ValidationError("this client is closed: create a new one") from None
         try:
             return future.result()
+        except CancelledError:
+            if self.closed:  # the client was closed from another thread meanwhile
+                raise APIConnectionError("the client was closed during the call") from None
+            raise
         except BaseException:
             future.cancel()  # a no-op when the task has already finished
             raise
@@ -255,14 +259,22 @@ class SyncChatStream(Generic[EventT, ResultT]):
                 )
             self._stream._check_complete()
             raise StopIteration
-        event = self._runner.call(partial(_next_event, self._stream))
+        event = self._call(partial(_next_event, self._stream))
         if isinstance(event, _Done):
             raise StopIteration
         return event
 
     def final_result(self) -> ResultT:
         """Read the rest of the stream and return the whole answer."""
-        return self._runner.call(self._stream.final_result)
+        return self._call(self._stream.final_result)
+
+    def _call(self, func: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return self._runner.call(func)
+        except APIConnectionError:
+            if self._runner.closed and isinstance(self._stream._error, StreamError):
+                raise self._stream._error from None  # the client was closed meanwhile
+            raise
 
     def close(self) -> None:
         """Stop reading and release the connection. Calling it again does nothing."""
@@ -449,6 +461,6 @@ class SyncChatClient:
 
 
 async def _close_all(client: ChatClient, streams: weakref.WeakSet[EventStream[Any, Any]]) -> None:
+    await client.aclose()  # first: a stream being read is told the client was closed
     for stream in list(streams):
         await stream.aclose()
-    await client.aclose()

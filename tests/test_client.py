@@ -466,6 +466,9 @@ async def test_retry_after_longer_than_the_cap_is_not_waited_for() -> None:
         with pytest.raises(chatsdk.RateLimitError) as info:
             await c.chat.create(integration_id="docs", messages="q")
     assert len(srv.seen) == 1 and info.value.headers["Retry-After"] == "3600"
+    assert "not retried: the server's Retry-After asks for more than max_retry_after" in str(
+        info.value
+    )
 
 
 async def test_non_retryable_status_is_not_retried() -> None:

@@ -331,6 +331,23 @@ async def test_tool_call_fragments_without_index_are_joined() -> None:
     assert result.finish_reason == "tool_calls"
 
 
+@pytest.mark.parametrize("index", [0, None], ids=["every call at index 0", "no index"])
+async def test_tool_calls_are_told_apart_by_id_when_the_index_does_not(index: int | None) -> None:
+    # Some servers number every call 0 (or give none); a new id is a new call, and a
+    # fragment that repeats its call's id stays in that call.
+    body = events(
+        chunk(tool_calls=[tool_fragment(index, id="call_a", name="one", arguments='{"a"')]),
+        chunk(tool_calls=[tool_fragment(index, id="call_a", arguments=": 1}")]),
+        chunk(tool_calls=[tool_fragment(index, id="call_b", name="two", arguments="{")]),
+        chunk(tool_calls=[tool_fragment(index, arguments='"b": 2}')]),
+        chunk(finish="tool_calls"),
+    )
+    _, _, result, _ = await run([sse_reply(body)])
+    calls = result.tool_calls
+    assert [(c.id, c.function.name) for c in calls] == [("call_a", "one"), ("call_b", "two")]
+    assert [json.loads(c.function.arguments) for c in calls] == [{"a": 1}, {"b": 2}]
+
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -608,6 +625,43 @@ async def test_inkeep_events_come_right_after_the_finish_and_every_call_counts(p
     urls = [link.url for e in got if isinstance(e, chatsdk.ProvidedLinks) for link in e.links]
     assert urls == ["https://x.dev/a", "https://x.dev/b"]
     assert [link.url for link in result.links] == urls
+
+
+@pytest.mark.parametrize(
+    ("links_args", "annotations_args"),
+    [
+        ('{"links": [{"url": "https://x.dev/a"}', '{"aiAnnotations": '),  # cut JSON
+        ('{"urls": ["https://x.dev/a"]}', '{"answer_confidence": "very_confident"}'),  # shape
+        ('{"links": "https://x.dev/a"}', '{"aiAnnotations": {"answerConfidence": 3}}'),  # types
+    ],
+    ids=["malformed JSON", "another shape", "wrong types"],
+)
+async def test_inkeep_arguments_that_are_not_the_json_expected_are_logged_and_kept(
+    links_args: str, annotations_args: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = events(
+        chunk("Hi."),
+        chunk(tool_calls=[tool_fragment(0, id="c0", name="provideLinks", arguments=links_args)]),
+        chunk(
+            tool_calls=[
+                tool_fragment(1, id="c1", name="provideAIAnnotations", arguments=annotations_args)
+            ]
+        ),
+        chunk(finish="stop"),
+    )
+    with caplog.at_level("WARNING", logger="chatsdk"):
+        _, got, result, _ = await run(
+            [sse_reply(body)], model="inkeep-qa-expert", tools=chatsdk.INKEEP_TOOLS
+        )
+    assert not [e for e in got if isinstance(e, chatsdk.ProvidedLinks | chatsdk.AIAnnotations)]
+    assert result.links == [] and result.answer_confidence is None
+    assert [(c.id, c.function.arguments) for c in result.tool_calls] == [
+        ("c0", links_args),
+        ("c1", annotations_args),
+    ]
+    warned = [r.getMessage() for r in caplog.records if "tool call's arguments" in r.getMessage()]
+    assert len(warned) == 2
+    assert result.text == "Hi."
 
 
 # == stream=False, and bodies decoded by what they are ==================================

@@ -904,6 +904,39 @@ async def test_a_second_task_reading_a_stream_is_refused_and_the_first_reads_on(
                 assert await first == "".join(texts)
 
 
+@pytest.mark.anyio
+@wires
+@pytest.mark.parametrize("waiting", ["for the headers", "out a Retry-After"])
+async def test_closing_the_client_ends_a_call_waiting_at_once(kit: WireKit, waiting: str) -> None:
+    finished = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_request(reader)
+            if waiting == "out a Retry-After":
+                writer.write(b"HTTP/1.1 503 Busy\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+            await finished.wait()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    async with server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        retries = chatsdk.RetryPolicy(max_retries=2, initial_delay=0.01)
+        client = client_for(url, retries=retries, timeout=chatsdk.Timeout(idle=8))
+        call = asyncio.create_task(kit.create(client).final_result())
+        await asyncio.sleep(0.3)
+        await client.aclose()
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(chatsdk.StreamError, match="client was closed"):
+            async with asyncio.timeout(5):
+                await call
+        assert asyncio.get_running_loop().time() - began < 0.5
+        finished.set()
+        await asyncio.sleep(0.05)  # the handlers close their sockets
+
+
 def split_events(body: bytes) -> list[bytes]:
     """``body``'s events, one per write."""
     return [event + b"\n\n" for event in body.split(b"\n\n") if event]

@@ -291,6 +291,42 @@ def test_ctrl_c_while_waiting_cancels_the_read(
     assert client.chat.create(integration_id="docs", messages=QUESTION).final_result().text
 
 
+@pytest.mark.parametrize("reads", ["for", "final_result", "next"])
+def test_closing_the_client_from_another_thread_ends_a_call_waiting_for_headers(
+    reads: str,
+) -> None:
+    # A server that takes the request and never answers: the call waits for headers.
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client = SyncChatClient(KEY, project=PROJECT, base_url=url, timeout=chatsdk.Timeout(idle=8))
+    stream = client.chat.create(integration_id="docs", messages=QUESTION)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            if reads == "for":
+                list(stream)
+            elif reads == "next":
+                next(stream)
+            else:
+                stream.final_result()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    client.close()
+    reader.join(5)
+    listener.close()
+    assert not reader.is_alive() and time.monotonic() - began < 2
+    assert len(outcome) == 1 and isinstance(outcome[0], chatsdk.StreamError), outcome
+    assert "client was closed" in str(outcome[0])
+
+
 @pytest.mark.usefixtures("slow_streams")
 def test_close_closes_open_streams_and_stops_the_thread(server: ReferenceServer) -> None:
     before = len(portal_threads())
