@@ -31,7 +31,7 @@ import logging
 import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -79,6 +79,18 @@ _BLANK = b"\xef\xbb\xbf \t\r\n"
 # The first bytes of an event stream: a field name or a comment (WHATWG: "data", "event",
 # "id", "retry", or ":"), after an optional BOM.
 _SSE_STARTS = (b"data", b"event", b"id", b"retry", b":")
+
+
+# The error of a stream closed before its end, by how it was closed (see _closed_how).
+_CLOSED_EARLY: Final = {
+    None: "the stream was closed before its end (aclose(), break, or leaving `async with` "
+    "early): its answer is incomplete",
+    "loop": "the stream was closed before its end when a loop over it was left (break, an "
+    "exception, anext(aiter(stream))): its answer is incomplete; `await anext(stream)` "
+    "takes one event and leaves the stream open",
+    "cancelled": "the stream was closed before its end when a read of it was cancelled (a "
+    "timeout around it, a task cancelled): its answer is incomplete",
+}
 
 
 def _concurrent_read(message: str) -> ValidationError:
@@ -159,7 +171,9 @@ class EventStream(Generic[EventT, ResultT]):
         self._reading = False  # a read is under way (one task at a time)
         self._loops = 0  # loops over the stream begun and not yet closed (see __aiter__)
         self._loop_task: asyncio.Task[Any] | None = None  # the task that began the last
-        self._loop_left = False  # closed by leaving a loop early (for the error's words)
+        # How the stream was closed before its end, if not by aclose(): "loop" (a loop
+        # over it was left early) or "cancelled" (a read was cancelled); for the error.
+        self._closed_how: str | None = None
         self._closed_by_client = False  # ended by the client's aclose() (client_closed)
         self._location_refused = False  # the server's Content-Location could not be used
         self._deadline: float | None = None
@@ -252,7 +266,8 @@ class EventStream(Generic[EventT, ResultT]):
         finally:
             self._loops -= 1
             if not refused:
-                self._loop_left |= not self._done
+                if not self._done:
+                    self._closed_how = "loop"
                 self._abandon()
 
     def _close_left_loop(self) -> None:
@@ -266,7 +281,8 @@ class EventStream(Generic[EventT, ResultT]):
                 "this stream is already being read by another task (a loop over it "
                 "there is not closed): a stream is read by one task at a time"
             )
-        self._loop_left |= not self._done
+        if not self._done:
+            self._closed_how = "loop"
         self._abandon()
 
     async def __anext__(self) -> EventT:
@@ -303,6 +319,8 @@ class EventStream(Generic[EventT, ResultT]):
                 self._error = scrubbed(exc, self._secrets)
             elif isinstance(exc, Exception):
                 self._error = exc
+            else:
+                self._closed_how = self._closed_how or "cancelled"
             raise
         finally:
             self._reading = False
@@ -310,17 +328,8 @@ class EventStream(Generic[EventT, ResultT]):
     def _check_complete(self) -> None:
         if self._error is not None:
             raise self._error
-        if self._loop_left and not self._complete:
-            raise StreamError(
-                "the stream was closed before its end when a loop over it was left (break, "
-                "an exception, anext(aiter(stream))): its answer is incomplete; "
-                "`await anext(stream)` takes one event and leaves the stream open"
-            )
         if not self._complete:
-            raise StreamError(
-                "the stream was closed before its end (aclose(), break, or leaving "
-                "`async with` early): its answer is incomplete"
-            )
+            raise StreamError(_CLOSED_EARLY[self._closed_how])
 
     async def __aenter__(self) -> EventStream[EventT, ResultT]:
         if not self._started:

@@ -942,6 +942,23 @@ def split_events(body: bytes) -> list[bytes]:
     return [event + b"\n\n" for event in body.split(b"\n\n") if event]
 
 
+@pytest.mark.anyio
+@wires
+async def test_a_stream_whose_read_was_cancelled_says_so(kit: WireKit) -> None:
+    async with ScriptedServer([slow_answer(kit)]) as srv:
+        async with client_for(srv.url) as client:
+            stream = kit.create(client)
+            async with asyncio.timeout(5):
+                await anext(stream)
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(anext(stream), 0.05)
+                for _ in range(2):
+                    with pytest.raises(chatsdk.StreamError, match="a read of it was cancelled"):
+                        await stream
+                with pytest.raises(chatsdk.StreamError, match="a read of it was cancelled"):
+                    [event async for event in stream]
+
+
 HTML = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in</body>"
 
 
