@@ -14,7 +14,7 @@ import pytest
 import chatsdk
 from chatsdk.server import Faults, ReferenceServer
 from tests.scripted import Reply, ScriptedServer, sse
-from tests.support import FAST, KEY, ORIGIN, PROJECT, QUESTION
+from tests.support import FAST, KEY, ORIGIN, PROJECT, QUESTION, read_request
 
 pytestmark = pytest.mark.anyio
 
@@ -412,10 +412,7 @@ async def test_a_pooled_connection_the_server_closed_gives_a_readable_error() ->
     )
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                await reader.readexactly(int(line.split(b":")[1]))
+        await read_request(reader)
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body) + body

@@ -390,25 +390,24 @@ async def test_a_body_ending_inside_a_field_line_is_a_stream_error(kit: WireKit)
     assert len(srv.seen) == 1
 
 
+def dropped(body: bytes) -> Reply:
+    """A resumable answer (``Content-Location: /r``) whose connection drops after ``body``."""
+    return Reply(pieces=[body], abort=True, content_type=SSE, headers={"Content-Location": "/r"})
+
+
 # == 4. ordered-looking ids never drop real events =====================================
 
 
 @pytest.mark.anyio
 @wires
 async def test_ids_that_look_smaller_after_a_resume_are_new_events(kit: WireKit) -> None:
-    location = {"Content-Location": "/r"}
-    first = Reply(
-        pieces=[kit.event("a", id="1718000005000") + kit.event("b", id="1718000005007")],
-        abort=True,
-        content_type=SSE,
-        headers=location,
-    )
+    first = dropped(kit.event("a", id="1718000005000") + kit.event("b", id="1718000005007"))
     resumed = Reply(
         body=kit.event("c", id="1718000003100")
         + kit.event("d", id="1718000003101", finish="stop")
         + kit.tail(),
         content_type=SSE,
-        headers=location,
+        headers={"Content-Location": "/r"},
     )
     async with ScriptedServer([first, resumed]) as srv:
         async with client_for(srv.url) as client:
@@ -431,12 +430,7 @@ async def test_a_drop_with_resumes_off_is_an_api_connection_error(
     kit: WireKit, retries: chatsdk.RetryPolicy | None
 ) -> None:
     # docs/errors.md: a connection that breaks is an APIConnectionError wherever it breaks.
-    first = Reply(
-        pieces=[kit.event("a", id="1")],
-        abort=True,
-        content_type=SSE,
-        headers={"Content-Location": "/r"},
-    )
+    first = dropped(kit.event("a", id="1"))
     async with ScriptedServer([first]) as srv:
         async with client_for(srv.url, retries=retries) as client:
             events: list[Any] = []
@@ -451,19 +445,13 @@ async def test_a_drop_with_resumes_off_is_an_api_connection_error(
 async def test_a_resume_answered_with_a_whole_json_answer_is_a_stream_error(kit: WireKit) -> None:
     # The whole answer repeats what was delivered: taken as the rest, the text would
     # come twice; what in it is new cannot be told apart.
-    location = {"Content-Location": "/r"}
-    first = Reply(
-        pieces=[kit.event("a", id="1") + kit.event("b", id="2")],
-        abort=True,
-        content_type=SSE,
-        headers=location,
-    )
+    first = dropped(kit.event("a", id="1") + kit.event("b", id="2"))
     if kit.name == "chat":
         whole = {"chat_session_id": "s1", "message": {"role": "assistant", "content": "abcd"}}
     else:
         message = {"role": "assistant", "content": "abcd"}
         whole = {"id": "c", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
-    resumed = Reply(body=json.dumps(whole), headers=location)
+    resumed = Reply(body=json.dumps(whole), headers={"Content-Location": "/r"})
     async with ScriptedServer([first, resumed]) as srv:
         async with client_for(srv.url) as client:
             stream = kit.create(client)
