@@ -266,9 +266,7 @@ class EventStream(Generic[EventT, ResultT]):
         finally:
             self._loops -= 1
             if not refused:
-                if not self._done:
-                    self._closed_how = "loop"
-                self._abandon()
+                self._abandon("loop")
 
     def _close_left_loop(self) -> None:
         """Before a new read while a loop over the stream is not closed: that loop was
@@ -281,9 +279,7 @@ class EventStream(Generic[EventT, ResultT]):
                 "this stream is already being read by another task (a loop over it "
                 "there is not closed): a stream is read by one task at a time"
             )
-        if not self._done:
-            self._closed_how = "loop"
-        self._abandon()
+        self._abandon("loop")
 
     async def __anext__(self) -> EventT:
         # The hot path: hand out the next decoded event (a for loop is the cheapest way
@@ -367,10 +363,12 @@ class EventStream(Generic[EventT, ResultT]):
         self._closed_by_client = True
         self._abandon()
 
-    def _abandon(self) -> None:
-        """Stop here: nothing more is read, the connection is released at once."""
+    def _abandon(self, how: str | None = None) -> None:
+        """Stop here: nothing more is read, the connection is released at once. ``how``
+        it was closed, if before its end, for the error that says so (_CLOSED_EARLY)."""
         if not self._done:
             self._done = True
+            self._closed_how = how
             self._pending = iter(())
         self._close_connection()
 
