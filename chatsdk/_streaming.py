@@ -568,7 +568,7 @@ class EventStream(Generic[EventT, ResultT]):
             delay,
             self.resumes,
         )
-        await asyncio.sleep(delay)
+        await self._transport.sleep(delay)  # ends early if the client closes
         headers = {"Accept": "text/event-stream"}
         if self._last_event_id:
             try:  # the server's value, sent back: it must be a valid header value

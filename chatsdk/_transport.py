@@ -103,8 +103,9 @@ MIN_SECRET_LENGTH = 6
 class _TokenSource:
     """Holds the client token: a fixed string, or one fetched (and refreshed) from a provider."""
 
-    def __init__(self, static: str | None, provider: TokenProvider | None):
+    def __init__(self, static: str | None, provider: TokenProvider | None, closing: asyncio.Event):
         self._provider = provider
+        self._closing = closing  # set when the client closes: a wait for the provider ends
         self._token = static
         self._expires_at = _jwt_expiry(static) if static else None
         self._lock = asyncio.Lock()
@@ -131,9 +132,7 @@ class _TokenSource:
         async with self._lock:
             if self._usable(stale):  # another task refreshed while this one waited
                 return self._token
-            fetched: object = self._provider()
-            if inspect.isawaitable(fetched):
-                fetched = await fetched
+            fetched = await _unless_closed(self._closing, self._fetch(self._provider))
             if isinstance(fetched, ChatSessionToken):
                 token = fetched.client_token
                 expires_at: float | None = _jwt_expiry(token) or (
@@ -151,10 +150,37 @@ class _TokenSource:
             self._token, self._expires_at = token, expires_at
             return token
 
+    @staticmethod
+    async def _fetch(provider: TokenProvider) -> object:
+        # A plain function runs in a worker thread: a slow one (a call to a backend)
+        # must not stall the event loop, nor keep a close of the client waiting.
+        if inspect.iscoroutinefunction(provider):
+            fetched: object = await provider()
+        else:
+            fetched = await asyncio.to_thread(provider)
+        if inspect.isawaitable(fetched):
+            fetched = await fetched
+        return fetched
+
     def _usable(self, stale: str | None) -> bool:
         if self._token is None or self._token == stale:
             return False
         return self._expires_at is None or time.time() < self._expires_at - REFRESH_MARGIN
+
+
+async def _unless_closed(closing: asyncio.Event, awaitable: Awaitable[_T]) -> _T:
+    """``awaitable``'s result, unless the client closes first (then it is cancelled)."""
+    work = asyncio.ensure_future(awaitable)
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait((work, closed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+        if not work.done():
+            work.cancel()
+    if not work.done() or work.cancelled():
+        raise APIConnectionError("the client was closed during the call")
+    return work.result()
 
 
 def _jwt_expiry(token: str) -> float | None:
@@ -182,13 +208,13 @@ class Transport:
         self.settings = settings
         self.timeout = settings.timeout
         self.retries = settings.retries
-        self._tokens = _TokenSource(settings.session_token, settings.token_provider)
+        self._closing = asyncio.Event()  # set by aclose(): ends the waits of calls at once
+        self._tokens = _TokenSource(settings.session_token, settings.token_provider, self._closing)
         self._session = session
         self._owns_session = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxies: dict[str, str | None] = {}  # per scheme://host:port
         self._closed = False
-        self._closing = asyncio.Event()  # set by aclose(): ends a retry's wait at once
         # The streams made on this transport: closing it ends those still being read.
         self.streams: weakref.WeakSet[_ClientStream] = weakref.WeakSet()
 
@@ -247,6 +273,13 @@ class Transport:
             self.timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout),
             self.retries if isinstance(retries, NotGiven) else RetryPolicy.coerce(retries),
         )
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the client closes meanwhile (the caller then
+        finds it closed)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
 
     async def aclose(self) -> None:
         """Close the connection pool (only when this transport created it), and end the
@@ -479,9 +512,7 @@ class Transport:
                 delay,
             )
             attempt += 1
-            with contextlib.suppress(TimeoutError):  # the wait ends early if the client closes
-                async with asyncio.timeout(delay):
-                    await self._closing.wait()
+            await self.sleep(delay)
 
     async def request_json(
         self,

@@ -168,6 +168,7 @@ class _CompletionsWire:
         # in use is another call); _latest: the key of each index's latest call.
         self._tool_calls: dict[tuple[int, int], _ToolCallParts] = {}
         self._latest: dict[int, tuple[int, int]] = {}
+        self._by_id: dict[str, tuple[int, int]] = {}  # the call of each id seen
         self._last_index = 0
         self._finish_reason: str | None = None
         self._usage: CompletionUsage | None = None
@@ -337,21 +338,24 @@ class _CompletionsWire:
     def _add_tool_calls(self, fragments: list[ChoiceDeltaToolCall]) -> None:
         calls, latest = self._tool_calls, self._latest
         for fragment in fragments:
-            index = fragment.index
-            if index is None:  # some servers leave it out: a new id is a new call
-                last = calls[latest[self._last_index]] if latest else None
-                same = last is not None and fragment.id in (None, "", last.id)
-                index = self._last_index if same else max(latest, default=-1) + 1
-            key = latest.get(index)
-            parts = None if key is None else calls[key]
-            if parts is None or (fragment.id and parts.id and fragment.id != parts.id):
-                # A new call; so is another id at an index in use (some servers number
-                # every call 0).
-                key = (index, 0 if key is None else key[1] + 1)
-                parts = calls[key] = _ToolCallParts()
-                latest[index] = key
-            self._last_index = index
-            parts.add(fragment)
+            # A known id is its call's, wherever it comes; else the index says, and
+            # another id at an index in use is another call (some servers number every
+            # call 0); without an index (some servers leave it out), a new id is a new
+            # call and a fragment without one continues the last call.
+            key = self._by_id.get(fragment.id) if fragment.id else None
+            if key is None:
+                index = fragment.index
+                if index is None:
+                    index = max(latest, default=-1) + 1 if fragment.id else self._last_index
+                key = latest.get(index)
+                if key is None or (fragment.id and calls[key].id):
+                    key = (index, 0 if key is None else key[1] + 1)
+                    calls[key] = _ToolCallParts()
+                    latest[index] = key
+            if fragment.id:
+                self._by_id[fragment.id] = key
+            self._last_index = key[0]
+            calls[key].add(fragment)
 
     def _inkeep_events(self) -> list[CompletionEvent]:
         """Inkeep's citation tool calls as typed events, once the calls are whole."""

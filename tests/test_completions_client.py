@@ -337,9 +337,11 @@ async def test_tool_calls_are_told_apart_by_id_when_the_index_does_not(index: in
     # fragment that repeats its call's id stays in that call.
     body = events(
         chunk(tool_calls=[tool_fragment(index, id="call_a", name="one", arguments='{"a"')]),
-        chunk(tool_calls=[tool_fragment(index, id="call_a", arguments=": 1}")]),
+        chunk(tool_calls=[tool_fragment(index, id="call_a", arguments=": ")]),
         chunk(tool_calls=[tool_fragment(index, id="call_b", name="two", arguments="{")]),
-        chunk(tool_calls=[tool_fragment(index, arguments='"b": 2}')]),
+        chunk(tool_calls=[tool_fragment(index, id="call_a", arguments="1}")]),  # a again
+        chunk(tool_calls=[tool_fragment(index, id="call_b", arguments='"b": ')]),
+        chunk(tool_calls=[tool_fragment(index, arguments="2}")]),  # no id: the last call's
         chunk(finish="tool_calls"),
     )
     _, _, result, _ = await run([sse_reply(body)])

@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -713,6 +714,68 @@ async def test_a_plain_function_as_session_token_is_called(kit: WireKit) -> None
     assert calls
     assert srv.seen[0].headers.get("Gram-Chat-Session") == "plain-function-token-1234"
     assert srv.seen[0].headers.get("Gram-Project") == "p"
+
+
+@pytest.mark.anyio
+@wires
+@pytest.mark.parametrize("provider_kind", ["async", "plain"])
+async def test_closing_the_client_ends_a_call_waiting_for_its_token(
+    kit: WireKit, provider_kind: str
+) -> None:
+    # A slow token provider (a call to the page's backend): closing the client ends the
+    # call at once; a plain function runs off the event loop, which stays free meanwhile.
+    release = threading.Event()
+
+    async def slow_async() -> str:
+        await asyncio.sleep(5)
+        return "never-used-token-1234"
+
+    def slow_plain() -> str:
+        release.wait(5)
+        return "never-used-token-1234"
+
+    provider = slow_async if provider_kind == "async" else slow_plain
+    async with ScriptedServer([Reply(body=kit.answer("hi"), content_type=SSE)]) as srv:
+        client = chatsdk.ChatClient(session_token=provider, project="p", base_url=srv.url)
+        call = asyncio.create_task(kit.create(client).final_result())
+        began = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.2)  # the loop runs while the provider waits
+        assert asyncio.get_running_loop().time() - began < 0.4
+        await client.aclose()
+        closed = asyncio.get_running_loop().time()
+        with pytest.raises(chatsdk.StreamError, match="client was closed"):
+            async with asyncio.timeout(5):
+                await call
+        assert asyncio.get_running_loop().time() - closed < 0.5
+        release.set()
+    assert not srv.seen
+
+
+@pytest.mark.anyio
+@wires
+async def test_closing_the_client_ends_the_wait_before_a_resume(kit: WireKit) -> None:
+    first = dropped(b"retry: 3000\n" + kit.event("a", id="1") + kit.event("b", id="2"))
+    async with ScriptedServer([first]) as srv:
+        client = client_for(
+            srv.url, retries=chatsdk.RetryPolicy(), timeout=chatsdk.Timeout(idle=10)
+        )
+        stream = kit.create(client)
+        got: list[Any] = []
+
+        async def read() -> None:
+            async for event in stream:
+                got.append(event)
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.5)  # the drop came; the resume waits 3 s (retry: 3000)
+        assert len(got) == 2 and len(srv.seen) == 1  # not resumed yet
+        await client.aclose()
+        closed = asyncio.get_running_loop().time()
+        with pytest.raises(chatsdk.StreamError, match="client was closed"):
+            async with asyncio.timeout(5):
+                await reader
+        assert asyncio.get_running_loop().time() - closed < 0.5
+    assert len(srv.seen) == 1
 
 
 def test_api_key_and_session_token_together_are_refused() -> None:
