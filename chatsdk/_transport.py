@@ -495,9 +495,9 @@ class Transport:
                 limit = "the call's time limit"
                 if timeout.total is not None:
                     limit = f"the total timeout of {timeout.total:g} s"
-                why = f"a wait of {delay:g} s would pass {limit}"
+                why = f"a wait of {delay:.3g} s would pass {limit}"
             elif timeout.idle is not None and delay > timeout.idle:
-                why = f"a wait of {delay:g} s would pass the idle timeout of {timeout.idle:g} s"
+                why = f"a wait of {delay:.3g} s would pass the idle timeout of {timeout.idle:g} s"
             if why:
                 error.args = (f"{error} (not retried: {why})",)
             if why or not retryable or attempt >= retries.max_retries:
