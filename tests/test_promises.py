@@ -741,12 +741,7 @@ async def test_closing_the_client_ends_a_call_waiting_for_its_token(
         began = asyncio.get_running_loop().time()
         await asyncio.sleep(0.2)  # the loop runs while the provider waits
         assert asyncio.get_running_loop().time() - began < 0.4
-        await client.aclose()
-        closed = asyncio.get_running_loop().time()
-        with pytest.raises(chatsdk.StreamError, match="client was closed"):
-            async with asyncio.timeout(5):
-                await call
-        assert asyncio.get_running_loop().time() - closed < 0.5
+        await close_and_expect_prompt_end(client, call)
         release.set()
     assert not srv.seen
 
@@ -769,12 +764,7 @@ async def test_closing_the_client_ends_the_wait_before_a_resume(kit: WireKit) ->
         reader = asyncio.create_task(read())
         await asyncio.sleep(0.5)  # the drop came; the resume waits 3 s (retry: 3000)
         assert len(got) == 2 and len(srv.seen) == 1  # not resumed yet
-        await client.aclose()
-        closed = asyncio.get_running_loop().time()
-        with pytest.raises(chatsdk.StreamError, match="client was closed"):
-            async with asyncio.timeout(5):
-                await reader
-        assert asyncio.get_running_loop().time() - closed < 0.5
+        await close_and_expect_prompt_end(client, reader)
     assert len(srv.seen) == 1
 
 
@@ -978,14 +968,46 @@ async def test_closing_the_client_ends_a_call_waiting_at_once(kit: WireKit, wait
         client = client_for(url, retries=retries, timeout=chatsdk.Timeout(idle=8))
         call = asyncio.create_task(kit.create(client).final_result())
         await asyncio.sleep(0.3)
-        await client.aclose()
-        began = asyncio.get_running_loop().time()
-        with pytest.raises(chatsdk.StreamError, match="client was closed"):
-            async with asyncio.timeout(5):
-                await call
-        assert asyncio.get_running_loop().time() - began < 0.5
+        await close_and_expect_prompt_end(client, call)
         finished.set()
         await asyncio.sleep(0.05)  # the handlers close their sockets
+
+
+@pytest.mark.anyio
+@wires
+@pytest.mark.parametrize("timeout", [None, chatsdk.Timeout(idle=30)], ids=["no timeout", "idle"])
+async def test_closing_the_client_ends_a_stream_being_read_at_once(
+    kit: WireKit, timeout: chatsdk.Timeout | None
+) -> None:
+    texts = [f"t{i} " for i in range(100)]
+    reply = Reply(pieces=split_events(kit.answer(*texts)), delay=0.05, content_type=SSE)
+    async with ScriptedServer([reply]) as srv:
+        client = client_for(srv.url, timeout=timeout)
+        stream = kit.create(client)
+        got: list[Any] = []
+        three = asyncio.Event()
+
+        async def read() -> None:
+            async for event in stream:
+                got.append(event)
+                if len(got) == 3:
+                    three.set()
+
+        reader = asyncio.create_task(read())
+        async with asyncio.timeout(5):
+            await three.wait()
+        await close_and_expect_prompt_end(client, reader)
+        assert 3 <= len(got) < len(texts)
+
+
+async def close_and_expect_prompt_end(client: chatsdk.ChatClient, call: asyncio.Task[Any]) -> None:
+    """Close ``client``: ``call`` (a task using it) must end at once, with StreamError."""
+    await client.aclose()
+    closed = asyncio.get_running_loop().time()
+    with pytest.raises(chatsdk.StreamError, match="client was closed"):
+        async with asyncio.timeout(5):
+            await call
+    assert asyncio.get_running_loop().time() - closed < 0.5
 
 
 def split_events(body: bytes) -> list[bytes]:
