@@ -44,6 +44,7 @@ from .errors import (
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
+    ChatSDKError,
     ValidationError,
     excerpt,
     status_error_class,
@@ -132,7 +133,14 @@ class _TokenSource:
         async with self._lock:
             if self._usable(stale):  # another task refreshed while this one waited
                 return self._token
-            fetched = await _unless_closed(self._closing, self._fetch(self._provider))
+            try:
+                fetched = await _unless_closed(self._closing, self._fetch(self._provider))
+            except ChatSDKError:
+                raise
+            except Exception as exc:  # the caller's code: typed, its error chained
+                raise APIConnectionError(
+                    f"the session_token provider failed: {type(exc).__name__}: {exc}"
+                ) from exc
             if isinstance(fetched, ChatSessionToken):
                 token = fetched.client_token
                 expires_at: float | None = _jwt_expiry(token) or (

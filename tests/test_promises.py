@@ -1179,6 +1179,27 @@ async def test_awaiting_after_breaking_out_of_text_stream_is_a_stream_error(wire
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("provider_kind", ["async", "plain"])
+async def test_a_failing_token_provider_is_a_typed_error_with_its_cause(provider_kind: str) -> None:
+    # docs/errors.md: every error derives from ChatSDKError; the provider's own is chained.
+    async def failing_async() -> str:
+        raise RuntimeError("the backend is down")
+
+    def failing_plain() -> str:
+        raise RuntimeError("the backend is down")
+
+    provider = failing_async if provider_kind == "async" else failing_plain
+    async with ScriptedServer([Reply(body=b"", content_type=SSE)]) as srv:
+        async with chatsdk.ChatClient(session_token=provider, project="p", base_url=srv.url) as c:
+            with pytest.raises(chatsdk.APIConnectionError, match="provider failed") as info:
+                async with asyncio.timeout(5):
+                    await c.chat.completions.create(model="m", messages="q")
+    assert "RuntimeError: the backend is down" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert srv.seen == []
+
+
+@pytest.mark.anyio
 async def test_a_hanging_token_provider_is_bounded_by_the_timeouts() -> None:
     async def never() -> str:
         await asyncio.sleep(3600)
