@@ -109,7 +109,10 @@ class _TokenSource:
         self._closing = closing  # set when the client closes: a wait for the provider ends
         self._token = static
         self._expires_at = _jwt_expiry(static) if static else None
-        self._lock = asyncio.Lock()
+        self._margin = REFRESH_MARGIN  # refreshed this long before expiry
+        # The provider call under way: one serves every call that needs a token, and a
+        # caller cancelled meanwhile does not stop it for the others.
+        self._refreshing: asyncio.Task[str] | None = None
 
     @property
     def refreshable(self) -> bool:
@@ -126,37 +129,55 @@ class _TokenSource:
 
     async def get(self, *, stale: str | None = None) -> str | None:
         """The token to send: a new one when missing, about to expire, or equal to ``stale``."""
-        if self._provider is None:
+        if self._provider is None or self._usable(stale):
             return self._token
-        if self._usable(stale):
-            return self._token
-        async with self._lock:
-            if self._usable(stale):  # another task refreshed while this one waited
-                return self._token
-            try:
-                fetched = await _unless_closed(self._closing, self._fetch(self._provider))
-            except ChatSDKError:
-                raise
-            except Exception as exc:  # the caller's code: typed, its error chained
-                raise APIConnectionError(
-                    f"the session_token provider failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            if isinstance(fetched, ChatSessionToken):
-                token = fetched.client_token
-                expires_at: float | None = _jwt_expiry(token) or (
-                    time.time() + fetched.expires_after
-                )
-            elif isinstance(fetched, str):
-                token = fetched
-                expires_at = _jwt_expiry(token)
-            else:
-                raise ValidationError(
-                    "session_token provider must return a str or ChatSessionToken, "
-                    f"got {type(fetched).__name__}"
-                )
-            check_header_value("session_token", token)
-            self._token, self._expires_at = token, expires_at
-            return token
+        task = self._refreshing
+        if task is None or task.done():
+            task = self._refreshing = asyncio.ensure_future(self._refresh(self._provider))
+            # Read its outcome even when every caller has gone (no "never retrieved").
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await _unless_closed(self._closing, asyncio.shield(task))
+
+    def close(self) -> None:
+        """The client closed: a provider call under way is abandoned."""
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+
+    async def _refresh(self, provider: TokenProvider) -> str:
+        try:
+            fetched = await self._fetch(provider)
+        except ChatSDKError:
+            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the client closed
+            # The provider's own, not a cancellation of this call: a failure of it.
+            raise APIConnectionError(
+                "the session_token provider failed: it raised CancelledError"
+            ) from exc
+        except Exception as exc:  # the caller's code: typed, its error chained
+            raise APIConnectionError(
+                f"the session_token provider failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(fetched, ChatSessionToken):
+            token = fetched.client_token
+            expires_at: float | None = _jwt_expiry(token) or (time.time() + fetched.expires_after)
+        elif isinstance(fetched, str):
+            token = fetched
+            expires_at = _jwt_expiry(token)
+        else:
+            raise ValidationError(
+                "session_token provider must return a str or ChatSessionToken, "
+                f"got {type(fetched).__name__}"
+            )
+        check_header_value("session_token", token)
+        # A token that lives less than twice the margin is refreshed halfway through its
+        # life, not at once (which would call the provider for every call).
+        lifetime = None if expires_at is None else expires_at - time.time()
+        self._margin = REFRESH_MARGIN if lifetime is None else min(REFRESH_MARGIN, lifetime / 2)
+        self._token, self._expires_at = token, expires_at
+        return token
 
     @staticmethod
     async def _fetch(provider: TokenProvider) -> object:
@@ -165,7 +186,7 @@ class _TokenSource:
         if inspect.iscoroutinefunction(provider):
             fetched: object = await provider()
         else:
-            fetched = await asyncio.to_thread(provider)
+            fetched = await asyncio.to_thread(_call_plain, provider)
         if inspect.isawaitable(fetched):
             fetched = await fetched
         return fetched
@@ -173,7 +194,16 @@ class _TokenSource:
     def _usable(self, stale: str | None) -> bool:
         if self._token is None or self._token == stale:
             return False
-        return self._expires_at is None or time.time() < self._expires_at - REFRESH_MARGIN
+        return self._expires_at is None or time.time() < self._expires_at - self._margin
+
+
+def _call_plain(provider: TokenProvider) -> object:
+    # In a worker thread. StopIteration cannot cross into the awaiting future (asyncio
+    # would leave the call waiting): it is reported here.
+    try:
+        return provider()
+    except StopIteration as exc:
+        raise APIConnectionError("the session_token provider failed: StopIteration") from exc
 
 
 async def _unless_closed(closing: asyncio.Event, awaitable: Awaitable[_T]) -> _T:
@@ -294,6 +324,7 @@ class Transport:
         streams still being read: their readers get a ``StreamError`` at once."""
         self._closed = True
         self._closing.set()
+        self._tokens.close()
         for stream in list(self.streams):
             stream.client_closed()
         if self._session is not None and self._owns_session and not self._session.closed:

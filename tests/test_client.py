@@ -268,9 +268,10 @@ async def test_token_near_expiry_is_refreshed_before_use(
     lifetimes: list[int] = []
 
     async def provider() -> chatsdk.ChatSessionToken:
-        # The first token is inside the 30 s refresh margin, so it is replaced at once.
+        # The first token lives 4 s, less than twice the 30 s margin: it is refreshed
+        # halfway through its life (2 s), not at once (every call would fetch one).
         tok = await client.tokens.create(
-            embed_origin=ORIGIN, expires_after=20 if not lifetimes else 600
+            embed_origin=ORIGIN, expires_after=4 if not lifetimes else 600
         )
         lifetimes.append(tok.expires_after)
         return tok
@@ -280,7 +281,10 @@ async def test_token_near_expiry_is_refreshed_before_use(
     ) as browser:
         await browser.chat.create(integration_id="docs", messages=QUESTION)
         await browser.chat.create(integration_id="docs", messages=QUESTION)
-    assert lifetimes == [20, 600]
+        assert lifetimes == [4]  # still fresh: used again
+        await asyncio.sleep(2.5)
+        await browser.chat.create(integration_id="docs", messages=QUESTION)
+    assert lifetimes == [4, 600]
 
 
 # -- settings ----------------------------------------------------------------------------

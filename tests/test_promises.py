@@ -1179,8 +1179,18 @@ async def test_awaiting_after_breaking_out_of_text_stream_is_a_stream_error(wire
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("provider_kind", ["async", "plain"])
-async def test_a_failing_token_provider_is_a_typed_error_with_its_cause(provider_kind: str) -> None:
+@pytest.mark.parametrize(
+    ("provider_kind", "raised"),
+    [
+        ("async", "RuntimeError: the backend is down"),
+        ("plain", "RuntimeError: the backend is down"),
+        ("plain, StopIteration", "StopIteration"),  # next() on an empty cache
+        ("async, its own CancelledError", "CancelledError"),
+    ],
+)
+async def test_a_failing_token_provider_is_a_typed_error_with_its_cause(
+    provider_kind: str, raised: str
+) -> None:
     # docs/errors.md: every error derives from ChatSDKError; the provider's own is chained.
     async def failing_async() -> str:
         raise RuntimeError("the backend is down")
@@ -1188,15 +1198,56 @@ async def test_a_failing_token_provider_is_a_typed_error_with_its_cause(provider
     def failing_plain() -> str:
         raise RuntimeError("the backend is down")
 
-    provider = failing_async if provider_kind == "async" else failing_plain
+    def stop() -> str:
+        return next(iter([]))
+
+    async def cancelled() -> str:
+        raise asyncio.CancelledError
+
+    provider = {
+        "async": failing_async,
+        "plain": failing_plain,
+        "plain, StopIteration": stop,
+        "async, its own CancelledError": cancelled,
+    }[provider_kind]
     async with ScriptedServer([Reply(body=b"", content_type=SSE)]) as srv:
         async with chatsdk.ChatClient(session_token=provider, project="p", base_url=srv.url) as c:
             with pytest.raises(chatsdk.APIConnectionError, match="provider failed") as info:
                 async with asyncio.timeout(5):
                     await c.chat.completions.create(model="m", messages="q")
-    assert "RuntimeError: the backend is down" in str(info.value)
-    assert isinstance(info.value.__cause__, RuntimeError)
+    assert raised in str(info.value)
+    assert type(info.value.__cause__).__name__ == raised.split(":")[0]
     assert srv.seen == []
+
+
+@pytest.mark.anyio
+async def test_one_provider_call_serves_every_waiting_call_even_if_its_caller_is_cancelled() -> (
+    None
+):
+    calls: list[int] = []
+
+    async def provider() -> str:
+        calls.append(1)
+        await asyncio.sleep(0.2)
+        return "shared-token-1234"
+
+    replies = [Reply(body=WireKit("completions").answer("hi"), content_type=SSE)] * 10
+    async with ScriptedServer(replies) as srv:
+        async with chatsdk.ChatClient(session_token=provider, project="p", base_url=srv.url) as c:
+            tasks = [
+                asyncio.create_task(
+                    c.chat.completions.create(model="m", messages="q").final_result()
+                )
+                for _ in range(10)
+            ]
+            await asyncio.sleep(0.05)
+            tasks[0].cancel()  # the call that started the provider
+            async with asyncio.timeout(5):
+                done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert [r.text for r in done[1:]] == ["hi"] * 9
+    assert calls == [1]
+    assert {s.headers["Gram-Chat-Session"] for s in srv.seen} == {"shared-token-1234"}
 
 
 @pytest.mark.anyio

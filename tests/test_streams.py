@@ -149,6 +149,14 @@ async def test_the_idle_timeout_on_a_whole_answer_says_it_did_not_come_whole() -
     assert "the whole answer did not come within 0.3 s (idle timeout)" in str(info.value)
 
 
+async def test_faults_set_to_none_means_no_misbehaviour(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    server.faults = Faults(fail_first=5)
+    server.faults = None  # as the constructor's default
+    assert (await client.chat.create(integration_id="docs", messages=QUESTION)).text
+
+
 async def test_connect_bounds_the_wait_for_a_free_connection_of_a_full_pool(
     server: ReferenceServer,
 ) -> None:

@@ -139,8 +139,9 @@ class ReferenceServer:
         return self._state.fault_state.faults
 
     @faults.setter
-    def faults(self, value: Faults) -> None:
-        self._state.fault_state = FaultState(value)
+    def faults(self, value: Faults | None) -> None:
+        # None is no misbehaviour, as in the constructor.
+        self._state.fault_state = FaultState(Faults() if value is None else value)
 
     @property
     def _fault_state(self) -> FaultState:
