@@ -333,6 +333,8 @@ class EventStream(Generic[EventT, ResultT]):
                 await self._open()
             except ChatSDKError as exc:
                 self._done = True
+                if self._closed_by_client and self._error:
+                    raise self._error from None  # what broke the call: the client's closing
                 raise scrubbed(exc, self._secrets) from exc.__cause__
             except BaseException:
                 self._done = True

@@ -156,7 +156,7 @@ class _TokenSource:
             raise APIConnectionError(
                 "the session_token provider failed: it raised CancelledError"
             ) from exc
-        except Exception as exc:  # the caller's code: typed, its error chained
+        except (Exception, GeneratorExit) as exc:  # the caller's code: typed, chained
             raise APIConnectionError(
                 f"the session_token provider failed: {type(exc).__name__}: {exc}"
             ) from exc

@@ -286,7 +286,7 @@ class SyncChatStream(Generic[EventT, ResultT]):
 
     def __enter__(self) -> SyncChatStream[EventT, ResultT]:
         # Sends the request now, so that an error status surfaces at the `with`.
-        self._runner.call(self._stream.__aenter__)
+        self._call(self._stream.__aenter__)
         return self
 
     def __exit__(

@@ -1186,6 +1186,7 @@ async def test_awaiting_after_breaking_out_of_text_stream_is_a_stream_error(wire
         ("plain", "RuntimeError: the backend is down"),
         ("plain, StopIteration", "StopIteration"),  # next() on an empty cache
         ("async, its own CancelledError", "CancelledError"),
+        ("plain, GeneratorExit", "GeneratorExit"),
     ],
 )
 async def test_a_failing_token_provider_is_a_typed_error_with_its_cause(
@@ -1204,11 +1205,15 @@ async def test_a_failing_token_provider_is_a_typed_error_with_its_cause(
     async def cancelled() -> str:
         raise asyncio.CancelledError
 
+    def generator_exit() -> str:
+        raise GeneratorExit
+
     provider = {
         "async": failing_async,
         "plain": failing_plain,
         "plain, StopIteration": stop,
         "async, its own CancelledError": cancelled,
+        "plain, GeneratorExit": generator_exit,
     }[provider_kind]
     async with ScriptedServer([Reply(body=b"", content_type=SSE)]) as srv:
         async with chatsdk.ChatClient(session_token=provider, project="p", base_url=srv.url) as c:

@@ -291,6 +291,37 @@ def test_ctrl_c_while_waiting_cancels_the_read(
     assert client.chat.create(integration_id="docs", messages=QUESTION).final_result().text
 
 
+def test_closing_the_client_ends_a_call_entering_its_stream_while_the_provider_runs(
+    server: ReferenceServer,
+) -> None:
+    release = threading.Event()
+
+    def slow_provider() -> str:
+        release.wait(5)
+        return "never-used-token-1234"
+
+    client = SyncChatClient(session_token=slow_provider, project=PROJECT, base_url=server.base_url)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            with client.chat.create(integration_id="docs", messages=QUESTION) as stream:
+                stream.final_result()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    client.close()
+    reader.join(5)
+    release.set()
+    assert not reader.is_alive() and time.monotonic() - began < 2
+    assert len(outcome) == 1 and isinstance(outcome[0], chatsdk.StreamError), outcome
+    assert "client was closed" in str(outcome[0])
+
+
 @pytest.mark.parametrize("reads", ["for", "final_result", "next"])
 def test_closing_the_client_from_another_thread_ends_a_call_waiting_for_headers(
     reads: str,
