@@ -7,7 +7,7 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -301,25 +301,13 @@ def test_closing_the_client_ends_a_call_entering_its_stream_while_the_provider_r
         return "never-used-token-1234"
 
     client = SyncChatClient(session_token=slow_provider, project=PROJECT, base_url=server.base_url)
-    outcome: list[BaseException] = []
 
     def read() -> None:
-        try:
-            with client.chat.create(integration_id="docs", messages=QUESTION) as stream:
-                stream.final_result()
-        except BaseException as exc:
-            outcome.append(exc)
+        with client.chat.create(integration_id="docs", messages=QUESTION) as stream:
+            stream.final_result()
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    time.sleep(0.3)
-    began = time.monotonic()
-    client.close()
-    reader.join(5)
+    close_while_reading(client, read)
     release.set()
-    assert not reader.is_alive() and time.monotonic() - began < 2
-    assert len(outcome) == 1 and isinstance(outcome[0], chatsdk.StreamError), outcome
-    assert "client was closed" in str(outcome[0])
 
 
 @pytest.mark.parametrize("reads", ["for", "final_result", "next"])
@@ -333,27 +321,37 @@ def test_closing_the_client_from_another_thread_ends_a_call_waiting_for_headers(
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     client = SyncChatClient(KEY, project=PROJECT, base_url=url, timeout=chatsdk.Timeout(idle=8))
     stream = client.chat.create(integration_id="docs", messages=QUESTION)
-    outcome: list[BaseException] = []
 
     def read() -> None:
+        if reads == "for":
+            list(stream)
+        elif reads == "next":
+            next(stream)
+        else:
+            stream.final_result()
+
+    close_while_reading(client, read)
+    listener.close()
+
+
+def close_while_reading(client: SyncChatClient, read: Callable[[], object]) -> None:
+    """Run ``read`` in a thread, close ``client`` from this one 0.3 s in: the read must end
+    within 2 s with StreamError saying the client was closed."""
+    outcome: list[BaseException] = []
+
+    def reader() -> None:
         try:
-            if reads == "for":
-                list(stream)
-            elif reads == "next":
-                next(stream)
-            else:
-                stream.final_result()
+            read()
         except BaseException as exc:
             outcome.append(exc)
 
-    reader = threading.Thread(target=read)
-    reader.start()
+    thread = threading.Thread(target=reader)
+    thread.start()
     time.sleep(0.3)
     began = time.monotonic()
     client.close()
-    reader.join(5)
-    listener.close()
-    assert not reader.is_alive() and time.monotonic() - began < 2
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - began < 2
     assert len(outcome) == 1 and isinstance(outcome[0], chatsdk.StreamError), outcome
     assert "client was closed" in str(outcome[0])
 
