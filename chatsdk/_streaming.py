@@ -309,8 +309,8 @@ class EventStream(Generic[EventT, ResultT]):
             # again raises the same error.
             self._done = True
             self._close_connection()
-            if self._closed_by_client and isinstance(exc, Exception) and self._error:
-                raise self._error from None  # what broke the read: the client's closing
+            if isinstance(exc, Exception):
+                self._raise_if_closed_by_client()
             if isinstance(exc, ChatSDKError):
                 self._error = scrubbed(exc, self._secrets)
             elif isinstance(exc, Exception):
@@ -320,6 +320,11 @@ class EventStream(Generic[EventT, ResultT]):
             raise
         finally:
             self._reading = False
+
+    def _raise_if_closed_by_client(self) -> None:
+        # In an error's handling: what broke the call or the read was the client's closing.
+        if self._closed_by_client and self._error is not None:
+            raise self._error from None
 
     def _check_complete(self) -> None:
         if self._error is not None:
@@ -333,8 +338,7 @@ class EventStream(Generic[EventT, ResultT]):
                 await self._open()
             except ChatSDKError as exc:
                 self._done = True
-                if self._closed_by_client and self._error:
-                    raise self._error from None  # what broke the call: the client's closing
+                self._raise_if_closed_by_client()
                 raise scrubbed(exc, self._secrets) from exc.__cause__
             except BaseException:
                 self._done = True
