@@ -233,7 +233,11 @@ def check_base_url(name: str, url: str, *, credentials: bool = False) -> str:
         shown = "" if "@" in url else f", got {url!r}"
         raise ValidationError(f"{name} must be an absolute http:// or https:// URL{shown}")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ValidationError(f"{name} must not have a query or fragment, got {url!r}")
+        # Not shown: a query may hold a key (Azure's ``api-key=``).
+        shown = without_query(url)
+        raise ValidationError(
+            f"{name} must not have a query or fragment, got {shown!r} followed by one"
+        )
     return url.rstrip("/")
 
 
@@ -493,6 +497,11 @@ def _misspelled_variables(env: Mapping[str, str]) -> str:
             if close:
                 hints.append(f"{close[0]} for {name}")
     return f" (did you mean {', '.join(sorted(hints))}?)" if hints else ""
+
+
+def without_query(url: str) -> str:
+    """``url`` without its query and fragment (which may hold a key: never shown)."""
+    return url.split("?", 1)[0].split("#", 1)[0]
 
 
 def check_origin(name: str, origin: str) -> str:

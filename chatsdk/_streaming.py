@@ -69,6 +69,7 @@ ResultT_co = TypeVar("ResultT_co", covariant=True)
 
 # What decoding a run of payloads may raise: a malformed payload, or an error chunk.
 _PAYLOAD_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, APIError)
+_MARKER_ERRORS: tuple[type[Exception], ...] = (*_PAYLOAD_ERRORS, StreamError)
 
 # Before deciding what a body is (SPEC 1.6), at most this much blank text is skipped.
 MAX_SNIFF = 64 * 1024
@@ -176,6 +177,7 @@ class EventStream(Generic[EventT, ResultT]):
         self._closed_how: str | None = None
         self._closed_by_client = False  # ended by the client's aclose() (client_closed)
         self._location_refused = False  # the server's Content-Location could not be used
+        self._since_id = 0  # events delivered after the last with an id line (SSEDecoder)
         self._deadline: float | None = None
         self._started = False
         self._done = False  # nothing more will be read
@@ -444,6 +446,8 @@ class EventStream(Generic[EventT, ResultT]):
             body = head + await self._read_rest(response, wait_until, len(head))
             try:
                 events = self._wire.whole(body)
+            except APIError as exc:
+                raise _with_response(exc, response) from None
             except DECODE_ERRORS as exc:
                 raise invalid_response(
                     f"the answer is not valid JSON of this API: {exc}", response, body
@@ -543,8 +547,18 @@ class EventStream(Generic[EventT, ResultT]):
         if not self._last_event_id and self._events_seen:
             # Without an id to resume from, the server would start again from the top.
             raise StreamError(
-                "the stream was cut and no event so far carried an id to resume from; "
-                "reconnecting would repeat events already delivered"
+                "the stream was cut and there is no event id to resume from (no event "
+                "carried one, or an empty `id:` line reset it); reconnecting would repeat "
+                "events already delivered"
+            ) from cause
+        since = self._since_id
+        if since:
+            # They report the last id too: a server resuming after it would send them
+            # again, and which of its events are new could not be told.
+            raise StreamError(
+                f"the stream was cut and the last {since} event(s) delivered carried no id "
+                f"of their own (the last id, {self._last_event_id!r}, came before them): a "
+                "resume from that id would repeat them"
             ) from cause
         if self._failed_resumes >= self._retries.max_resumes:
             raise StreamError(
@@ -589,15 +603,25 @@ class EventStream(Generic[EventT, ResultT]):
         self._top_replay_left = 0
         self._resumed_idle = True
         assert self._resume_url is not None  # else not resumable, above
-        response = await self._transport.send(
-            "GET",
-            self._resume_url,
-            api=self._api,
-            headers=headers,
-            timeout=self._timeout,
-            retries=self._retries,
-            deadline=earliest(self._deadline, wait_until),
-        )
+        try:
+            response = await self._transport.send(
+                "GET",
+                self._resume_url,
+                api=self._api,
+                headers=headers,
+                timeout=self._timeout,
+                retries=self._retries,
+                deadline=earliest(self._deadline, wait_until),
+            )
+        except APITimeoutError as exc:
+            if wait_until is None or wait_until == self._deadline or loop.time() < wait_until:
+                raise
+            # The limit that passed was idle, counted from the last event (the transport
+            # saw only a deadline, and would name the total timeout).
+            raise APITimeoutError(
+                f"the stream was cut and its resume brought no event within the idle "
+                f"timeout ({self._timeout.idle} s, counted from the last event)"
+            ) from exc
         await self._accept(response, wait_until)
 
     # -- reading ------------------------------------------------------------------------
@@ -637,8 +661,9 @@ class EventStream(Generic[EventT, ResultT]):
                 try:
                     decoder.end()
                 except StreamError as exc:  # the body ended inside an event: cut short
-                    await self._resume(exc, wait_until)
-                    continue
+                    if not self._ends_on_marker(decoder):
+                        await self._resume(exc, wait_until)
+                        continue
                 if not self._wire.ended:
                     if self._resumed_idle:
                         # A resumed connection that ends cleanly with nothing new: the
@@ -662,6 +687,7 @@ class EventStream(Generic[EventT, ResultT]):
             else:
                 runs = decoder.feed_runs(chunk)
             self._retry_ms = decoder.retry
+            self._since_id = decoder.events_since_id
             if self._replay_of is None and decoder.last_event_id not in ("", self._last_event_id):
                 self._last_event_id = decoder.last_event_id
                 self._failed_resumes = 0
@@ -673,6 +699,20 @@ class EventStream(Generic[EventT, ResultT]):
                 if self._wire.finished:
                     self._finish(response, at_eof=response.content.at_eof())
                 return
+
+    def _ends_on_marker(self, decoder: SSEDecoder) -> bool:
+        """Whether the event under way at the body's end is the wire's end marker alone
+        (``data: [DONE]``) that lacks only its blank line. WHATWG drops such an event,
+        but it cuts nothing short: the marker says the answer is whole (openai-python
+        takes it too). Any other event under way is an answer cut short."""
+        try:
+            events = decoder.feed(b"\n\n")  # the blank line it lacks
+            if len(events) != 1:
+                return False
+            decoded = self._wire.decode_one(events[0].event, events[0].data)
+        except _MARKER_ERRORS:
+            return False
+        return not decoded and self._wire.ended
 
     def _finish(self, response: aiohttp.ClientResponse, *, at_eof: bool) -> None:
         self._done = self._complete = True
@@ -725,13 +765,15 @@ class EventStream(Generic[EventT, ResultT]):
                 if self._replay_of is None:
                     break
                 continue
-            if event.id == sent:
-                index += 1
-                self._replay_of = None
-            elif event.id and event.id == self._first_id and self._events_seen > 1:
+            if event.id and event.id == self._first_id and self._events_seen > 1:
+                # Tried first: when ids repeat, the stream's first id may be the id sent
+                # too, and a server cannot resume after an id it gave several events.
                 self._top_replay_left = self._events_seen - 1
                 index += 1
                 continue
+            if event.id == sent:
+                index += 1
+                self._replay_of = None
             else:
                 self._replay_of = None
             break
@@ -756,7 +798,7 @@ class EventStream(Generic[EventT, ResultT]):
                 try:
                     good += wire.decode_one(event, data)
                 except APIError as exc:
-                    error: BaseException = exc
+                    error: BaseException = _with_response(exc, self._response)
                 except DECODE_ERRORS as exc:
                     error = StreamError(
                         f"invalid {event} payload: {exc}", event=event, received=data
@@ -774,6 +816,20 @@ class EventStream(Generic[EventT, ResultT]):
     def _take(self, events: list[EventT]) -> None:
         """Queue events for the caller, folding the result from them."""
         self._pending = iter(self._wire.take(events))
+
+
+def _with_response(error: APIError, response: aiohttp.ClientResponse | None) -> APIError:
+    """``error``, which the server reported inside a 2xx answer (an error chunk, an
+    ``event: error``, a whole JSON error), with that answer's headers and
+    ``X-Request-Id``: errors.md's promise of every APIError, and the id a report of the
+    failure needs."""
+    if response is not None and not error.headers:
+        error.headers = dict(response.headers)
+        request_id = response.headers.get("X-Request-Id")
+        if request_id and error.request_id is None:
+            error.request_id = request_id
+            error.args = (f"{error} (request id {request_id})", *error.args[1:])
+    return error
 
 
 def _body_kind(content_type: str, head: bytes) -> str:

@@ -38,6 +38,7 @@ from ._config import (
     Settings,
     Timeout,
     check_header_value,
+    without_query,
 )
 from .errors import (
     APIConnectionError,
@@ -452,7 +453,7 @@ class Transport:
             sock_connect=timeout.connect,
             sock_read=timeout.read,
         )
-        doing = f"{method} {_without_query(url)}"
+        doing = f"{method} {without_query(url)}"
         attempt = 0
         refreshed_token: str | None = None
         loop = asyncio.get_running_loop()
@@ -592,7 +593,7 @@ class Transport:
         # The body is bounded like the headers: by ``idle`` as well as ``total``.
         body_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
         try:
-            with mapped_errors(f"{method} {_without_query(url)}", timeout, deadline, secrets):
+            with mapped_errors(f"{method} {without_query(url)}", timeout, deadline, secrets):
                 async with asyncio.timeout_at(body_by):
                     raw = await read_at_most(response, MAX_JSON_BODY, show=show_body)
         except APIResponseValidationError as exc:
@@ -651,7 +652,7 @@ def invalid_response(
     return APIResponseValidationError(
         message,
         status=response.status,
-        url=_without_query(str(response.url)),
+        url=without_query(str(response.url)),
         body=excerpt(body) if body else None,
         request_id=response.headers.get("X-Request-Id"),
         headers=dict(response.headers),
@@ -738,10 +739,6 @@ def _timeout_reason(
     )
 
 
-def _without_query(url: str) -> str:
-    return url.split("?", 1)[0].split("#", 1)[0]
-
-
 def _check_no_dot_segments(url: str) -> None:
     """Refuse a path with a ``.`` or ``..`` segment (also percent-encoded).
 
@@ -751,7 +748,7 @@ def _check_no_dot_segments(url: str) -> None:
     for segment in urlsplit(url).path.split("/"):
         if unquote(segment) in (".", ".."):
             raise ValidationError(
-                f"the request path {_without_query(url)!r} has a '.' or '..' segment, which "
+                f"the request path {without_query(url)!r} has a '.' or '..' segment, which "
                 "would send the request to another endpoint (is a chat_session_id '.' or '..'?)"
             )
 

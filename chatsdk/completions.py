@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -51,6 +51,7 @@ log = logging.getLogger("chatsdk")
 _CHUNK = msgspec.json.Decoder(ChatCompletionChunk)
 _WHOLE = msgspec.json.Decoder(ChatCompletion)
 _DONE: Final = "[DONE]"
+_T = TypeVar("_T")
 
 
 class _LinksArguments(msgspec.Struct):
@@ -164,6 +165,7 @@ class _CompletionsWire:
         self._model = ""
         self._text: list[str] = []
         self._reasoning: list[str] = []
+        self._refusal: list[str] = []
         # Each call by (index, n): the n-th call at that index (another id at an index
         # in use is another call); _latest: the key of each index's latest call.
         self._tool_calls: dict[tuple[int, int], _ToolCallParts] = {}
@@ -213,21 +215,21 @@ class _CompletionsWire:
             # one (never a shorter answer); any other is yielded, not dropped (SPEC 1.4's
             # rule for unknown events).
             try:
-                chunk = _CHUNK.decode(data)
+                chunk = _chunk(data)
             except DECODE_ERRORS:
                 return [UnknownEvent(event=event, data=data)]
             if not chunk.choices and chunk.usage is None and chunk.error is None:
                 return [UnknownEvent(event=event, data=data)]
         else:
-            chunk = _CHUNK.decode(data)
+            chunk = _chunk(data)
         if chunk.error is not None:
             raise _error_of(chunk.error)
         return [chunk]
 
     def whole(self, body: bytes) -> list[CompletionEvent]:
-        answer = _WHOLE.decode(body)
+        answer = _lenient(_WHOLE, body)
         if answer.error is not None:
-            raise _error_of(answer.error)
+            raise _error_of(answer.error, "answered with an error")
         if not answer.choices:
             # Every field has a default (servers leave some out), so any JSON object
             # decodes: one without a choice is not an answer (the core says so).
@@ -240,6 +242,7 @@ class _CompletionsWire:
                     role=choice.message.role,
                     content=choice.message.content,
                     reasoning_content=choice.message.reasoning_content,
+                    refusal=choice.message.refusal,
                     tool_calls=[
                         ChoiceDeltaToolCall(
                             index=i,
@@ -289,6 +292,7 @@ class _CompletionsWire:
             and (delta := choice.delta).tool_calls is None
             and delta.reasoning_content is None
             and delta.reasoning is None
+            and delta.refusal is None
         ]
         if len(text) != len(chunks):
             if [chunk for chunk in chunks if chunk.error is not None]:
@@ -321,10 +325,14 @@ class _CompletionsWire:
         # Folds all but the text of chunks into the result; returns the text.
         choices = [choice for chunk in chunks for choice in chunk.choices if not choice.index]
         deltas = [choice.delta for choice in choices]
-        for delta in [d for d in deltas if d.tool_calls or d.reasoning_content or d.reasoning]:
+        for delta in [
+            d for d in deltas if d.tool_calls or d.reasoning_content or d.reasoning or d.refusal
+        ]:
             reasoning = delta.reasoning_content or delta.reasoning
             if reasoning:
                 self._reasoning.append(reasoning)
+            if delta.refusal:
+                self._refusal.append(delta.refusal)
             if delta.tool_calls:
                 self._add_tool_calls(delta.tool_calls)
         finished = [choice.finish_reason for choice in choices if choice.finish_reason]
@@ -392,6 +400,7 @@ class _CompletionsWire:
                 role="assistant",
                 content="".join(self._text) if self._text or not to_answer else None,
                 tool_calls=to_answer or None,
+                refusal="".join(self._refusal) or None,
             ),
             tool_calls=tool_calls,
             finish_reason=self._finish_reason,
@@ -400,6 +409,36 @@ class _CompletionsWire:
             links=self._links,
             answer_confidence=self._answer_confidence,
         )
+
+
+def _chunk(data: str) -> ChatCompletionChunk:
+    return _lenient(_CHUNK, data)
+
+
+def _lenient(decoder: msgspec.json.Decoder[_T], data: str | bytes) -> _T:
+    """``data`` decoded, a ``null`` where a field has a default read as that default.
+
+    Servers send ``"model": null``, ``"usage": {"completion_tokens": null}``: the
+    answer must not be lost over a bookkeeping field (openai-python takes them too).
+    Tried only when the strict decode fails, so the hot path never pays for it.
+    """
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        try:
+            value: _T = msgspec.convert(_without_nulls(msgspec.json.decode(data)), decoder.type)
+            return value
+        except msgspec.ValidationError:
+            raise exc from None
+
+
+def _without_nulls(value: Any) -> Any:
+    # The JSON value with every null member of an object left out (list items stay).
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
 
 
 def error_event(data: str) -> APIError:
@@ -414,12 +453,13 @@ def error_event(data: str) -> APIError:
     return _error_of(body)
 
 
-def _error_of(error: Any) -> APIError:
-    """The :class:`APIError` for an ``{"error": ...}`` chunk (SPEC 1.8)."""
+def _error_of(error: Any, what: str = "failed mid-answer") -> APIError:
+    """The :class:`APIError` for an ``{"error": ...}`` chunk (SPEC 1.8), or (``what``
+    another wording) a whole answer that is one."""
     message = error.get("message") if isinstance(error, dict) else error
     if not isinstance(message, str) or not message:
-        message = "the server reported an error mid-stream"
-    return APIError(f"the server failed mid-answer: {message[:300]}", body=error)
+        message = "the server reported an error"
+    return APIError(f"the server {what}: {message[:300]}", body=error)
 
 
 class CompletionStream(EventStream[CompletionEvent, ChatCompletionResult]):
@@ -484,28 +524,32 @@ class Completions:
             raise ValidationError(f"model must be a non-empty string, got {model!r}")
         if not isinstance(stream, bool):
             raise ValidationError(f"stream must be True or False, got {stream!r}")
+        if tools is not None and (
+            isinstance(tools, str | Mapping) or not isinstance(tools, Sequence)
+        ):
+            raise ValidationError("tools must be a list of tools")
+        checked, sent = _messages(messages)
         request = ChatCompletionRequest(
             model=model,
-            messages=_messages(messages),
+            messages=checked,
             stream=bool(stream),
             stream_options=_convert(stream_options, StreamOptions, "stream_options"),
-            tools=[_convert(tool, ChatCompletionTool, "tools[]") for tool in tools]
-            if tools is not None
-            else None,
             tool_choice=_tool_choice(tool_choice),
             temperature=_number("temperature", temperature, 0, 2),
             max_tokens=_max_tokens(max_tokens),
             response_format=dict(response_format) if response_format is not None else None,
         )
-        if extra_body:
-            fields = msgspec.to_builtins(request)
-            fields.update(extra_body)
-            try:
-                body = msgspec.json.encode(fields)
-            except (TypeError, msgspec.EncodeError) as exc:
-                raise ValidationError(f"extra_body must be JSON-serialisable: {exc}") from None
-        else:
-            body = msgspec.json.encode(request)
+        fields = msgspec.to_builtins(request)
+        fields["messages"] = sent
+        if tools is not None:
+            fields["tools"] = _tools(tools)
+        fields.update(extra_body or {})
+        try:
+            body = msgspec.json.encode(fields)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ValidationError(
+                f"messages, tools and extra_body must be JSON-serialisable: {exc}"
+            ) from None
         t = self._transport
         timeout_, retries_ = t.per_call(timeout, retries)
         return CompletionStream(
@@ -532,37 +576,77 @@ def _convert(value: Any, kind: type[Any], where: str) -> Any:
 
 def _messages(
     messages: Sequence[ChatCompletionMessage | Mapping[str, Any]] | str,
-) -> list[ChatCompletionMessage]:
+) -> tuple[list[ChatCompletionMessage], list[Any]]:
+    """The messages checked, and as they are sent: a mapping as given (fields chatsdk
+    has no name for, like ``cache_control``, included; SPEC 1.8 wants them passable),
+    less ``reasoning_content``, an answer's field never sent back."""
     if isinstance(messages, str):
         messages = [ChatCompletionMessage(role="user", content=messages)]
     if not isinstance(messages, Sequence) or not messages:
         raise ValidationError(
             "messages must be a non-empty list of messages (or a question string)"
         )
-    out = []
+    checked: list[ChatCompletionMessage] = []
+    sent: list[Any] = []
     for i, value in enumerate(messages):
         where = f"messages[{i}]"
+        parts = None
+        if isinstance(value, Mapping):
+            fields = {k: v for k, v in value.items() if k != "reasoning_content"}
+            if isinstance(fields.get("content"), list):
+                parts = _content_parts(fields["content"], f"{where}.content")
+                value = {**fields, "content": None}
+            sent.append(fields)
         message = _convert(value, ChatCompletionMessage, where)
         if not isinstance(message, ChatCompletionMessage):
             raise ValidationError(f"{where} must be a ChatCompletionMessage or a mapping")
+        if message.reasoning_content is not None:
+            message = msgspec.structs.replace(message, reasoning_content=None)
+        if len(sent) == i:
+            sent.append(message)
         if message.role not in COMPLETION_ROLES:
             raise ValidationError(
                 f"{where}.role must be one of {', '.join(COMPLETION_ROLES)}, got {message.role!r}"
             )
         if message.content is not None and not isinstance(message.content, str):
-            raise ValidationError(f"{where}.content must be a string or None")
-        if message.content is None and not (message.role == "assistant" and message.tool_calls):
+            raise ValidationError(f"{where}.content must be a string, a list of parts or None")
+        has_content = parts is not None or message.content is not None
+        if not has_content and not (message.role == "assistant" and message.tool_calls):
             raise ValidationError(
                 f"{where}.content may be None only on an assistant message with tool_calls"
             )
-        if message.role == "user" and not (message.content or "").strip():
+        if message.role == "user" and not (parts or (message.content or "").strip()):
             raise ValidationError(f"{where}.content must not be empty (the question)")
         if message.role == "tool" and not message.tool_call_id:
             raise ValidationError(f"{where} is a tool message: it needs tool_call_id")
-        if message.reasoning_content is not None:  # an answer's field; never sent back
-            message = msgspec.structs.replace(message, reasoning_content=None)
-        out.append(message)
-    return out
+        checked.append(message)
+    return checked, sent
+
+
+def _content_parts(parts: list[Any], where: str) -> list[Any]:
+    # OpenAI's content parts ({"type": "text", "text": ...}, "image_url", ...): each an
+    # object with a type; what each type holds is the server's to judge.
+    for j, part in enumerate(parts):
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+            raise ValidationError(
+                f"{where}[{j}] must be a content part: a mapping with a string 'type'"
+            )
+    return parts
+
+
+def _tools(tools: Sequence[ChatCompletionTool | Mapping[str, Any]]) -> list[Any]:
+    # Checked, and sent as given (``function.strict``, other tool types' fields).
+    sent: list[Any] = []
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}]"
+        if isinstance(tool, Mapping) and tool.get("type", "function") != "function":
+            if not isinstance(tool.get("type"), str):
+                raise ValidationError(f"{where}.type must be a string")
+            sent.append(dict(tool))  # a server's own kind of tool (web_search_preview...)
+            continue
+        checked = _convert(tool, ChatCompletionTool, where)
+        sent.append(dict(tool) if isinstance(tool, Mapping) else checked)
+    return sent
 
 
 def _tool_choice(value: str | Mapping[str, Any] | None) -> Any:

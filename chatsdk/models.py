@@ -254,7 +254,7 @@ class HTTPValidationError(msgspec.Struct, frozen=True):
 
 #: Roles a Chat Completions request accepts (SPEC 1.8): the client checks them before
 #: sending and the reference server decodes requests with this type, so both share it.
-CompletionRole: TypeAlias = Literal["system", "user", "assistant", "tool"]
+CompletionRole: TypeAlias = Literal["system", "developer", "user", "assistant", "tool"]
 COMPLETION_ROLES: Final = get_args(CompletionRole)
 
 
@@ -279,7 +279,8 @@ class ChatCompletionMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     ``role`` is ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``; ``content`` is
     ``None`` on an assistant message that only calls tools; ``tool_call_id`` names the
     call a ``"tool"`` message answers. ``reasoning_content`` is a reasoning model's
-    thinking (never sent back in a request by chatsdk).
+    thinking (never sent back in a request by chatsdk); ``refusal`` the model's
+    refusal to answer (OpenAI's ``delta.refusal`` pieces, joined).
     """
 
     role: CompletionRole
@@ -288,6 +289,7 @@ class ChatCompletionMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     tool_call_id: str | None = None
     name: str | None = None
     reasoning_content: str | None = None
+    refusal: str | None = None
 
 
 class FunctionDefinition(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -366,6 +366,7 @@ class SSEDecoder:
         "_fast_path",
         "_fields_seen",
         "_id_buffer",
+        "_id_line",
         "_key",
         "_last_event_id",
         "_max_event_size",
@@ -378,6 +379,7 @@ class SSEDecoder:
         "_read_types",
         "_retry",
         "_shape",
+        "_since_id",
         "_text_decoder",
         "_type_changes",
         "_undecoded",
@@ -423,6 +425,8 @@ class SSEDecoder:
         # WHATWG buffer outlives a connection, so events without an id line keep it.
         self._id_buffer = last_event_id
         self._fields_seen = False
+        self._id_line = False  # the event under way has an id line of its own
+        self._since_id = 0  # events dispatched after the last one with an id line
         self._last_event_id = last_event_id
         self._retry: int | None = None
 
@@ -430,6 +434,13 @@ class SSEDecoder:
     def last_event_id(self) -> str:
         """The last event id, as committed by the most recent blank line (``""`` before any)."""
         return self._last_event_id
+
+    @property
+    def events_since_id(self) -> int:
+        """How many events were dispatched after the last block with a valid ``id`` line
+        (0 when the last event had one). Those events report that id too (WHATWG), so a
+        server resuming after it (``Last-Event-ID``) would send them again."""
+        return self._since_id
 
     @property
     def retry(self) -> int | None:
@@ -673,6 +684,8 @@ class SSEDecoder:
         self._events += len(datas)
         if ids is not None:
             self._id_buffer = ids[-1]
+        # With an id line, every event of the run has one (none holds a NUL: see above).
+        self._since_id = 0 if shape.id_prefix else self._since_id + len(datas)
         self._last_event_id = self._id_buffer
         if shape.retry is not None:
             self._retry = shape.retry
@@ -836,6 +849,10 @@ class SSEDecoder:
                 )
                 self._data = []
                 self._data_len = 0
+                self._since_id += 1
+            if self._id_line:
+                self._since_id = 0
+                self._id_line = False
             self._event_type = ""
             self._fields_seen = False
             return
@@ -853,6 +870,7 @@ class SSEDecoder:
         elif name == "id":
             if "\x00" not in value:
                 self._id_buffer = value
+                self._id_line = True
         elif name == "retry":
             retry = _parse_retry(value)
             if retry is not None:

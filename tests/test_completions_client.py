@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import chatsdk
-from chatsdk.models import Function
+from chatsdk.models import Function, FunctionDefinition
 from chatsdk.server import Faults, ReferenceServer
 from tests import support
 from tests.scripted import Reply, ScriptedServer
@@ -1008,3 +1008,192 @@ async def test_a_resume_with_nothing_new_and_no_end_marker_fails_at_once(
         with pytest.raises(chatsdk.StreamError, match="resumed it with nothing after"):
             await stream
     assert stream.resumes == 1 and time.monotonic() - started < 2
+
+
+# == what other OpenAI-compatible servers send, and what callers pass =================
+
+
+@pytest.mark.parametrize(
+    "nulls",
+    [
+        {"model": None},
+        {"id": None},
+        {"created": None, "object": None},
+        {"usage": {"prompt_tokens": 3, "completion_tokens": None, "total_tokens": None}},
+    ],
+    ids=["model", "id", "created and object", "usage counts"],
+)
+async def test_a_null_in_a_field_with_a_default_does_not_lose_the_answer(
+    nulls: dict[str, Any],
+) -> None:
+    # Servers send these; openai-python takes them. The field reads as its default.
+    body = events(chunk("Hel"), {**chunk("lo", finish="stop"), **nulls})
+    _, got, result, _ = await run([sse_reply(body)])
+    assert result.text == "Hello"
+    assert result.finish_reason == "stop"
+    assert texts(got) == ["Hel", "lo"]
+    if "usage" in nulls:
+        assert result.usage == chatsdk.CompletionUsage(3, 0, 0)
+
+
+async def test_a_null_where_no_default_fits_is_still_a_stream_error() -> None:
+    body = events(chunk("a"), {"choices": [None]})
+    with pytest.raises(chatsdk.StreamError):
+        await run([sse_reply(body)])
+
+
+@pytest.mark.parametrize("ending", [b"data: [DONE]\n", b"data: [DONE]", b"data: [DONE]\r"])
+async def test_done_without_its_blank_line_at_the_end_of_the_body_ends_the_answer(
+    ending: bytes,
+) -> None:
+    # WHATWG drops an event the body ends inside; the marker alone cuts nothing short.
+    body = events(chunk("Hel"), chunk("lo", finish="stop"), done=False) + ending
+    _, _, result, srv = await run([sse_reply(body)])
+    assert result.text == "Hello"
+    assert len(srv.seen) == 1
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        b"data: [DON",
+        b'data: {"choices":[]}\n',
+        b"data: [DONE]\ndata: x\n",
+    ],
+    ids=["cut marker", "chunk", "marker and more data"],
+)
+async def test_any_other_event_the_body_ends_inside_is_a_stream_error(ending: bytes) -> None:
+    body = events(chunk("Hel"), chunk("lo", finish="stop"), done=False) + ending
+    with pytest.raises(chatsdk.StreamError, match="ended in the middle of an event"):
+        await run([sse_reply(body)])
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+async def test_a_refusal_is_kept_in_the_result(stream: bool) -> None:
+    if stream:
+        body = events(
+            chunk(role="assistant", refusal=""),
+            chunk(refusal="I can't "),
+            chunk(refusal="help with that."),
+            chunk(finish="stop"),
+        )
+        reply = sse_reply(body)
+    else:
+        whole = {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "refusal": "No."},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        reply = Reply(body=json.dumps(whole).encode(), content_type="application/json")
+    _, _, result, _ = await run([reply], stream=stream)
+    assert result.message.refusal == ("I can't help with that." if stream else "No.")
+    assert result.text == ""
+
+
+async def test_a_refusal_beside_text_in_one_chunk_is_kept_too() -> None:
+    body = events(chunk("a"), chunk("b", refusal="r"), chunk(finish="stop"))
+    _, _, result, _ = await run([sse_reply(body)])
+    assert (result.text, result.message.refusal) == ("ab", "r")
+
+
+@pytest.mark.parametrize("how", ["error chunk", "error event", "whole answer"])
+async def test_an_error_the_server_reports_in_a_200_answer_carries_its_request_id(how: str) -> None:
+    headers = {"X-Request-Id": "req_mid_123"}
+    if how == "whole answer":
+        reply = Reply(
+            body=json.dumps({"error": ERROR}).encode(),
+            content_type="application/json",
+            headers=headers,
+        )
+    else:
+        error = (
+            events({"error": ERROR}, done=False)
+            if how == "error chunk"
+            else b"event: error\ndata: " + json.dumps(ERROR).encode() + b"\n\n"
+        )
+        reply = sse_reply(events(chunk("a"), done=False) + error + DONE, headers=headers)
+    with pytest.raises(chatsdk.APIError) as info:
+        await run([reply])
+    assert info.value.request_id == "req_mid_123"
+    assert {k.lower(): v for k, v in info.value.headers.items()}["x-request-id"] == "req_mid_123"
+    assert "req_mid_123" in str(info.value)
+    assert info.value.body == ERROR
+
+
+async def test_mappings_are_sent_as_given_with_fields_chatsdk_has_no_name_for() -> None:
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            ],
+            "cache_control": {"type": "ephemeral"},
+        },
+        {"role": "assistant", "content": "An A.", "reasoning_content": "never sent back"},
+        {"role": "user", "content": "And?"},
+    ]
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {}, "strict": True}},
+        {"type": "web_search_preview"},
+        chatsdk.ChatCompletionTool(function=FunctionDefinition(name="g")),
+    ]
+    _, _, _, srv = await run([sse_reply(ANSWER)], messages=messages, tools=tools)
+    sent = request_json(srv)
+    assert sent["messages"][:2] == messages[:2]
+    assert sent["messages"][2] == {"role": "assistant", "content": "An A."}
+    assert sent["tools"] == [tools[0], tools[1], {"type": "function", "function": {"name": "g"}}]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "user", "content": []},
+        {"role": "user", "content": ["text"]},
+        {"role": "user", "content": [{"text": "no type"}]},
+        {"role": "user", "content": "x", "extra": object()},
+    ],
+    ids=["no parts", "a part not a mapping", "a part without type", "not JSON"],
+)
+async def test_bad_content_parts_and_unsendable_fields_are_refused(message: dict[str, Any]) -> None:
+    async with ScriptedServer([sse_reply(ANSWER)]) as srv:
+        async with client_for(srv.url) as client:
+            with pytest.raises(chatsdk.ValidationError):
+                await client.chat.completions.create(model="m", messages=[message])
+    assert srv.seen == []
+
+
+async def test_the_reference_server_takes_content_parts_developer_messages_and_other_tools(
+    reference: ReferenceServer,
+) -> None:
+    async with ref_client(reference) as client:
+        result = await client.chat.completions.create(
+            model="inkeep-qa-expert",
+            messages=[
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "How do I retry?"}]},
+            ],
+            tools=[{"type": "web_search_preview"}],
+        )
+    async with ref_client(reference) as client:
+        plain = await client.chat.completions.create(
+            model="inkeep-qa-expert", messages="How do I retry?"
+        )
+    assert result.text == plain.text != ""
+
+
+def test_a_base_url_query_is_never_shown_in_the_error() -> None:
+    with pytest.raises(chatsdk.ValidationError) as info:
+        chatsdk.ChatClient(KEY, base_url="https://example.com/v1?api-version=1&api-key=SECRET-1")
+    assert "SECRET-1" not in str(info.value)
+    assert "api-version" not in str(info.value)
+    assert "https://example.com/v1" in str(info.value)

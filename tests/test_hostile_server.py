@@ -410,11 +410,68 @@ async def test_a_drop_after_events_without_ids_is_refused_rather_than_replayed()
     async with ScriptedServer([reply]) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
             got: list[chatsdk.ChatEvent] = []
-            with pytest.raises(chatsdk.StreamError, match="no event so far carried an id"):
+            with pytest.raises(chatsdk.StreamError, match="no event id to resume from"):
                 async for event in client.chat.create(integration_id="docs", messages="q"):
                     got.append(event)
     assert len(got) == 3
     assert len(srv.seen) == 1  # no reconnection was attempted
+
+
+def plain(first: int, last: int, *, final: bool = False) -> bytes:
+    """Events ``first``..``last`` as numbered() makes them, without their id lines."""
+    return b"".join(
+        line for line in numbered(first, last, final=final).splitlines(True) if b"id: " not in line
+    )
+
+
+@pytest.mark.parametrize(
+    "delivered",
+    [
+        numbered(1, 1) + plain(2, 3),  # an id on the first event only
+        numbered(1, 1) + plain(2, 2) + numbered(3, 3) + plain(4, 4),  # on odd events
+        numbered(1, 2) + b"id: 3\x00\n" + plain(3, 3),  # an id holding a NUL is no id
+    ],
+    ids=["first-only", "odd-events", "nul-id"],
+)
+async def test_a_drop_after_events_without_their_own_id_is_refused_rather_than_doubled(
+    delivered: bytes,
+) -> None:
+    # Those events report the id before them (WHATWG): a server that honours
+    # Last-Event-ID would send them again, so resuming would double them.
+    honouring = plain(2, 5, final=True)  # what a resume after id 1 would bring
+    replies = [
+        Reply(body=delivered + CUT, content_type="text/event-stream", headers=RESUMABLE),
+        Reply(body=honouring, content_type="text/event-stream", headers=RESUMABLE),
+    ]
+    async with ScriptedServer(replies) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            got: list[chatsdk.ChatEvent] = []
+            with pytest.raises(chatsdk.StreamError, match="carried no id of their own"):
+                async for event in client.chat.create(integration_id="docs", messages="q"):
+                    got.append(event)
+    assert texts(got) == [f"{n} " for n in range(1, len(got) + 1)]
+    assert len(srv.seen) == 1  # no reconnection was attempted
+
+
+async def test_a_replay_from_the_top_is_dropped_when_every_event_has_the_same_id() -> None:
+    # The first replayed event carries the id sent and the stream's first id at once:
+    # with ids that repeat, only a replay from the top makes sense.
+    same = b"".join(
+        b'id: c1\nevent: message_chunk\ndata: {"content_chunk":"%d "%s}\n\n'
+        % (n, b',"finish_reason":"stop"' if n == 5 else b"")
+        for n in range(1, 6)
+    )
+    cut_after_3 = b"".join(same.split(b"\n\n")[i] + b"\n\n" for i in range(3))
+    replies = [
+        Reply(body=cut_after_3 + CUT, content_type="text/event-stream", headers=RESUMABLE),
+        Reply(body=same, content_type="text/event-stream", headers=RESUMABLE),
+    ]
+    async with ScriptedServer(replies) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            stream = client.chat.create(integration_id="docs", messages="q")
+            got = [event async for event in stream]
+    assert texts(got) == [f"{n} " for n in range(1, 6)]
+    assert stream.replays_dropped == 3
 
 
 # == 3. raw sockets =====================================================================
@@ -718,3 +775,35 @@ async def test_token_operations_against_a_misbehaving_server(name: str) -> None:
                 async with asyncio.timeout(10):
                     await client.tokens.create(embed_origin="https://a.example")
     assert time.monotonic() - began < 3
+
+
+async def test_a_resume_that_never_answers_ends_at_idle_and_says_so() -> None:
+    # The idle limit counts from the last event, across the resume: the message names
+    # it (the transport, seeing only a deadline, would have named the total timeout).
+    first = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Content-Location: /r\r\nConnection: close\r\n\r\n" + numbered(1, 2) + CUT
+    )
+    answered: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        answered.append(1)
+        if len(answered) == 1:
+            writer.write(first)
+            await writer.drain()
+            writer.close()
+        else:
+            await reader.read()  # the resume: never answered
+
+    async with raw_server(handle) as url:
+        timeout = chatsdk.Timeout(connect=2, read=None, idle=0.5, total=None)
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=FAST, timeout=timeout) as client:
+            started = time.monotonic()
+            with pytest.raises(chatsdk.APITimeoutError) as info:
+                async with asyncio.timeout(5):
+                    await consume(client)
+    assert time.monotonic() - started < 2
+    assert "idle timeout (0.5 s" in str(info.value)
+    assert "total" not in str(info.value)
+    assert len(answered) == 2

@@ -53,7 +53,7 @@ def outcome(
     fast_path: bool = True,
     max_line_size: int = DEFAULT_MAX_LINE_SIZE,
     max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
-) -> tuple[list[ServerSentEvent], str, int | None, bool] | str:
+) -> tuple[list[ServerSentEvent], str, int | None, bool, int] | str:
     """Everything observable after feeding a stream, or "raised" if a limit was hit."""
     decoder = SSEDecoder(
         fast_path=fast_path, max_line_size=max_line_size, max_event_size=max_event_size
@@ -68,10 +68,16 @@ def outcome(
         assert not decoder.at_event_boundary
     else:
         assert decoder.at_event_boundary
-    return events, decoder.last_event_id, decoder.retry, decoder.at_event_boundary
+    return (
+        events,
+        decoder.last_event_id,
+        decoder.retry,
+        decoder.at_event_boundary,
+        decoder.events_since_id,
+    )
 
 
-Step = tuple[list[ServerSentEvent] | list[tuple[str, str]], str, int | None, bool]
+Step = tuple[list[ServerSentEvent] | list[tuple[str, str]], str, int | None, bool, int]
 
 
 def per_chunk(
@@ -101,7 +107,15 @@ def per_chunk(
                 events = [(event, data) for event, datas in got for data in datas]
             else:
                 events = decoder.feed(chunk)
-            steps.append((events, decoder.last_event_id, decoder.retry, decoder.at_event_boundary))
+            steps.append(
+                (
+                    events,
+                    decoder.last_event_id,
+                    decoder.retry,
+                    decoder.at_event_boundary,
+                    decoder.events_since_id,
+                )
+            )
     except StreamError:
         steps.append("raised")
     return steps
@@ -648,6 +662,7 @@ def test_a_whole_common_run_is_one_run(stream: bytes) -> None:
     assert runs == [(events[0].event, [e.data for e in events])]
     assert len(events) == 300
     assert decoder.last_event_id == reference.last_event_id
+    assert decoder.events_since_id == reference.events_since_id
     assert decoder.at_event_boundary
 
 
@@ -1388,3 +1403,27 @@ def test_event_runs_groups_events_as_feed_runs_does() -> None:
     decoder = SSEDecoder()
     merged = event_runs(decoder.feed(head), *decoder.feed_runs(tail))
     assert merged == [("a", ["1", "2"]), ("message", ["3"]), ("b", ["4"])]
+
+
+@pytest.mark.parametrize(
+    ("body", "since"),
+    [
+        (b"id: 1\ndata: a\n\n", 0),
+        (b"id: 1\ndata: a\n\ndata: b\n\ndata: c\n\n", 2),  # b and c report id 1 too
+        (b"data: a\n\nid: 2\n\n", 0),  # an id without an event counts as well
+        (b"id: 1\ndata: a\n\nid: 2\x00\ndata: b\n\n", 1),  # an id with a NUL is no id
+        (b"id: 1\ndata: a\n\nid:\ndata: b\n\n", 0),  # an empty id is an id (it resets)
+        (b"data: a\n\ndata: b\n\n", 2),
+        (b"id: 1\ndata: a\n\n: ping\n\n\n", 0),  # pings and blank lines dispatch nothing
+    ],
+)
+def test_events_since_id_counts_the_events_after_the_last_id_line(body: bytes, since: int) -> None:
+    for fast_path in (True, False):
+        for cuts in ([], bytewise(body)):
+            decoder = SSEDecoder(fast_path=fast_path)
+            feed_in(decoder, body, cuts)
+            assert decoder.events_since_id == since, (fast_path, cuts)
+    long_run = b"".join(b"id: %d\ndata: x\n\n" % i for i in range(50)) + b"data: y\n\n" * 40
+    decoder = SSEDecoder()
+    decoder.feed_runs(long_run)
+    assert decoder.events_since_id == 40

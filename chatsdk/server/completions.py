@@ -30,8 +30,8 @@ from aiohttp import web
 
 from chatsdk.models import (
     ChatCompletionMessage,
-    ChatCompletionTool,
     CompletionUsage,
+    FunctionDefinition,
     Link,
     Message,
     StreamOptions,
@@ -42,7 +42,13 @@ from chatsdk.server.responder import Answer, split_words
 from chatsdk.server.responder import answer as respond
 from chatsdk.server.streaming import DONE, Event, answer_once
 
-__all__ = ["ChatCompletionBody", "NamedToolChoice", "chat_completions"]
+__all__ = [
+    "ChatCompletionBody",
+    "ContentPart",
+    "NamedToolChoice",
+    "RequestMessage",
+    "chat_completions",
+]
 
 PROVIDE_LINKS: Final = "provideLinks"
 PROVIDE_AI_ANNOTATIONS: Final = "provideAIAnnotations"
@@ -65,6 +71,35 @@ class NamedToolChoice(msgspec.Struct, frozen=True, kw_only=True):
     type: str = "function"
 
 
+class ContentPart(msgspec.Struct, frozen=True):
+    """One part of a message's content given as a list (OpenAI's ``{"type": "text",
+    "text": ...}``; other types, such as ``image_url``, are taken and not read)."""
+
+    type: str
+    text: str | None = None
+
+
+class RequestMessage(ChatCompletionMessage, frozen=True, omit_defaults=True):
+    """A message as the server reads it: ``content`` a string or a list of parts."""
+
+    content: str | list[ContentPart] | None = None  # type: ignore[assignment]
+
+    @property
+    def text(self) -> str:
+        """The content's text: the string, or the text parts joined."""
+        if isinstance(self.content, list):
+            return "".join(part.text or "" for part in self.content if part.type == "text")
+        return self.content or ""
+
+
+class RequestTool(msgspec.Struct, frozen=True):
+    """A tool as the server reads it: a function, or a kind of tool of another
+    service's (``{"type": "web_search_preview"}``), taken and not used."""
+
+    type: str = "function"
+    function: FunctionDefinition | None = None
+
+
 class ChatCompletionBody(msgspec.Struct, frozen=True, kw_only=True):
     """Body of ``POST /chat/completions`` as the server reads it: the messages and tools
     of models.py, a default for ``stream``, and the ranges OpenAI documents. Unknown
@@ -72,12 +107,12 @@ class ChatCompletionBody(msgspec.Struct, frozen=True, kw_only=True):
 
     model: Annotated[str, msgspec.Meta(min_length=1)]
     messages: Annotated[
-        list[ChatCompletionMessage],
+        list[RequestMessage],
         msgspec.Meta(min_length=1, description="The whole conversation; no history is kept."),
     ]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    tools: list[ChatCompletionTool] | None = None
+    tools: list[RequestTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
@@ -130,11 +165,11 @@ async def chat_completions(state: ServerState, request: web.Request) -> web.Stre
     return await answer_once(state, request, caller, body, stream=stream, produce=produce)
 
 
-def _conversation(messages: list[ChatCompletionMessage]) -> list[Message]:
+def _conversation(messages: list[RequestMessage]) -> list[Message]:
     """The user and assistant turns up to the last user message, as the responder reads
     them (system and tool messages carry no question)."""
     turns = [
-        Message(role=m.role, content=m.content or "")
+        Message(role=m.role, content=m.text)
         for m in messages
         if m.role == "user" or m.role == "assistant"
     ]
@@ -160,13 +195,13 @@ def _complete(params: ChatCompletionBody, conversation: list[Message], digest: s
                 calls.append(_ToolCall(call_id[:29], name, arguments))
         if calls:
             finish = "tool_calls"
-    prompt = sum(len(split_words(m.content or "")) for m in params.messages)
+    prompt = sum(len(split_words(m.text)) for m in params.messages)
     return _Completion(completion_id, int(time.time()), params.model, words, calls, finish, prompt)
 
 
 def _called_tools(params: ChatCompletionBody) -> list[str]:
     """The Inkeep tools offered and allowed by ``tool_choice``, in Inkeep's order."""
-    offered = {tool.function.name for tool in params.tools or ()}
+    offered = {tool.function.name for tool in params.tools or () if tool.function is not None}
     choice = params.tool_choice
     if choice == "none":
         return []
