@@ -168,13 +168,19 @@ class RetryPolicy:
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
+def parse_delay(value: str) -> float | None:
+    """A number of ASCII digits (RFC 9110 §10.2.3's delta-seconds), a fraction taken too
+    (some servers send one); nothing else float() would read ("1_0", "+1", other
+    scripts' digits, "inf"): None."""
+    value = value.strip()
+    return float(value) if _DELAY_SECONDS.fullmatch(value) else None
+
+
 def parse_retry_after(value: str) -> float | None:
     """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP-date)."""
-    value = value.strip()
-    # RFC 9110 §10.2.3: ASCII digits. A fraction is taken too (some servers send one);
-    # nothing else float() would read ("1_0", "+1", other scripts' digits, "inf").
-    if _DELAY_SECONDS.fullmatch(value):
-        return float(value)
+    seconds = parse_delay(value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

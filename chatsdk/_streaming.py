@@ -114,10 +114,11 @@ class Wire(Protocol[EventT, ResultT_co]):
     it derives, such as Inkeep's links). ``finished`` is True once the wire's end
     marker came (nothing after it is read: Chat Completions' ``[DONE]``); ``ended`` once
     the answer is whole (``[DONE]``, or chat_results' chunk with a ``finish_reason``): a
-    body that ends before that is cut short.
+    body that ends before that is cut short. ``end`` names that end, for errors.
     """
 
     finished: bool
+    end: str
 
     @property
     def ended(self) -> bool: ...
@@ -669,12 +670,12 @@ class EventStream(Generic[EventT, ResultT]):
                         # A resumed connection that ends cleanly with nothing new: the
                         # server has no more of this answer, and asking again is moot.
                         raise StreamError(
-                            "the stream ended before the answer's end marker, and the "
+                            f"the stream ended before {self._wire.end}, and the "
                             f"server resumed it with nothing after event id "
                             f"{self._last_event_id!r}: the answer is incomplete"
                         )
                     incomplete = StreamError(
-                        "the stream ended before the answer's end marker: the answer is incomplete"
+                        f"the stream ended before {self._wire.end}: the answer is incomplete"
                     )
                     await self._resume(incomplete, wait_until)
                     continue

@@ -38,6 +38,7 @@ from ._config import (
     Settings,
     Timeout,
     check_header_value,
+    parse_delay,
     without_query,
 )
 from .errors import (
@@ -519,7 +520,7 @@ class Transport:
                     error = await _status_error(response, doing, secrets, wait)
                 finally:
                     response.release()
-                delay = retries.delay_for(attempt, response.headers.get("Retry-After"))
+                delay = retries.delay_for(attempt, _retry_after(response.headers))
                 retryable = retries.is_retryable_status(status)
             # A wait for the server's answer is bounded by idle and total, a retry's as
             # a resume's: one that would pass either is not waited for.
@@ -751,6 +752,16 @@ def _check_no_dot_segments(url: str) -> None:
                 f"the request path {without_query(url)!r} has a '.' or '..' segment, which "
                 "would send the request to another endpoint (is a chat_session_id '.' or '..'?)"
             )
+
+
+def _retry_after(headers: Mapping[str, str]) -> str | None:
+    """The server's wait, as a ``Retry-After`` value: ``retry-after-ms`` (OpenAI's and
+    Azure's, in milliseconds, preferred as openai-python does) when valid, else
+    ``Retry-After``."""
+    milliseconds = parse_delay(headers.get("retry-after-ms", ""))
+    if milliseconds is not None:
+        return f"{milliseconds / 1000:.3f}"
+    return headers.get("Retry-After")
 
 
 def _past(deadline: float | None) -> bool:

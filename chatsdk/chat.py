@@ -52,6 +52,7 @@ class _ChatResultsWire:
     """
 
     finished = False
+    end = "the chunk with a finish_reason that ends every answer"
 
     def __init__(self) -> None:
         self._text: list[str] = []

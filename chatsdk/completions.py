@@ -159,6 +159,8 @@ class _CompletionsWire:
     every choice is still in the chunks). The end marker is ``data: [DONE]``.
     """
 
+    end = "its end marker (data: [DONE])"
+
     def __init__(self) -> None:
         self.finished = False
         self._id = ""
@@ -506,10 +508,14 @@ class Completions:
         - ``model``: e.g. ``"inkeep-qa-expert"`` (Inkeep names ``{mode}-{model}``).
         - ``messages``: the whole conversation (the server keeps no history):
           :class:`ChatCompletionMessage` values or mappings with ``role``
-          (``"system"``, ``"user"``, ``"assistant"``, ``"tool"``) and ``content``; a
-          ``"tool"`` message needs ``tool_call_id``. A plain string is one user message.
+          (``"system"``, ``"developer"``, ``"user"``, ``"assistant"``, ``"tool"``) and
+          ``content`` (a string, or in a mapping a list of content parts); a ``"tool"``
+          message needs ``tool_call_id``. A plain string is one user message. A mapping
+          is sent as given (less ``reasoning_content``), fields chatsdk has no name for
+          included.
           ``result.message`` is the assistant's turn, ready to append for the next call.
-        - ``tools``, ``tool_choice``: functions the model may call; tool-call argument
+        - ``tools``, ``tool_choice``: functions the model may call (a mapping is sent as
+          given: ``strict``, or a server's own kind of tool); tool-call argument
           fragments are joined per index into ``result.tool_calls``.
           :data:`INKEEP_TOOLS` gives Inkeep's typed links and answer confidence.
         - ``stream_options``: ``{"include_usage": True}`` puts ``usage`` on the result.

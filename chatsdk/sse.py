@@ -11,7 +11,9 @@ inside an event (field lines not yet ended by a blank line, or an unterminated f
 line; a trailing partial comment is no event) and returns otherwise.
 Parsing follows the WHATWG HTML "Event stream interpretation" rules exactly, so the
 events, :attr:`~SSEDecoder.last_event_id` and :attr:`~SSEDecoder.retry` never depend on
-where the chunks were cut, nor does the speed on how a server lays its events out. The
+where the chunks were cut; nor does the speed depend on the layout a server keeps to (any
+field order, line end, ping rate or event type). A layout that changes from event to event,
+or floods of blank or comment lines, are read line by line, several times slower. The
 decoder never does IO and keeps no reference to the bytes it was given.
 :meth:`SSEDecoder.feed_runs` is the same contract for a consumer that needs only each
 event's type and data, grouped in runs of one type, without :class:`ServerSentEvent`
@@ -347,7 +349,8 @@ class SSEDecoder:
     >>> decoder.end()
 
     ``max_line_size`` and ``max_event_size`` bound, in characters, one line and the
-    data of one event (counting the line being read); crossing either raises
+    data of one event (its data values with a line end each, plus the whole line being
+    read, field name included); crossing either raises
     :class:`~chatsdk.errors.StreamError`. ``fast_path=False`` reads every line with the
     line-by-line reference parser alone (same results, slower; meant for tests).
     ``last_event_id`` is the id a reconnection resumes from (the ``Last-Event-ID`` it

@@ -472,6 +472,35 @@ async def test_retry_after_longer_than_the_cap_is_not_waited_for() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("headers", "waited"),
+    [
+        ({"retry-after-ms": "300"}, 0.3),
+        ({"retry-after-ms": "300", "Retry-After": "0"}, 0.3),  # the finer one wins
+        ({"retry-after-ms": "soon", "Retry-After": "0.3"}, 0.3),  # invalid: Retry-After
+    ],
+    ids=["ms alone", "ms and seconds", "invalid ms"],
+)
+async def test_retry_after_ms_is_honoured(headers: dict[str, str], waited: float) -> None:
+    ok = sse(
+        ("message_chunk", '{"chat_session_id":"s","content_chunk":"hi","finish_reason":"stop"}')
+    )
+    replies = [
+        Reply(status=429, body=b"slow down", headers=headers),
+        Reply(body=ok, content_type="text/event-stream"),
+    ]
+    async with (
+        ScriptedServer(replies) as srv,
+        chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as c,
+    ):
+        started = time.monotonic()
+        result = await c.chat.create(integration_id="docs", messages="q")
+        elapsed = time.monotonic() - started
+    assert result.text == "hi"
+    assert waited <= elapsed < waited + 1.5
+    assert len(srv.seen) == 2
+
+
 async def test_non_retryable_status_is_not_retried() -> None:
     async with ScriptedServer([Reply(status=400, body=SERVICE_ERROR)]) as srv:
         async with chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=FAST) as c:

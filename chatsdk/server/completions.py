@@ -152,6 +152,9 @@ async def chat_completions(state: ServerState, request: web.Request) -> web.Stre
     caller = authenticate_chat(state, request, gram_key=True)
     body = await read_body(state, request)
     params = decode_body(_decoder, body)
+    for i, tool in enumerate(params.tools or ()):
+        if tool.type == "function" and tool.function is None:
+            raise invalid(["body", "tools", i, "function"], "Field required", "missing")
     conversation = _conversation(params.messages)
     stream = bool(params.stream)
     include_usage = bool(params.stream_options and params.stream_options.include_usage)
