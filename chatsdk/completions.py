@@ -596,20 +596,17 @@ def _messages(
     sent: list[Any] = []
     for i, value in enumerate(messages):
         where = f"messages[{i}]"
-        parts = None
+        parts = given = None
         if isinstance(value, Mapping):
-            fields = {k: v for k, v in value.items() if k != "reasoning_content"}
-            if isinstance(fields.get("content"), list):
-                parts = _content_parts(fields["content"], f"{where}.content")
-                value = {**fields, "content": None}
-            sent.append(fields)
+            given = {k: v for k, v in value.items() if k != "reasoning_content"}
+            if isinstance(given.get("content"), list):
+                parts = _content_parts(given["content"], f"{where}.content")
+                value = {**given, "content": None}  # the parts are checked apart
         message = _convert(value, ChatCompletionMessage, where)
         if not isinstance(message, ChatCompletionMessage):
             raise ValidationError(f"{where} must be a ChatCompletionMessage or a mapping")
         if message.reasoning_content is not None:
             message = msgspec.structs.replace(message, reasoning_content=None)
-        if len(sent) == i:
-            sent.append(message)
         if message.role not in COMPLETION_ROLES:
             raise ValidationError(
                 f"{where}.role must be one of {', '.join(COMPLETION_ROLES)}, got {message.role!r}"
@@ -626,6 +623,7 @@ def _messages(
         if message.role == "tool" and not message.tool_call_id:
             raise ValidationError(f"{where} is a tool message: it needs tool_call_id")
         checked.append(message)
+        sent.append(message if given is None else given)
     return checked, sent
 
 

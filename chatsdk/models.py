@@ -277,11 +277,10 @@ class ChatCompletionMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     """A Chat Completions message, in a request or in an answer.
 
     ``role`` is ``"system"``, ``"developer"``, ``"user"``, ``"assistant"`` or ``"tool"``;
-    ``content`` is
-    ``None`` on an assistant message that only calls tools; ``tool_call_id`` names the
-    call a ``"tool"`` message answers. ``reasoning_content`` is a reasoning model's
-    thinking (never sent back in a request by chatsdk); ``refusal`` the model's
-    refusal to answer (OpenAI's ``delta.refusal`` pieces, joined).
+    ``content`` is ``None`` on an assistant message that only calls tools;
+    ``tool_call_id`` names the call a ``"tool"`` message answers. ``reasoning_content``
+    is a reasoning model's thinking (never sent back in a request by chatsdk);
+    ``refusal`` the model's refusal to answer (OpenAI's ``delta.refusal`` pieces, joined).
     """
 
     role: CompletionRole
