@@ -662,12 +662,12 @@ def invalid_response(
 
 def scrubbed(error: _E, secrets: Collection[str]) -> _E:
     """``error`` with every secret a call sent removed from its message and from the
-    server text it carries (``body``, ``received``, ``headers``): a proxy or a server
-    may echo the request (its ``Authorization`` header) into what it answers."""
+    server text it carries (``body``, ``received``, ``headers``, ``request_id``): a proxy
+    or a server may echo the request (its ``Authorization`` header) into what it answers."""
     if not secrets:
         return error
     error.args = tuple(_redact_value(arg, secrets) for arg in error.args)
-    for name in ("body", "received"):
+    for name in ("body", "received", "request_id"):
         if hasattr(error, name):
             setattr(error, name, _redact_value(getattr(error, name), secrets))
     headers = getattr(error, "headers", None)

@@ -1107,11 +1107,15 @@ ECHO_KEY = "sk-echoed-secret-key-98765"
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> None:
     head = (await read_request(reader)).split(b"\r\n\r\n", 1)[0]
     page = body.replace(b"{HEADERS}", head.replace(b"\r\n", b" | "))  # one line
+    auth = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"authorization"))
     writer.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n"
+        b"X-Request-Id: %s\r\nX-Echo: %s\r\n\r\n"
         % (
             b"text/event-stream" if page.startswith((b"data", b"event")) else b"text/html",
             len(page),
+            auth.split(b":", 1)[1].strip(),
+            auth,
         )
         + page
     )
@@ -1301,8 +1305,23 @@ async def test_a_chat_results_body_without_a_finished_answer_is_a_stream_error(
 ) -> None:
     async with ScriptedServer([Reply(body=body, content_type=SSE)]) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
-            with pytest.raises(chatsdk.StreamError, match="answer is incomplete"):
+            with pytest.raises(chatsdk.StreamError, match="answer is incomplete") as info:
                 await client.chat.create(integration_id="docs", messages="q")
+    assert "finish_reason" in str(info.value)  # what ends a chat_results answer
+    assert "end marker" not in str(info.value)  # the wire has none
+
+
+@pytest.mark.anyio
+async def test_a_chat_results_body_ending_right_after_the_finish_is_whole() -> None:
+    # No records_cited after it (a server that cites nothing sends none).
+    body = (
+        b'event: message_chunk\ndata: {"content_chunk": "Hi "}\n\n'
+        b'event: message_chunk\ndata: {"content_chunk": "", "finish_reason": "stop"}\n\n'
+    )
+    async with ScriptedServer([Reply(body=body, content_type=SSE)]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            result = await client.chat.create(integration_id="docs", messages="q")
+    assert (result.text, result.finish_reason, result.citations) == ("Hi ", "stop", [])
 
 
 @pytest.mark.anyio
