@@ -1023,17 +1023,36 @@ async def test_a_resume_with_nothing_new_and_no_end_marker_fails_at_once(
     ],
     ids=["model", "id", "created and object", "usage counts"],
 )
+@pytest.mark.parametrize("pace", ["one write", "a write per event"])
 async def test_a_null_in_a_field_with_a_default_does_not_lose_the_answer(
-    nulls: dict[str, Any],
+    nulls: dict[str, Any], pace: str
 ) -> None:
     # Servers send these; openai-python takes them. The field reads as its default.
-    body = events(chunk("Hel"), {**chunk("lo", finish="stop"), **nulls})
-    _, got, result, _ = await run([sse_reply(body)])
+    pieces = [
+        events(chunk("Hel"), done=False),
+        events({**chunk("lo", finish="stop"), **nulls}, done=False),
+        DONE,
+    ]
+    reply = (
+        sse_reply(b"".join(pieces))
+        if pace == "one write"
+        else Reply(pieces=pieces, delay=0.02, content_type=SSE)
+    )
+    _, got, result, _ = await run([reply])
     assert result.text == "Hello"
     assert result.finish_reason == "stop"
     assert texts(got) == ["Hel", "lo"]
     if "usage" in nulls:
         assert result.usage == chatsdk.CompletionUsage(3, 0, 0)
+
+
+async def test_a_long_stream_with_a_null_in_every_chunk_is_read_whole() -> None:
+    words = [f"w{n} " for n in range(3000)]
+    body = events(*[{**chunk(word), "model": None} for word in words], chunk(finish="stop"))
+    pieces = [body[i : i + 7000] for i in range(0, len(body), 7000)]
+    _, got, result, _ = await run([Reply(pieces=pieces, content_type=SSE)])
+    assert result.text == "".join(words)
+    assert texts(got) == words
 
 
 async def test_a_null_where_no_default_fits_is_still_a_stream_error() -> None:
