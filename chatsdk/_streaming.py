@@ -69,6 +69,9 @@ ResultT_co = TypeVar("ResultT_co", covariant=True)
 
 # What decoding a run of payloads may raise: a malformed payload, or an error chunk.
 _PAYLOAD_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, APIError)
+# The id a connection's decoder starts with: one no id line can give (WHATWG ignores an
+# id that holds a NUL), so that it stands for "no id line read on this connection yet".
+_NO_ID: Final = "\x00"
 _MARKER_ERRORS: tuple[type[Exception], ...] = (*_PAYLOAD_ERRORS, StreamError)
 
 # Before deciding what a body is (SPEC 1.6), at most this much blank text is skipped.
@@ -474,8 +477,12 @@ class EventStream(Generic[EventT, ResultT]):
                 self._location_refused = self._resume_url is None
             # After a resume the decoder starts with no id (WHATWG would seed the id
             # sent): an event that repeats it then shows whether it carried it itself.
+            # _NO_ID, not "": an `id:` line with an empty value (which clears the id to
+            # resume from) is then told apart from no id line yet on this connection.
             self._decoder = SSEDecoder(
-                max_line_size=self._max_line_size, max_event_size=self._max_event_size
+                max_line_size=self._max_line_size,
+                max_event_size=self._max_event_size,
+                last_event_id=_NO_ID,
             )
             return
         raise invalid_response(
@@ -689,7 +696,10 @@ class EventStream(Generic[EventT, ResultT]):
                 runs = decoder.feed_runs(chunk)
             self._retry_ms = decoder.retry
             self._since_id = decoder.events_since_id
-            if self._replay_of is None and decoder.last_event_id not in ("", self._last_event_id):
+            if self._replay_of is None and decoder.last_event_id not in (
+                _NO_ID,
+                self._last_event_id,
+            ):
                 self._last_event_id = decoder.last_event_id
                 self._failed_resumes = 0
             if runs:
@@ -734,7 +744,7 @@ class EventStream(Generic[EventT, ResultT]):
             cut = len(chunk)
         head = decoder.feed(chunk[:cut])
         if head and self._first_id is None:
-            self._first_id = head[0].id or None
+            self._first_id = head[0].id if head[0].id not in ("", _NO_ID) else None
         return event_runs(head, *decoder.feed_runs(chunk[cut:]))
 
     def _drop_replays(self, events: list[ServerSentEvent]) -> list[EventRun]:

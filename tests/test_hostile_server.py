@@ -453,6 +453,32 @@ async def test_a_drop_after_events_without_their_own_id_is_refused_rather_than_d
     assert len(srv.seen) == 1  # no reconnection was attempted
 
 
+@pytest.mark.parametrize("where", ["last event", "an id-only block after it"])
+async def test_a_drop_after_an_empty_id_line_is_refused_rather_than_resumed_from_the_id_before(
+    where: str,
+) -> None:
+    # An empty `id:` clears the id (WHATWG): resuming from the one before it would bring
+    # the events after it again.
+    cleared = (
+        b"id:\n" + plain(3, 3)
+        if where == "last event"
+        else plain(3, 3) + b"id:\n\n"  # a block with only the id line
+    )
+    delivered = numbered(1, 2) + cleared
+    replies = [
+        Reply(body=delivered + CUT, content_type="text/event-stream", headers=RESUMABLE),
+        Reply(body=plain(3, 5, final=True), content_type="text/event-stream", headers=RESUMABLE),
+    ]
+    async with ScriptedServer(replies) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            got: list[chatsdk.ChatEvent] = []
+            with pytest.raises(chatsdk.StreamError, match="no event id to resume from"):
+                async for event in client.chat.create(integration_id="docs", messages="q"):
+                    got.append(event)
+    assert texts(got) == ["1 ", "2 ", "3 "]
+    assert len(srv.seen) == 1
+
+
 async def test_a_replay_from_the_top_is_dropped_when_every_event_has_the_same_id() -> None:
     # The first replayed event carries the id sent and the stream's first id at once:
     # with ids that repeat, only a replay from the top makes sense.
