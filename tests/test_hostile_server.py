@@ -464,9 +464,10 @@ async def test_a_drop_after_an_empty_id_line_is_refused_rather_than_resumed_from
         if where == "last event"
         else plain(3, 3) + b"id:\n\n"  # a block with only the id line
     )
-    delivered = numbered(1, 2) + cleared
+    # Written apart, so that the client reads id 2 before the line that clears it.
+    delivered = [numbered(1, 2), cleared + CUT]
     replies = [
-        Reply(body=delivered + CUT, content_type="text/event-stream", headers=RESUMABLE),
+        Reply(pieces=delivered, delay=0.05, content_type="text/event-stream", headers=RESUMABLE),
         Reply(body=plain(3, 5, final=True), content_type="text/event-stream", headers=RESUMABLE),
     ]
     async with ScriptedServer(replies) as srv:
