@@ -153,15 +153,22 @@ class RetryPolicy:
             delay = self.max_delay
         return delay * (1 - self.jitter * random.random())
 
-    def delay_for(self, attempt: int, retry_after: str | None) -> float | None:
-        """The wait before the next attempt, or None when ``Retry-After`` asks for too long."""
+    def delay_for(
+        self, attempt: int, retry_after: str | None, retry_after_ms: str | None = None
+    ) -> float | None:
+        """The wait before the next attempt, in seconds, or None when the server asks
+        for longer than ``max_retry_after``: its ``retry-after-ms`` (milliseconds, OpenAI's
+        and Azure's, preferred when valid, as openai-python does), else ``Retry-After``."""
         backoff = self.backoff(attempt)
-        if retry_after is not None:
-            seconds = parse_retry_after(retry_after)
-            if seconds is not None:
-                # The server's wait is a floor: found by benchmarks/soak.py, where 503
-                # bursts with "Retry-After: 0" made retries spin until they ran out.
-                return max(seconds, backoff) if seconds <= self.max_retry_after else None
+        milliseconds = parse_delay(retry_after_ms) if retry_after_ms is not None else None
+        if milliseconds is not None:
+            seconds: float | None = milliseconds / 1000
+        else:
+            seconds = parse_retry_after(retry_after) if retry_after is not None else None
+        if seconds is not None:
+            # The server's wait is a floor: found by benchmarks/soak.py, where 503
+            # bursts with "Retry-After: 0" made retries spin until they ran out.
+            return max(seconds, backoff) if seconds <= self.max_retry_after else None
         return backoff
 
 

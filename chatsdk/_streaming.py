@@ -35,6 +35,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from multidict import CIMultiDict
 
 from ._config import RetryPolicy, Timeout, check_header_value
 from ._transport import (
@@ -837,7 +838,7 @@ def _with_response(error: APIError, response: aiohttp.ClientResponse | None) -> 
     ``X-Request-Id``: errors.md's promise of every APIError, and the id a report of the
     failure needs."""
     if response is not None and not error.headers:
-        error.headers = dict(response.headers)
+        error.headers = CIMultiDict(response.headers)
         request_id = response.headers.get("X-Request-Id")
         if request_id and error.request_id is None:
             error.request_id = request_id

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import msgspec
+from multidict import CIMultiDict
 
 from ._config import (
     NotGiven,
@@ -477,6 +478,7 @@ class Transport:
             # answers forever would otherwise hold the call with no total timeout set.
             headers_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
             error: APIConnectionError | APIStatusError
+            asked = "Retry-After"  # the header whose wait was too long, if one was
             if self._closed:  # closed while this call waited (auth, a retry's backoff)
                 raise APIConnectionError(f"{doing}: the client was closed during the call")
             try:
@@ -520,7 +522,10 @@ class Transport:
                     error = await _status_error(response, doing, secrets, wait)
                 finally:
                     response.release()
-                delay = retries.delay_for(attempt, _retry_after(response.headers))
+                given_ms = response.headers.get("retry-after-ms")
+                delay = retries.delay_for(attempt, response.headers.get("Retry-After"), given_ms)
+                if given_ms is not None and parse_delay(given_ms) is not None:
+                    asked = "retry-after-ms"
                 retryable = retries.is_retryable_status(status)
             # A wait for the server's answer is bounded by idle and total, a retry's as
             # a resume's: one that would pass either is not waited for.
@@ -529,7 +534,7 @@ class Transport:
                 pass
             elif delay is None:
                 why = (
-                    "the server's Retry-After asks for more than max_retry_after, "
+                    f"the server's {asked} asks for more than max_retry_after, "
                     f"{retries.max_retry_after:g} s"
                 )
             elif _would_pass(deadline, delay):
@@ -656,7 +661,7 @@ def invalid_response(
         url=without_query(str(response.url)),
         body=excerpt(body) if body else None,
         request_id=response.headers.get("X-Request-Id"),
-        headers=dict(response.headers),
+        headers=CIMultiDict(response.headers),
     )
 
 
@@ -672,7 +677,9 @@ def scrubbed(error: _E, secrets: Collection[str]) -> _E:
             setattr(error, name, _redact_value(getattr(error, name), secrets))
     headers = getattr(error, "headers", None)
     if isinstance(headers, Mapping) and headers:
-        error.headers = {k: _redact(str(v), secrets) for k, v in headers.items()}  # type: ignore[attr-defined]
+        error.headers = CIMultiDict(  # type: ignore[attr-defined]
+            (_redact(str(k), secrets), _redact(str(v), secrets)) for k, v in headers.items()
+        )
     return error
 
 
@@ -752,16 +759,6 @@ def _check_no_dot_segments(url: str) -> None:
                 f"the request path {without_query(url)!r} has a '.' or '..' segment, which "
                 "would send the request to another endpoint (is a chat_session_id '.' or '..'?)"
             )
-
-
-def _retry_after(headers: Mapping[str, str]) -> str | None:
-    """The server's wait, as a ``Retry-After`` value: ``retry-after-ms`` (OpenAI's and
-    Azure's, in milliseconds, preferred as openai-python does) when valid, else
-    ``Retry-After``."""
-    milliseconds = parse_delay(headers.get("retry-after-ms", ""))
-    if milliseconds is not None:
-        return f"{milliseconds / 1000:.3f}"
-    return headers.get("Retry-After")
 
 
 def _past(deadline: float | None) -> bool:
@@ -853,7 +850,9 @@ async def _status_error(
         status=response.status,
         body=body,
         request_id=_redact(response.headers.get("X-Request-Id") or "", secrets) or None,
-        headers={k: _redact(v, secrets) for k, v in response.headers.items()},
+        headers=CIMultiDict(
+            (_redact(k, secrets), _redact(v, secrets)) for k, v in response.headers.items()
+        ),
     )
 
 

@@ -92,7 +92,14 @@ class _ChatResultsWire:
         return [UnknownEvent(event=event, data=data)]
 
     def whole(self, body: bytes) -> list[ChatEvent]:
-        answer = _RESPONSE.decode(body)
+        try:
+            answer = _RESPONSE.decode(body)
+        except msgspec.ValidationError:
+            if b'"error"' in body:  # {"error": {...}}: the server's failure, not an answer
+                error = msgspec.json.decode(body)
+                if isinstance(error, dict) and error.get("error") is not None:
+                    raise error_event(body, "answered with an error") from None
+            raise
         events: list[ChatEvent] = [
             MessageChunk(
                 content_chunk=answer.message.content,

@@ -443,16 +443,16 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def error_event(data: str) -> APIError:
+def error_event(data: str | bytes, what: str = "failed mid-answer") -> APIError:
     """The :class:`APIError` for an ``event: error``: its data is ``{"error": {...}}``, the
-    error object itself, or any text."""
+    error object itself, or any text (``what`` the server did, for the message)."""
     try:
         body = msgspec.json.decode(data)
     except (msgspec.DecodeError, ValueError, RecursionError):
-        body = data
+        body = data if isinstance(data, str) else data.decode("utf-8", "replace")
     if isinstance(body, dict) and body.get("error") is not None:
         body = body["error"]
-    return _error_of(body)
+    return _error_of(body, what)
 
 
 def _error_of(error: Any, what: str = "failed mid-answer") -> APIError:
@@ -545,16 +545,18 @@ class Completions:
             max_tokens=_max_tokens(max_tokens),
             response_format=dict(response_format) if response_format is not None else None,
         )
-        fields = msgspec.to_builtins(request)
-        fields["messages"] = sent
-        if tools is not None:
-            fields["tools"] = _tools(tools)
-        fields.update(extra_body or {})
         try:
-            body = msgspec.json.encode(fields)
-        except (TypeError, msgspec.EncodeError) as exc:
+            fields = msgspec.to_builtins(request, enc_hook=_as_dict)
+            fields["messages"] = sent
+            if tools is not None:
+                fields["tools"] = _tools(tools)
+            fields.update(extra_body or {})
+            body = _JSON.encode(fields)
+        except (ValidationError, TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+            # A value JSON has no form for, a lone surrogate, nesting too deep or a cycle.
             raise ValidationError(
-                f"messages, tools and extra_body must be JSON-serialisable: {exc}"
+                f"messages, tools, tool_choice, response_format and extra_body must be "
+                f"JSON-serialisable: {type(exc).__name__}: {exc}"
             ) from None
         t = self._transport
         timeout_, retries_ = t.per_call(timeout, retries)
@@ -569,6 +571,16 @@ class Completions:
         )
 
 
+def _as_dict(value: Any) -> Any:
+    # msgspec's hook for a type it cannot encode: any Mapping is a JSON object.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ValidationError(f"a {type(value).__name__} is not JSON-serialisable")
+
+
+_JSON = msgspec.json.Encoder(enc_hook=_as_dict)
+
+
 def _convert(value: Any, kind: type[Any], where: str) -> Any:
     if value is None or isinstance(value, kind):
         return value
@@ -578,6 +590,8 @@ def _convert(value: Any, kind: type[Any], where: str) -> Any:
         return msgspec.convert(dict(value), kind)
     except msgspec.ValidationError as exc:
         raise ValidationError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise ValidationError(f"{where} is nested too deeply (or holds itself)") from None
 
 
 def _messages(
@@ -614,9 +628,11 @@ def _messages(
         if message.content is not None and not isinstance(message.content, str):
             raise ValidationError(f"{where}.content must be a string, a list of parts or None")
         has_content = parts is not None or message.content is not None
-        if not has_content and not (message.role == "assistant" and message.tool_calls):
+        calls_or_refuses = message.tool_calls or message.refusal is not None
+        if not has_content and not (message.role == "assistant" and calls_or_refuses):
             raise ValidationError(
-                f"{where}.content may be None only on an assistant message with tool_calls"
+                f"{where}.content may be None only on an assistant message with tool_calls "
+                "or a refusal"
             )
         if message.role == "user" and not (parts or (message.content or "").strip()):
             raise ValidationError(f"{where}.content must not be empty (the question)")
@@ -643,6 +659,8 @@ def _tools(tools: Sequence[ChatCompletionTool | Mapping[str, Any]]) -> list[Any]
     sent: list[Any] = []
     for i, tool in enumerate(tools):
         where = f"tools[{i}]"
+        if not isinstance(tool, ChatCompletionTool | Mapping):
+            raise ValidationError(f"{where} must be a ChatCompletionTool or a mapping")
         if isinstance(tool, Mapping) and tool.get("type", "function") != "function":
             if not isinstance(tool.get("type"), str):
                 raise ValidationError(f"{where}.type must be a string")

@@ -501,6 +501,51 @@ async def test_retry_after_ms_is_honoured(headers: dict[str, str], waited: float
     assert len(srv.seen) == 2
 
 
+@pytest.mark.parametrize("value", ["120000", "9" * 400])
+async def test_retry_after_ms_longer_than_the_cap_is_not_waited_for(value: str) -> None:
+    # 400 digits are more than a float holds (inf): still too long, never "at once".
+    headers = {"retry-after-ms": value, "Retry-After": "0"}
+    async with (
+        ScriptedServer([Reply(status=429, body=b"", headers=headers)]) as srv,
+        chatsdk.ChatClient(KEY, base_url=srv.url, retries=5) as c,
+    ):
+        with pytest.raises(chatsdk.RateLimitError) as info:
+            await c.chat.create(integration_id="docs", messages="q")
+    assert len(srv.seen) == 1
+    assert "not retried: the server's retry-after-ms asks for more than max_retry_after" in str(
+        info.value
+    )
+
+
+async def test_an_error_s_headers_are_read_in_any_case_and_keep_repeated_values() -> None:
+    headers = {"Retry-After": "3600", "X-Request-ID": "req-1"}
+    reply = Reply(status=429, body=b"", headers=headers)
+    async with (
+        ScriptedServer([reply]) as srv,
+        chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c,
+    ):
+        with pytest.raises(chatsdk.RateLimitError) as info:
+            await c.chat.create(integration_id="docs", messages="q")
+    got = info.value.headers
+    assert got["retry-after"] == got["RETRY-AFTER"] == "3600"
+    assert got["x-request-id"] == info.value.request_id == "req-1"
+
+
+async def test_a_chat_results_json_error_answered_with_200_is_the_server_s_error() -> None:
+    body = b'{"error": {"message": "quota exceeded", "type": "x"}}'
+    reply = Reply(body=body, headers={"X-Request-Id": "req-9"})
+    async with (
+        ScriptedServer([reply]) as srv,
+        chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as c,
+    ):
+        with pytest.raises(chatsdk.APIError) as info:
+            await c.chat.create(integration_id="docs", messages="q")
+    assert type(info.value) is chatsdk.APIError
+    assert "answered with an error: quota exceeded" in str(info.value)
+    assert info.value.body == {"message": "quota exceeded", "type": "x"}
+    assert info.value.request_id == "req-9"
+
+
 async def test_non_retryable_status_is_not_retried() -> None:
     async with ScriptedServer([Reply(status=400, body=SERVICE_ERROR)]) as srv:
         async with chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=FAST) as c:

@@ -12,7 +12,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -1142,7 +1142,7 @@ async def test_an_error_the_server_reports_in_a_200_answer_carries_its_request_i
     with pytest.raises(chatsdk.APIError) as info:
         await run([reply])
     assert info.value.request_id == "req_mid_123"
-    assert {k.lower(): v for k, v in info.value.headers.items()}["x-request-id"] == "req_mid_123"
+    assert info.value.headers["X-Request-Id"] == info.value.headers["x-request-id"] == "req_mid_123"
     assert "req_mid_123" in str(info.value)
     assert info.value.body == ERROR
 
@@ -1173,22 +1173,86 @@ async def test_mappings_are_sent_as_given_with_fields_chatsdk_has_no_name_for() 
     assert sent["tools"] == [tools[0], tools[1], {"type": "function", "function": {"name": "g"}}]
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
-        {"role": "user", "content": []},
-        {"role": "user", "content": ["text"]},
-        {"role": "user", "content": [{"text": "no type"}]},
-        {"role": "user", "content": "x", "extra": object()},
-    ],
-    ids=["no parts", "a part not a mapping", "a part without type", "not JSON"],
-)
-async def test_bad_content_parts_and_unsendable_fields_are_refused(message: dict[str, Any]) -> None:
+def _deep(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def _cycle() -> dict[str, Any]:
+    value: dict[str, Any] = {"role": "user", "content": "x"}
+    value["self"] = value
+    return value
+
+
+UNSENDABLE: dict[str, dict[str, Any]] = {
+    "no parts": {"messages": [{"role": "user", "content": []}]},
+    "a part not a mapping": {"messages": [{"role": "user", "content": ["text"]}]},
+    "a part without type": {"messages": [{"role": "user", "content": [{"text": "no type"}]}]},
+    "not JSON in a message": {"messages": [{"role": "user", "content": "x", "extra": object()}]},
+    "a lone surrogate": {"messages": "hi \ud800"},
+    "nested 10,000 deep": {"messages": [{"role": "user", "content": "x", "deep": _deep(10_000)}]},
+    "a message holding itself": {"messages": [_cycle()]},
+    "not JSON in response_format": {"response_format": {"x": object()}},
+    "deep tool_choice": {"tool_choice": _deep(10_000)},
+    "deep extra_body": {"extra_body": {"x": _deep(10_000)}},
+    "tools [None]": {"tools": [None]},
+    "tools a string": {"tools": "f"},
+    "tools a mapping": {"tools": {"type": "function"}},
+}
+
+
+@pytest.mark.parametrize("name", list(UNSENDABLE))
+async def test_bad_content_parts_and_unsendable_values_are_refused(name: str) -> None:
+    arguments = {"model": "m", "messages": "q", **UNSENDABLE[name]}
     async with ScriptedServer([sse_reply(ANSWER)]) as srv:
         async with client_for(srv.url) as client:
             with pytest.raises(chatsdk.ValidationError):
-                await client.chat.completions.create(model="m", messages=[message])
+                await client.chat.completions.create(**arguments)
     assert srv.seen == []
+
+
+class _Mapping(Mapping[str, Any]):
+    """A mapping that is not a dict."""
+
+    def __init__(self, **items: Any) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+async def test_any_mapping_is_sent_as_a_json_object() -> None:
+    part = _Mapping(type="text", text="What is this?")
+    tool = _Mapping(type="function", function=_Mapping(name="f", parameters=_Mapping()))
+    _, _, _, srv = await run(
+        [sse_reply(ANSWER)],
+        messages=[_Mapping(role="user", content=[part])],
+        tools=[tool],
+        tool_choice=_Mapping(type="function", function=_Mapping(name="f")),
+        extra_body={"metadata": _Mapping(user="u1")},
+    )
+    sent = request_json(srv)
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"}]}
+    ]
+    assert sent["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert sent["metadata"] == {"user": "u1"}
+
+
+async def test_an_assistant_refusal_may_be_sent_back_without_content() -> None:
+    refusal = {"role": "assistant", "content": None, "refusal": "No."}
+    messages = [{"role": "user", "content": "q"}, refusal, {"role": "user", "content": "Why?"}]
+    _, _, _, srv = await run([sse_reply(ANSWER)], messages=messages)
+    assert request_json(srv)["messages"][1] == refusal
 
 
 async def test_the_reference_server_takes_content_parts_developer_messages_and_other_tools(

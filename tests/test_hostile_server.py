@@ -19,6 +19,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import multidict
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -834,3 +835,17 @@ async def test_a_resume_that_never_answers_ends_at_idle_and_says_so() -> None:
     assert "idle timeout (0.5 s" in str(info.value)
     assert "total" not in str(info.value)
     assert len(answered) == 2
+
+
+async def test_an_error_keeps_every_value_of_a_repeated_header() -> None:
+    answer = (
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+        b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nConnection: close\r\n\r\nno!"
+    )
+    async with raw_server(scripted(answer, "close")) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            with pytest.raises(chatsdk.BadRequestError) as info:
+                await client.chat.create(integration_id="docs", messages="q")
+    headers = info.value.headers
+    assert isinstance(headers, multidict.CIMultiDict)
+    assert headers.getall("set-cookie") == ["a=1", "b=2"]
