@@ -342,6 +342,18 @@ CUT = b"event: message_chunk\ndata: {"  # a body that ends here ends mid-event: 
 RESUMABLE = {"Content-Location": "/chat_sessions/results/r1/events"}
 
 
+async def read_resumed(
+    *bodies: bytes,
+) -> tuple[chatsdk.ChatStream, list[chatsdk.ChatEvent], ScriptedServer]:
+    """A stream read whole from resumable answers with these bodies, one per connection."""
+    replies = [Reply(body=b, content_type="text/event-stream", headers=RESUMABLE) for b in bodies]
+    async with ScriptedServer(replies) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            stream = client.chat.create(integration_id="docs", messages="q")
+            got = [event async for event in stream]
+    return stream, got, srv
+
+
 def texts(events: list[chatsdk.ChatEvent]) -> list[str]:
     return [e.content_chunk for e in events if isinstance(e, chatsdk.MessageChunk)]
 
@@ -359,14 +371,7 @@ async def test_a_resume_that_replays_events_already_delivered_delivers_them_once
     again = numbered(replayed_from, 8, final=True)
     if ids == "opaque":
         first, again = (body.replace(b"id: ", b"id: ev-") for body in (first, again))
-    replies = [
-        Reply(body=body, content_type="text/event-stream", headers=RESUMABLE)
-        for body in (first, again)
-    ]
-    async with ScriptedServer(replies) as srv:
-        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
-            stream = client.chat.create(integration_id="docs", messages="q")
-            got = [event async for event in stream]
+    stream, got, srv = await read_resumed(first, again)
     assert texts(got) == [f"{n} " for n in range(1, 9)]
     assert stream.resumes == 1
     assert stream.replays_dropped == 6 - replayed_from
@@ -440,18 +445,26 @@ async def test_a_drop_after_events_without_their_own_id_is_refused_rather_than_d
     # Those events report the id before them (WHATWG): a server that honours
     # Last-Event-ID would send them again, so resuming would double them.
     honouring = plain(2, 5, final=True)  # what a resume after id 1 would bring
-    replies = [
+    got = await a_refused_resume(
         Reply(body=delivered + CUT, content_type="text/event-stream", headers=RESUMABLE),
-        Reply(body=honouring, content_type="text/event-stream", headers=RESUMABLE),
-    ]
+        honouring,
+        "carried no id of their own",
+    )
+    assert texts(got) == [f"{n} " for n in range(1, len(got) + 1)]
+
+
+async def a_refused_resume(first: Reply, honouring: bytes, error: str) -> list[chatsdk.ChatEvent]:
+    """The events a stream cut after ``first`` delivered before raising a StreamError
+    matching ``error``, without reconnecting (to a server that would send ``honouring``)."""
+    replies = [first, Reply(body=honouring, content_type="text/event-stream", headers=RESUMABLE)]
     async with ScriptedServer(replies) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
             got: list[chatsdk.ChatEvent] = []
-            with pytest.raises(chatsdk.StreamError, match="carried no id of their own"):
+            with pytest.raises(chatsdk.StreamError, match=error):
                 async for event in client.chat.create(integration_id="docs", messages="q"):
                     got.append(event)
-    assert texts(got) == [f"{n} " for n in range(1, len(got) + 1)]
     assert len(srv.seen) == 1  # no reconnection was attempted
+    return got
 
 
 @pytest.mark.parametrize("where", ["last event", "an id-only block after it"])
@@ -467,18 +480,12 @@ async def test_a_drop_after_an_empty_id_line_is_refused_rather_than_resumed_from
     )
     # Written apart, so that the client reads id 2 before the line that clears it.
     delivered = [numbered(1, 2), cleared + CUT]
-    replies = [
+    got = await a_refused_resume(
         Reply(pieces=delivered, delay=0.05, content_type="text/event-stream", headers=RESUMABLE),
-        Reply(body=plain(3, 5, final=True), content_type="text/event-stream", headers=RESUMABLE),
-    ]
-    async with ScriptedServer(replies) as srv:
-        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
-            got: list[chatsdk.ChatEvent] = []
-            with pytest.raises(chatsdk.StreamError, match="no event id to resume from"):
-                async for event in client.chat.create(integration_id="docs", messages="q"):
-                    got.append(event)
+        plain(3, 5, final=True),
+        "no event id to resume from",
+    )
     assert texts(got) == ["1 ", "2 ", "3 "]
-    assert len(srv.seen) == 1
 
 
 async def test_a_replay_from_the_top_is_dropped_when_every_event_has_the_same_id() -> None:
@@ -490,14 +497,7 @@ async def test_a_replay_from_the_top_is_dropped_when_every_event_has_the_same_id
         for n in range(1, 6)
     )
     cut_after_3 = b"".join(same.split(b"\n\n")[i] + b"\n\n" for i in range(3))
-    replies = [
-        Reply(body=cut_after_3 + CUT, content_type="text/event-stream", headers=RESUMABLE),
-        Reply(body=same, content_type="text/event-stream", headers=RESUMABLE),
-    ]
-    async with ScriptedServer(replies) as srv:
-        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
-            stream = client.chat.create(integration_id="docs", messages="q")
-            got = [event async for event in stream]
+    stream, got, _ = await read_resumed(cut_after_3 + CUT, same)
     assert texts(got) == [f"{n} " for n in range(1, 6)]
     assert stream.replays_dropped == 3
 
