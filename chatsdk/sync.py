@@ -132,15 +132,21 @@ class _Runner:
         with self._lock:
             if self.closed:
                 return
+            # Held until ``last`` has closed them on the loop: a reader told of the close
+            # may drop its stream first, and its connection must close in the loop's
+            # thread (aiohttp's objects are not thread-safe), not in a finalizer elsewhere.
+            held = list(self.streams)
             self.closed = True
         if threading.get_ident() == self._loop_thread:
             # A garbage collection inside the loop dropped the last handle: the loop
             # cannot wait for itself, so another thread does the waiting.
-            threading.Thread(target=self._stop, args=(last,), daemon=True).start()
+            threading.Thread(target=self._stop, args=(last, held), daemon=True).start()
         else:
-            self._stop(last)
+            self._stop(last, held)
 
-    def _stop(self, last: Callable[[], Awaitable[object]] | None) -> None:
+    def _stop(
+        self, last: Callable[[], Awaitable[object]] | None, held: list[EventStream[Any, Any]]
+    ) -> None:
         try:
             if last is not None:
                 with suppress(Exception):  # closing must not stop halfway
@@ -149,6 +155,7 @@ class _Runner:
                 self.portal.call(self.portal.stop, True)
         finally:
             self._portal_cm.__exit__(None, None, None)
+            held.clear()
 
 
 class _Handle:
@@ -269,12 +276,25 @@ class SyncChatStream(Generic[EventT, ResultT]):
         return self._call(self._stream.final_result)
 
     def _call(self, func: Callable[[], Awaitable[T]]) -> T:
+        if self._runner.closed:
+            self._raise_if_closed_under_way()
         try:
             return self._runner.call(func)
-        except APIConnectionError:
-            if self._runner.closed and isinstance(self._stream._error, StreamError):
-                raise self._stream._error from None  # the client was closed meanwhile
+        except (APIConnectionError, ValidationError):
+            if self._runner.closed:  # the client was closed meanwhile
+                self._raise_if_closed_under_way()
             raise
+
+    def _raise_if_closed_under_way(self) -> None:
+        # The client is closed: a stream it closed while under way says so, as the async
+        # one does (the loop may not have told it yet); one not begun fails as any call.
+        stream = self._stream
+        if isinstance(stream._error, StreamError):
+            raise stream._error from None
+        if stream._started and not stream._complete:
+            raise StreamError(
+                "the client was closed while this stream was being read: its answer is incomplete"
+            ) from None
 
     def close(self) -> None:
         """Stop reading and release the connection. Calling it again does nothing."""

@@ -190,21 +190,23 @@ async def _relay(request: web.Request, stream: chatsdk.CompletionStream) -> web.
     )
     await response.prepare(request)
     try:
-        async for text in stream.text_stream:
-            await response.write(_sse("text", text))
-        result = await stream.final_result()
-        done = {
-            "message": {"role": "assistant", "content": result.text},
-            "finish_reason": result.finish_reason,
-            "links": [{"title": link.title, "url": link.url} for link in result.links],
-        }
-        await response.write(_sse("done", json.dumps(done)))
-    except chatsdk.ChatSDKError as exc:
-        # Too late for an error status: tell our client in the stream itself.
-        await response.write(_sse("error", json.dumps({"message": str(exc)})))
+        try:
+            async for text in stream.text_stream:
+                await response.write(_sse("text", text))
+            result = await stream.final_result()
+            done = {
+                "message": {"role": "assistant", "content": result.text},
+                "finish_reason": result.finish_reason,
+                "links": [{"title": link.title, "url": link.url} for link in result.links],
+            }
+            last = _sse("done", json.dumps(done))
+        except chatsdk.ChatSDKError as exc:
+            # Too late for an error status: tell our client in the stream itself.
+            last = _sse("error", json.dumps({"message": str(exc)}))
+        await response.write(last)
+        await response.write_eof()
     except ConnectionResetError:
-        return response  # our client left; nobody is listening for the rest
-    await response.write_eof()
+        pass  # our client left (before or after the upstream failed): nobody is listening
     return response
 
 

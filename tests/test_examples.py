@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -312,6 +313,24 @@ async def test_backend_releases_upstream_when_its_client_leaves(
     # Our client left mid-answer: the backend notices at its next write and lets go.
     await eventually(lambda: busy_connections(site.chat_client) == 0)
     await eventually(lambda: not server._open_streams)
+
+
+async def test_backend_stays_quiet_when_its_client_leaves_before_the_upstream_fails(
+    site: Backend, server: ReferenceServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The error event then has nobody to go to: no "Error handling request" in the log.
+    server.faults = Faults(error_chunk_after=3, event_delay=0.1)
+    host, port = site.url.removeprefix("http://").split(":")
+    with caplog.at_level(logging.ERROR):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /ask?q=Why HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        seen = b""
+        while seen.count(b"event: text") < 2:  # every text before the error chunk
+            seen += await reader.read(65536)
+        writer.close()  # and gone
+        await eventually(lambda: busy_connections(site.chat_client) == 0)
+        await asyncio.sleep(0.3)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_backend_opens_one_client_at_startup_and_closes_it_at_cleanup(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -357,6 +358,66 @@ def close_while_reading(client: SyncChatClient, read: Callable[[], object]) -> N
 
 
 @pytest.mark.usefixtures("slow_streams")
+@pytest.mark.usefixtures("slow_streams")
+def test_a_stream_read_on_after_its_client_closed_says_the_client_closed_it(
+    server: ReferenceServer,
+) -> None:
+    # As the async client does: a StreamError, not "this client is closed" (a
+    # ValidationError, which README keeps for bad arguments).
+    client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url, retries=FAST)
+    stream = client.chat.completions.create(model="m", messages=QUESTION)
+    next(stream)
+    client.close()
+    with pytest.raises(chatsdk.StreamError, match="the client was closed"):
+        list(stream)
+    with pytest.raises(chatsdk.StreamError, match="the client was closed"):
+        stream.final_result()
+    not_begun = chatsdk.SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
+    never_read = not_begun.chat.completions.create(model="m", messages=QUESTION)
+    not_begun.close()
+    with pytest.raises(chatsdk.ValidationError, match="closed"):
+        next(never_read)  # as any call on a closed client
+
+
+def read_on(client: SyncChatClient, reading: threading.Barrier, outcomes: list[str]) -> None:
+    """Begin a stream, wait at ``reading``, then read on; note how the read ended."""
+    stream = client.chat.completions.create(model="m", messages=QUESTION)
+    next(stream)
+    reading.wait()
+    try:
+        list(stream)
+    except chatsdk.ChatSDKError as exc:
+        outcomes.append(f"{type(exc).__name__}: {exc}"[:52])
+
+
+@pytest.mark.usefixtures("slow_streams")
+def test_closing_the_client_while_threads_read_ends_each_read_and_leaks_nothing(
+    server: ReferenceServer, recwarn: pytest.WarningsRecorder
+) -> None:
+    unraisable: list[Any] = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        for _ in range(10):  # a race: each round may close between two reads or in one
+            client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url, retries=FAST)
+            outcomes: list[str] = []
+            reading = threading.Barrier(7)
+            args = (client, reading, outcomes)
+            threads = [threading.Thread(target=read_on, args=args) for _ in range(6)]
+            for thread in threads:
+                thread.start()
+            reading.wait()
+            time.sleep(0.05)
+            client.close()
+            for thread in threads:
+                thread.join(10)
+            gc.collect()
+            assert outcomes == ["StreamError: the client was closed while this stream"] * 6
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []  # no finalizer closed a connection off its loop
+    assert [w for w in recwarn if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_close_closes_open_streams_and_stops_the_thread(server: ReferenceServer) -> None:
     before = len(portal_threads())
     client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
@@ -366,8 +427,8 @@ def test_close_closes_open_streams_and_stops_the_thread(server: ReferenceServer)
     client.close()
     client.close()  # idempotent
     assert client.closed and len(portal_threads()) == before
-    with pytest.raises(chatsdk.ValidationError, match="closed"):
-        next(stream)
+    with pytest.raises(chatsdk.StreamError, match="the client was closed"):
+        next(stream)  # it was being read: as the async client says
     with pytest.raises(chatsdk.ValidationError, match="closed"):
         client.tokens.create(embed_origin=ORIGIN)
     del stream
