@@ -324,7 +324,18 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the connection pool (only when this transport created it), and end the
-        streams still being read: their readers get a ``StreamError`` at once."""
+        streams still being read: their readers get a ``StreamError`` at once.
+
+        Raises :class:`ValidationError` in another event loop than the one that used the
+        client: its connections belong to that loop, and cannot be closed from here."""
+        session = self._session
+        in_use = session is not None and not session.closed and self._owns_session
+        if in_use and self._loop not in (None, asyncio.get_running_loop()):
+            raise ValidationError(
+                "aclose() in another event loop than the one that used this client (a "
+                "second asyncio.run()): its connections belong to that loop, so close the "
+                "client there, e.g. with `async with ChatClient(...) as client:`"
+            )
         self._closed = True
         self._closing.set()
         self._tokens.close()

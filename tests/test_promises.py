@@ -673,6 +673,12 @@ TWO_LOOPS = textwrap.dedent(
         print("SECOND other:", type(exc).__name__, exc)
     else:
         print("SECOND no error")
+    try:
+        asyncio.run(client.aclose())  # its connections belong to the first loop
+    except chatsdk.ValidationError as exc:
+        print("ACLOSE ValidationError:", exc)
+    else:
+        print("ACLOSE no error")
     import gc; gc.collect()
     server.shutdown()
     """
@@ -690,6 +696,7 @@ def test_a_client_used_in_two_event_loops_raises_validation_error_and_leaves_no_
     assert "FIRST hi" in done.stdout
     assert "SECOND ValidationError:" in done.stdout, done.stdout
     assert "event loop" in done.stdout  # names the cause
+    assert "ACLOSE ValidationError: aclose() in another event loop" in done.stdout, done.stdout
     assert "Traceback" not in done.stderr, done.stderr
     assert "never retrieved" not in done.stderr, done.stderr
     assert "Task was destroyed" not in done.stderr, done.stderr
