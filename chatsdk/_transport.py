@@ -26,7 +26,7 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -655,7 +655,7 @@ def mapped_errors(
         reason = _timeout_reason(exc, timeout, deadline, doing)
         raise APITimeoutError(f"{doing}: {reason}") from _safe_cause(exc, secrets)
     except (aiohttp.ClientError, OSError) as exc:
-        message = _redact(f"{doing}: {_describe(exc)}", secrets)
+        message = redact(f"{doing}: {_describe(exc)}", secrets)
         raise APIConnectionError(message) from _safe_cause(exc, secrets)
 
 
@@ -689,7 +689,7 @@ def scrubbed(error: _E, secrets: Collection[str]) -> _E:
     headers = getattr(error, "headers", None)
     if isinstance(headers, Mapping) and headers:
         error.headers = CIMultiDict(  # type: ignore[attr-defined]
-            (_redact(str(k), secrets), _redact(str(v), secrets)) for k, v in headers.items()
+            (redact(str(k), secrets), redact(str(v), secrets)) for k, v in headers.items()
         )
     return error
 
@@ -857,22 +857,44 @@ async def _status_error(
     body = _redact_value(body, secrets)
     cls = status_error_class(response.status)
     return cls(
-        _redact(f"{response.reason or 'error'} from {doing}: {_message_of(body)}", secrets),
+        redact(f"{response.reason or 'error'} from {doing}: {_message_of(body)}", secrets),
         status=response.status,
         body=body,
-        request_id=_redact(response.headers.get("X-Request-Id") or "", secrets) or None,
+        request_id=redact(response.headers.get("X-Request-Id") or "", secrets) or None,
         headers=CIMultiDict(
-            (_redact(k, secrets), _redact(v, secrets)) for k, v in response.headers.items()
+            (redact(k, secrets), redact(v, secrets)) for k, v in response.headers.items()
         ),
     )
 
 
-def _redact(text: str, secrets: Collection[str]) -> str:
-    """``text`` with every secret replaced by ``***`` (longest first, so none half-shows)."""
+# A copy of a secret cut short (a server quoting a long key's first bytes) is as bad as
+# the whole: this many of its first characters, or more, are redacted too.
+_SECRET_PREFIX: Final = 8
+
+
+def redact(text: str, secrets: Collection[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (longest first, so none half-shows),
+    and every copy of one's start that a server cut short (at least its first
+    ``_SECRET_PREFIX`` characters)."""
     for secret in sorted(secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
+        start = secret[:_SECRET_PREFIX]
+        if len(start) == _SECRET_PREFIX and start in text:
+            text = _without_cut_copies(text, secret)
     return text
+
+
+def _without_cut_copies(text: str, secret: str) -> str:
+    # Each copy of secret's start in text, as far as it follows secret, made ***.
+    pieces, pos = [], 0
+    while (at := text.find(secret[:_SECRET_PREFIX], pos)) >= 0:
+        copy = text[at : at + len(secret)]
+        differ = (i for i, (a, b) in enumerate(zip(copy, secret, strict=False)) if a != b)
+        matched = next(differ, len(copy))
+        pieces += [text[pos:at], "***"]
+        pos = at + matched
+    return "".join([*pieces, text[pos:]])
 
 
 def _redact_value(value: Any, secrets: Collection[str]) -> Any:
@@ -880,11 +902,11 @@ def _redact_value(value: Any, secrets: Collection[str]) -> Any:
     if not secrets:
         return value
     if isinstance(value, str):
-        return _redact(value, secrets)
+        return redact(value, secrets)
     if isinstance(value, list):
         return [_redact_value(item, secrets) for item in value]
     if isinstance(value, dict):
-        return {_redact(str(k), secrets): _redact_value(v, secrets) for k, v in value.items()}
+        return {redact(str(k), secrets): _redact_value(v, secrets) for k, v in value.items()}
     return value
 
 
@@ -928,7 +950,7 @@ def _safe_cause(exc: BaseException, secrets: Collection[str]) -> BaseException |
                 clean_info,
                 (),
                 status=exc.status,
-                message=_redact(exc.message, secrets),
+                message=redact(exc.message, secrets),
                 headers=exc.headers,
             )
         except Exception:  # a subclass with another signature: chain nothing

@@ -47,6 +47,7 @@ from . import __version__
 from ._client import ChatClient
 from ._config import Settings, Timeout
 from ._streaming import EventStream
+from ._transport import redact
 from .completions import INKEEP_TOOLS
 from .errors import ChatSDKError, ValidationError
 from .models import (
@@ -473,11 +474,9 @@ MIN_SECRET_LENGTH = 6
 
 def _redact(text: str, secrets: Sequence[str]) -> str:
     # The SDK keeps credentials out of its messages; this is the second line of defence
-    # for text the CLI did not write itself (a server may echo what it was sent).
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= MIN_SECRET_LENGTH:
-            text = text.replace(secret, "***")
-    return text
+    # for text the CLI did not write itself (a server may echo what it was sent, or the
+    # start of it).
+    return redact(text, [secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH])
 
 
 def _check_options_used(args: argparse.Namespace, command: str) -> None:
@@ -965,8 +964,13 @@ def _in_cli_terms(message: str, args: argparse.Namespace) -> str:
     return message
 
 
+# Control characters a server's text may hold (ESC would drive the user's terminal).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _fail(message: str, secrets: Sequence[str]) -> None:
     line = " ".join(_redact(message, secrets).split())  # one line, whatever the message
+    line = _CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", line)  # shown, not obeyed
     sys.stderr.write(f"{PROG}: error: {line}\n")
     sys.stderr.flush()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import io
 import json
 import os
@@ -1111,3 +1112,43 @@ def test_the_script_reads_no_variable_itself(proxy: tuple[str, list[Seen]]) -> N
     done = chatsdk_script(url, "chat", "--timeout", "20", QUESTION, env={"CHATSDK_TIMEOUT": "abc"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("A client token")
+
+
+@contextlib.contextmanager
+def answering_400(body: bytes) -> Iterator[str]:
+    """A loopback server answering every request 400 with ``body``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(400)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_s_error_text_cannot_drive_the_terminal_nor_show_a_cut_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    long_key = "LONG-SECRET-KEY-" + "k" * 9000
+    # A server quoting the request's first bytes, cut short, and terminal escapes.
+    body = ("bad: \x1b[31mRED\x1b[0m \x07 quoted: " + long_key[:300]).encode()
+    with answering_400(body) as url:
+        code = main(["--base-url", url, "--api-key", long_key, "chat", "--json", "hi"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "\\x1b[31mRED" in err  # shown, not obeyed
+    assert long_key[:8] not in err

@@ -224,6 +224,18 @@ async def test_wrong_origin_is_permission_denied(
     assert isinstance(info.value.body, str)  # a plain-text error body is kept as text
 
 
+async def test_a_token_without_an_origin_header_is_not_origin_checked(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    # README: the check applies to requests carrying Origin (every browser's do).
+    tok = await client.tokens.create(embed_origin=ORIGIN)
+    async with chatsdk.ChatClient(
+        session_token=tok.client_token, project=PROJECT, base_url=server.base_url
+    ) as server_side:
+        result = await server_side.chat.create(integration_id="docs", messages=QUESTION)
+    assert result.text
+
+
 async def test_token_provider_is_called_and_refreshed_on_401(
     client: chatsdk.ChatClient, server: ReferenceServer
 ) -> None:
@@ -544,6 +556,20 @@ async def test_a_chat_results_json_error_answered_with_200_is_the_server_s_error
     assert "answered with an error: quota exceeded" in str(info.value)
     assert info.value.body == {"message": "quota exceeded", "type": "x"}
     assert info.value.request_id == "req-9"
+
+
+async def test_a_server_quoting_the_start_of_a_long_key_does_not_show_it() -> None:
+    long_key = "LONG-SECRET-KEY-" + "k" * 9000
+    body = b"Got more than 8190 bytes when reading: b'" + long_key[:300].encode() + b"...'"
+    async with (
+        ScriptedServer([Reply(status=400, body=body, content_type="text/plain")]) as srv,
+        chatsdk.ChatClient(long_key, base_url=srv.url, retries=0) as c,
+    ):
+        with pytest.raises(chatsdk.BadRequestError) as info:
+            await c.chat.create(integration_id="docs", messages="q")
+    shown = f"{info.value} {info.value.body!r} {info.value!r}"
+    assert long_key[:8] not in shown
+    assert "Got more than 8190 bytes" in shown
 
 
 async def test_non_retryable_status_is_not_retried() -> None:
