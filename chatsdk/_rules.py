@@ -24,15 +24,18 @@ __all__ = [
 
 # ``scheme://host[:port]`` exactly as a browser writes an Origin header (RFC 6454 §6.2):
 # a lowercase http(s) scheme, an RFC 3986 host (reg-name or bracketed IP literal), and an
-# optional port 1..65535 without leading zeros. No userinfo, path, query, fragment,
-# empty port ("https://a.example:") or whitespace: an origin with any of them could never
-# equal a browser's Origin header. This is also the JSON Schema ``pattern`` of
+# optional port 1..65535 without leading zeros, other than the scheme's default. No
+# userinfo, path, query, fragment, empty port ("https://a.example:") or whitespace: an
+# origin with any of them could never equal a browser's Origin header (a token minted
+# for it would be refused everywhere). This is also the JSON Schema ``pattern`` of
 # ``embed_origin`` in the OpenAPI document (ECMA-262 and Python read it the same way).
 _PORT: Final = (
     r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 )
+_HOST: Final = r"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])"
+# A browser leaves the scheme's default port out (RFC 6454 §6.2): never ":443" on https.
 ORIGIN_PATTERN: Final = (
-    r"^https?://(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::" + _PORT + r")?$"
+    rf"^(?:https://{_HOST}(?::(?!443$){_PORT})?|http://{_HOST}(?::(?!80$){_PORT})?)$"
 )
 _ORIGIN_RE: Final = re.compile(ORIGIN_PATTERN)
 
@@ -54,6 +57,8 @@ def origin_problem(value: object) -> str | None:
     if _ORIGIN_RE.fullmatch(value) is None:
         if not value.startswith(("http://", "https://")):
             return "must use the http or https scheme (lowercase)"
+        if value.endswith(":443" if value.startswith("https") else ":80"):
+            return "names its scheme's default port, which browsers leave out of Origin: drop it"
         return "must be an origin (scheme://host[:port]) without path, query, fragment or userinfo"
     host = value.split("://", 1)[1]
     if host.startswith("["):

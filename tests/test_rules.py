@@ -30,6 +30,12 @@ ORIGINS: list[tuple[str, bool]] = [
     ("https://a.example:65535", True),
     ("https://Docs.Example.com", True),  # hosts are case-insensitive; schemes are lowercase
     ("https://xn--bcher-kva.example", True),
+    ("https://a.example:4430", True),
+    ("http://a.example:443", True),
+    ("https://a.example:80", True),
+    ("https://a.example:443", False),  # the default port: browsers leave it out
+    ("http://a.example:80", False),
+    ("https://[::1]:443", False),
     ("https://a.example:", False),  # empty port: the case the three disagreed on
     ("https://a.example/", False),  # trailing slash
     ("https://a.example/path", False),
