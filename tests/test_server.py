@@ -1259,3 +1259,18 @@ async def test_cors_for_browsers(server: ReferenceServer, http: aiohttp.ClientSe
         assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
         assert "Content-Location" in resp.headers["Access-Control-Expose-Headers"]
         await resp.read()
+
+
+async def test_closing_is_prompt_while_a_client_has_sent_half_its_body() -> None:
+    async with ReferenceServer() as server:
+        host, port = server.base_url.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"model": "m"'
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler now waits for the rest of the body
+        started = time.monotonic()
+    assert time.monotonic() - started < 2.5
+    writer.close()
