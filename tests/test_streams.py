@@ -182,6 +182,32 @@ async def test_connect_bounds_the_wait_for_a_free_connection_of_a_full_pool(
     server.faults = Faults()
 
 
+async def test_idle_bounds_the_wait_for_a_free_connection_too_when_shorter(
+    server: ReferenceServer,
+) -> None:
+    # streaming.md: idle bounds the wait for the answer, getting a connection included.
+    server.faults = Faults(event_delay=1)
+    short_idle = chatsdk.Timeout(connect=5, read=None, idle=0.3, total=None)
+    async with chatsdk.ChatClient(
+        KEY,
+        project=PROJECT,
+        base_url=server.base_url,
+        max_connections=1,
+        timeout=short_idle,
+        retries=0,
+    ) as c:
+        holder = c.chat.create(integration_id="docs", messages=QUESTION, timeout=None)
+        async with holder:
+            await anext(holder)
+            began = time.monotonic()
+            with pytest.raises(chatsdk.APITimeoutError, match="idle") as info:
+                async with asyncio.timeout(5):
+                    await c.chat.create(integration_id="docs", messages=QUESTION)
+            assert time.monotonic() - began < 2
+            assert "getting a connection" in str(info.value)
+    server.faults = Faults()
+
+
 async def test_total_timeout_bounds_the_whole_call(
     client: chatsdk.ChatClient, server: ReferenceServer
 ) -> None:
