@@ -181,11 +181,15 @@ def _add_connection_options(
         )
 
 
-def _non_negative_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
@@ -422,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--expires-after",
         metavar="S",
-        type=_non_negative_int,
+        type=_whole_number,  # its range is the SDK's rule (1..3600), said in its words
         default=3600,
         help="lifetime in seconds, 1..3600 (default: %(default)s)",
     )
@@ -921,7 +925,7 @@ _SUBJECTS: list[tuple[str, str]] = [
     (r"(?:messages\[\d+\]|message)\.content must not be empty", "the question is empty"),
     (r"(?:messages\[\d+\]|message)\.content", "the question"),
     (r"token must be a non-empty client token string", "the token to revoke is empty"),
-    (r"expires_after must be", "--expires-after must be a whole number of seconds,"),
+    (r"expires_after must be", "--expires-after must be"),
     (r"token(?= must| contains)", "the token"),
 ]
 # SDK-only wording, in the CLI's words.

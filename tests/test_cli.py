@@ -289,8 +289,10 @@ def test_token_revoke_reads_the_token_from_stdin(run: Run, monkeypatch: pytest.M
 def test_invalid_arguments_exit_2(run: Run) -> None:
     bad_origin = run("token", "create", "--origin", "docs.example.com/path")
     assert bad_origin.code == 2 and "--origin must be an origin like" in bad_origin.err
-    too_long = run("token", "create", "--origin", ORIGIN, "--expires-after", "7200")
-    assert too_long.code == 2 and "--expires-after must be a whole number" in too_long.err
+    for value in ("7200", "0", "-1"):  # one message, the SDK's range, for every bad value
+        bad = run("token", "create", "--origin", ORIGIN, f"--expires-after={value}")
+        assert bad.code == 2
+        assert f"--expires-after must be between 1 and 3600 seconds, got {value}" in bad.err
     empty_question = run("chat", "  ")
     assert empty_question == Result(2, "", "chatsdk: error: the question is empty\n")
 
