@@ -126,3 +126,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(sync, name)
     raise AttributeError(f"module 'chatsdk' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public names (the lazy sync ones included), not this module's own imports.
+    return sorted(__all__)

@@ -95,3 +95,10 @@ def test_every_raise_in_the_client_raises_a_chatsdk_error(path: Path) -> None:
         elif name[:1].isupper() and name not in ERRORS | PROTOCOL:
             untyped.append(f"{path.name}:{line}: raise {name}")
     assert not untyped, "\n".join(untyped)
+
+
+def test_dir_lists_the_public_names_and_no_import_of_the_module() -> None:
+    names = dir(chatsdk)
+    assert set(names) == set(chatsdk.__all__)
+    assert {"SyncChatClient", "SyncChatStream"} <= set(names)  # lazy, listed all the same
+    assert not {"Any", "TYPE_CHECKING", "annotations"} & set(names)
