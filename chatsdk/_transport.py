@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, Literal, Protocol, TypeAlias, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import aiohttp
 import msgspec
@@ -330,11 +330,17 @@ class Transport:
         client: its connections belong to that loop, and cannot be closed from here."""
         session = self._session
         in_use = session is not None and not session.closed and self._owns_session
-        if in_use and self._loop not in (None, asyncio.get_running_loop()):
+        loop = self._loop
+        if in_use and loop is not None and loop is not asyncio.get_running_loop():
+            where = (
+                "that loop has ended, so its connections can no longer be closed: next time"
+                if loop.is_closed()
+                else "so close the client there,"
+            )
             raise ValidationError(
                 "aclose() in another event loop than the one that used this client (a "
-                "second asyncio.run()): its connections belong to that loop, so close the "
-                "client there, e.g. with `async with ChatClient(...) as client:`"
+                f"second asyncio.run()): its connections belong to that loop; {where} "
+                "use it as `async with ChatClient(...) as client:` inside the loop"
             )
         self._closed = True
         self._closing.set()
@@ -466,7 +472,9 @@ class Transport:
             sock_connect=timeout.connect,
             sock_read=timeout.read,
         )
-        doing = f"{method} {without_query(url)}"
+        # Redacted once here: it goes into log lines as well as errors (a server's
+        # Content-Location, resumed from, may hold a secret).
+        doing = redact(f"{method} {without_query(url)}", secrets)
         attempt = 0
         refreshed_token: str | None = None
         loop = asyncio.get_running_loop()
@@ -635,7 +643,9 @@ class Transport:
         """Every secret a call may send: scrubbed from whatever it raises."""
         s = self.settings
         values = [s.api_key, self._tokens.current, *s.headers.values(), *(params or {}).values()]
-        return {v for v in values if v is not None and len(v) >= MIN_SECRET_LENGTH}
+        found = {v for v in values if v is not None and len(v) >= MIN_SECRET_LENGTH}
+        # As a query or a path carries them (a server may quote the URL it was sent).
+        return found | {quote(v, safe="") for v in found} | {quote_plus(v) for v in found}
 
 
 @contextmanager

@@ -38,6 +38,7 @@ import sqlite3
 import sys
 import textwrap
 import typing
+import unicodedata
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, NoReturn, TextIO, TypeVar
 
@@ -641,7 +642,8 @@ class _Output:
             self.out.flush()
             self._at_line_start = True
         if sources:
-            self.err.write("sources:\n" + "".join(line + "\n" for line in sources))
+            # The server's titles and URLs, on the user's terminal: shown, not obeyed.
+            self.err.write("sources:\n" + "".join(_shown(line) + "\n" for line in sources))
         if session:
             self.err.write(f"session: {session}\n")
         self.err.flush()
@@ -968,14 +970,20 @@ def _in_cli_terms(message: str, args: argparse.Namespace) -> str:
     return message
 
 
-# Control characters a server's text may hold (ESC would drive the user's terminal).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+def _shown(text: str) -> str:
+    """A server's text as the terminal should show it, not obey it: control characters
+    (ESC drives the terminal) and format characters (U+202E reorders the line) escaped."""
+    return "".join(
+        (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        if unicodedata.category(char) in ("Cc", "Cf")
+        else char
+        for char in text
+    )
 
 
 def _fail(message: str, secrets: Sequence[str]) -> None:
     line = " ".join(_redact(message, secrets).split())  # one line, whatever the message
-    line = _CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", line)  # shown, not obeyed
-    sys.stderr.write(f"{PROG}: error: {line}\n")
+    sys.stderr.write(f"{PROG}: error: {_shown(line)}\n")
     sys.stderr.flush()
 
 

@@ -266,6 +266,11 @@ class SyncChatStream(Generic[EventT, ResultT]):
                 )
             self._stream._check_complete()
             raise StopIteration
+        if self._runner.closed and self._stream._complete:
+            # Whole before the client closed: what is left was read already, no loop needed.
+            for left in self._stream._pending:
+                return left
+            raise StopIteration
         event = self._call(partial(_next_event, self._stream))
         if isinstance(event, _Done):
             raise StopIteration
@@ -273,6 +278,8 @@ class SyncChatStream(Generic[EventT, ResultT]):
 
     def final_result(self) -> ResultT:
         """Read the rest of the stream and return the whole answer."""
+        if self._runner.closed and self._stream._complete:
+            return self._stream._wire.result()  # as the async stream gives it then
         return self._call(self._stream.final_result)
 
     def _call(self, func: Callable[[], Awaitable[T]]) -> T:

@@ -1146,11 +1146,21 @@ def test_a_server_s_error_text_cannot_drive_the_terminal_nor_show_a_cut_key(
 ) -> None:
     long_key = "LONG-SECRET-KEY-" + "k" * 9000
     # A server quoting the request's first bytes, cut short, and terminal escapes.
-    body = ("bad: \x1b[31mRED\x1b[0m \x07 quoted: " + long_key[:300]).encode()
+    body = ("bad: \x1b[31mRED\x1b[0m \x07 \u202eevil quoted: " + long_key[:300]).encode()
     with answering_400(body) as url:
         code = main(["--base-url", url, "--api-key", long_key, "chat", "--json", "hi"])
     err = capsys.readouterr().err
     assert code == 1, err
     assert "\x1b" not in err and "\x07" not in err
     assert "\\x1b[31mRED" in err  # shown, not obeyed
+    assert "\u202e" not in err and "\\u202eevil" in err  # nor may it reorder the line
     assert long_key[:8] not in err
+
+
+def test_sources_from_a_server_are_shown_not_obeyed_by_the_terminal() -> None:
+    from chatsdk.cli import _Output
+
+    out, err = io.StringIO(), io.StringIO()
+    _Output(out, err, as_json=False).end(["  [1] T\x1b]0;pwned\x07\u202eX - https://e.example/"])
+    assert "\x1b" not in err.getvalue() and "\u202e" not in err.getvalue()
+    assert "\\x1b]0;pwned\\x07\\u202eX - https://e.example/" in err.getvalue()

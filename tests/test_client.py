@@ -228,6 +228,14 @@ async def test_wrong_origin_is_permission_denied(
     assert isinstance(info.value.body, str)  # a plain-text error body is kept as text
 
 
+async def test_a_token_minted_for_an_origin_in_capitals_works_from_the_browser_s_spelling(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    tok = await client.tokens.create(embed_origin="https://Docs.Example.com")
+    async with token_client(server, tok.client_token, origin="https://docs.example.com") as c:
+        assert (await c.chat.create(integration_id="docs", messages=QUESTION)).text
+
+
 async def test_a_token_without_an_origin_header_is_not_origin_checked(
     client: chatsdk.ChatClient, server: ReferenceServer
 ) -> None:
@@ -574,6 +582,44 @@ async def test_a_server_quoting_the_start_of_a_long_key_does_not_show_it() -> No
     shown = f"{info.value} {info.value.body!r} {info.value!r}"
     assert long_key[:8] not in shown
     assert "Got more than 8190 bytes" in shown
+
+
+async def test_a_token_quoted_back_percent_encoded_is_redacted() -> None:
+    # The SDK itself encodes the token into the revoke URL; a server quoting that URL
+    # gives it back encoded.
+    token = "AbCdEf+gh/ij=kl0123456789"
+    body = b"bad request for /rpc/chatSessions.revoke?token=AbCdEf%2Bgh%2Fij%3Dkl0123456789"
+    reply = Reply(status=400, body=body, content_type="text/plain")
+    async with (
+        ScriptedServer([reply]) as srv,
+        chatsdk.ChatClient(KEY, project=PROJECT, base_url=srv.url, retries=0) as c,
+    ):
+        with pytest.raises(chatsdk.BadRequestError) as info:
+            await c.tokens.revoke(token)
+    shown = f"{info.value} {info.value.body!r}"
+    assert "AbCdEf" not in shown
+    assert "bad request for" in shown
+
+
+async def test_a_secret_in_a_content_location_never_reaches_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret_path = f"/resume/{KEY}"
+    first = Reply(
+        body=b'id: 1\nevent: message_chunk\ndata: {"content_chunk": "a"}\n\n'
+        b"event: message_chunk\ndata: {",
+        content_type="text/event-stream",
+        headers={"Content-Location": secret_path},
+    )
+    async with (
+        ScriptedServer([first, Reply(status=404, body=b"gone")]) as srv,
+        chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as c,
+    ):
+        with caplog.at_level("DEBUG", logger="chatsdk"), pytest.raises(chatsdk.ChatSDKError):
+            await c.chat.create(integration_id="docs", messages="q")
+    assert srv.seen[-1].path == secret_path  # the resume was tried, and logged
+    assert caplog.records
+    assert KEY not in caplog.text
 
 
 async def test_non_retryable_status_is_not_retried() -> None:

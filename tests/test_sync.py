@@ -379,6 +379,21 @@ def test_a_stream_read_on_after_its_client_closed_says_the_client_closed_it(
         next(never_read)  # as any call on a closed client
 
 
+def test_a_stream_whole_before_its_client_closed_still_gives_its_answer(
+    server: ReferenceServer,
+) -> None:
+    # As the async stream does: its events and result were read before the close.
+    client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url, retries=FAST)
+    stream = client.chat.completions.create(model="m", messages=QUESTION)
+    with stream:
+        first = next(stream)
+        result = stream.final_result()
+    client.close()
+    assert first is not None
+    assert stream.final_result() == result
+    assert result.text
+
+
 def read_on(client: SyncChatClient, reading: threading.Barrier, outcomes: list[str]) -> None:
     """Begin a stream, wait at ``reading``, then read on; note how the read ended."""
     stream = client.chat.completions.create(model="m", messages=QUESTION)

@@ -271,7 +271,9 @@ def _authenticate_client_token(state: ServerState, request: web.Request, token: 
     if state.store.is_revoked(claims.jti):
         raise ApiError(401, "client token revoked")
     origin = request.headers.get("Origin")
-    if origin is not None and origin not in claims.aud:
+    # Compared as RFC 6454 compares origins: the host in any case (browsers send it
+    # lowercase, and an embed_origin may have been given otherwise).
+    if origin is not None and origin.lower() not in {aud.lower() for aud in claims.aud}:
         raise ApiError(
             403,
             f"Origin {origin} does not match audience claim: {', '.join(claims.aud)}",
