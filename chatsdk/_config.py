@@ -388,6 +388,13 @@ class Settings:
             if value is not None:
                 return value, name.lower()
             found = env.get(ENV_PREFIX + name)
+            if found == "" and name.endswith("URL"):
+                # Read as unset, it would send the calls (and the key) to the real
+                # services: a test setup's empty variable must not do that quietly.
+                raise ValidationError(
+                    f"{ENV_PREFIX + name} is set but empty: give a URL, or unset it to use "
+                    "the default addresses"
+                )
             return (found, ENV_PREFIX + name) if found else (None, name.lower())
 
         key_given = api_key is not None

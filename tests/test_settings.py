@@ -111,6 +111,9 @@ async def test_a_misspelled_variable_gets_a_hint(monkeypatch: pytest.MonkeyPatch
         ({}, {"CHATSDK_ORIGIN": "https://a.example/path"}, "CHATSDK_ORIGIN"),
         ({}, {"CHATSDK_TIMEOUT": "soon"}, "CHATSDK_TIMEOUT"),
         ({}, {"CHATSDK_SERVICE": "openai"}, "CHATSDK_SERVICE"),
+        # Empty, a URL variable would have sent the key to the real services.
+        ({}, {"CHATSDK_BASE_URL": ""}, "CHATSDK_BASE_URL is set but empty"),
+        ({}, {"CHATSDK_CHAT_BASE_URL": ""}, "CHATSDK_CHAT_BASE_URL is set but empty"),
     ],
 )
 def test_a_bad_setting_is_named_as_the_user_set_it(
