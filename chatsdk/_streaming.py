@@ -86,6 +86,10 @@ _BLANK = b"\xef\xbb\xbf \t\r\n"
 _SSE_STARTS = (b"data", b"event", b"id", b"retry", b":")
 
 
+#: The error of a stream under way when its client was closed (async, and sync: sync.py).
+CLOSED_BY_CLIENT: Final = (
+    "the client was closed while this stream was being read: its answer is incomplete"
+)
 # The error of a stream closed before its end, by how it was closed (see _closed_how).
 _CLOSED_EARLY: Final = {
     None: "the stream was closed before its end (aclose(), break, or leaving `async with` "
@@ -370,9 +374,7 @@ class EventStream(Generic[EventT, ResultT]):
         if not self._started or self._done:
             return
         if self._error is None:
-            self._error = StreamError(
-                "the client was closed while this stream was being read: its answer is incomplete"
-            )
+            self._error = StreamError(CLOSED_BY_CLIENT)
         self._closed_by_client = True
         self._abandon()
 

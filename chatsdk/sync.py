@@ -30,7 +30,7 @@ import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._client import ChatClient
-from ._streaming import EventStream
+from ._streaming import CLOSED_BY_CLIENT, EventStream
 from .errors import APIConnectionError, StreamError, ValidationError
 from .models import (
     ChatCompletionResult,
@@ -299,9 +299,7 @@ class SyncChatStream(Generic[EventT, ResultT]):
         if isinstance(stream._error, StreamError):
             raise stream._error from None
         if stream._started and not stream._complete:
-            raise StreamError(
-                "the client was closed while this stream was being read: its answer is incomplete"
-            ) from None
+            raise StreamError(CLOSED_BY_CLIENT) from None
 
     def close(self) -> None:
         """Stop reading and release the connection. Calling it again does nothing."""
