@@ -153,23 +153,29 @@ class RetryPolicy:
             delay = self.max_delay
         return delay * (1 - self.jitter * random.random())
 
-    def delay_for(
-        self, attempt: int, retry_after: str | None, retry_after_ms: str | None = None
-    ) -> float | None:
-        """The wait before the next attempt, in seconds, or None when the server asks
-        for longer than ``max_retry_after``: its ``retry-after-ms`` (milliseconds, OpenAI's
-        and Azure's, preferred when valid, as openai-python does), else ``Retry-After``."""
+    def delay_for(self, attempt: int, asked: float | None) -> float | None:
+        """The wait before retry number ``attempt``, in seconds, given the wait the server
+        ``asked`` for (see :func:`asked_wait`; None: it asked for none): the backoff, or
+        the server's wait when longer; None when the server asks for more than
+        ``max_retry_after``."""
         backoff = self.backoff(attempt)
-        milliseconds = parse_delay(retry_after_ms) if retry_after_ms is not None else None
-        if milliseconds is not None:
-            seconds: float | None = milliseconds / 1000
-        else:
-            seconds = parse_retry_after(retry_after) if retry_after is not None else None
-        if seconds is not None:
-            # The server's wait is a floor: found by benchmarks/soak.py, where 503
-            # bursts with "Retry-After: 0" made retries spin until they ran out.
-            return max(seconds, backoff) if seconds <= self.max_retry_after else None
-        return backoff
+        if asked is None:
+            return backoff
+        # The server's wait is a floor: found by benchmarks/soak.py, where 503 bursts
+        # with "Retry-After: 0" made retries spin until they ran out.
+        return max(asked, backoff) if asked <= self.max_retry_after else None
+
+
+def asked_wait(headers: Mapping[str, str]) -> tuple[float | None, str]:
+    """The wait in seconds a response asks for before a retry, and the header that asks:
+    ``retry-after-ms`` (milliseconds, OpenAI's and Azure's) when valid, preferred as
+    openai-python does, else ``Retry-After`` (RFC 9110 §10.2.3); None when neither is."""
+    given_ms = headers.get("retry-after-ms")
+    milliseconds = parse_delay(given_ms) if given_ms is not None else None
+    if milliseconds is not None:
+        return milliseconds / 1000, "retry-after-ms"
+    retry_after = headers.get("Retry-After")
+    return (parse_retry_after(retry_after) if retry_after is not None else None), "Retry-After"
 
 
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")

@@ -27,6 +27,7 @@ every guarantee below is kept here, once, for both wires:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -220,19 +221,11 @@ class EventStream(Generic[EventT, ResultT]):
 
     async def _texts(self) -> AsyncIterator[str]:
         text = self._wire.text
-        refused = False
-        try:
+        with self._abandoned_when_left():
             async for event in self:
                 piece = text(event)
                 if piece:
                     yield piece
-        except ValidationError as exc:
-            # Another task's read goes on: this loop leaves it alone.
-            refused = getattr(exc, "concurrent_read", False)
-            raise
-        finally:
-            if not refused:
-                self._abandon()
 
     async def final_result(self) -> ResultT:
         """Read the rest of the stream and return the whole answer.
@@ -261,23 +254,32 @@ class EventStream(Generic[EventT, ResultT]):
     async def _iterate(self) -> AsyncIterator[EventT]:
         self._loops += 1
         self._loop_task = asyncio.current_task()
+        try:
+            with self._abandoned_when_left("loop"):
+                while True:
+                    for event in self._pending:
+                        yield event
+                    if self._done:
+                        self._check_complete()
+                        return
+                    await self._read_batch()
+        finally:
+            self._loops -= 1
+
+    @contextlib.contextmanager
+    def _abandoned_when_left(self, how: str | None = None) -> Iterator[None]:
+        """Around a loop over the stream: however it is left (its end, ``break``, an
+        error), the stream is abandoned, unless a read was refused because another task
+        is reading it: that read goes on there."""
         refused = False
         try:
-            while True:
-                for event in self._pending:
-                    yield event
-                if self._done:
-                    self._check_complete()
-                    return
-                await self._read_batch()
+            yield
         except ValidationError as exc:
-            # Another task's read goes on: this loop leaves it alone.
             refused = getattr(exc, "concurrent_read", False)
             raise
         finally:
-            self._loops -= 1
             if not refused:
-                self._abandon("loop")
+                self._abandon(how)
 
     def _close_left_loop(self) -> None:
         """Before a new read while a loop over the stream is not closed: that loop was

@@ -38,8 +38,8 @@ from ._config import (
     RetryPolicy,
     Settings,
     Timeout,
+    asked_wait,
     check_header_value,
-    parse_delay,
     without_query,
 )
 from .errors import (
@@ -497,7 +497,9 @@ class Transport:
             # answers forever would otherwise hold the call with no total timeout set.
             headers_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
             error: APIConnectionError | APIStatusError
-            asked = "Retry-After"  # the header whose wait was too long, if one was
+            # The wait the server asked for (None: none) and the header that asked.
+            wait_asked: float | None = None
+            asked = "Retry-After"
             if self._closed:  # closed while this call waited (auth, a retry's backoff)
                 raise APIConnectionError(f"{doing}: the client was closed during the call")
             try:
@@ -541,10 +543,8 @@ class Transport:
                     error = await _status_error(response, doing, secrets, wait)
                 finally:
                     response.release()
-                given_ms = response.headers.get("retry-after-ms")
-                delay = retries.delay_for(attempt, response.headers.get("Retry-After"), given_ms)
-                if given_ms is not None and parse_delay(given_ms) is not None:
-                    asked = "retry-after-ms"
+                wait_asked, asked = asked_wait(response.headers)
+                delay = retries.delay_for(attempt, wait_asked)
                 retryable = retries.is_retryable_status(status)
             # A wait for the server's answer is bounded by idle and total, a retry's as
             # a resume's: one that would pass either is not waited for.
@@ -556,13 +556,17 @@ class Transport:
                     f"the server's {asked} asks for more than max_retry_after, "
                     f"{retries.max_retry_after:g} s"
                 )
-            elif _would_pass(deadline, delay):
-                limit = "the call's time limit"
-                if timeout.total is not None:
-                    limit = f"the total timeout of {timeout.total:g} s"
-                why = f"a wait of {delay:.3g} s would pass {limit}"
-            elif timeout.idle is not None and delay > timeout.idle:
-                why = f"a wait of {delay:.3g} s would pass the idle timeout of {timeout.idle:g} s"
+            else:
+                waiting = f"a wait of {delay:.3g} s"
+                if delay == wait_asked:
+                    waiting = f"the server's {asked} asks for {waiting}, which"
+                if _would_pass(deadline, delay):
+                    limit = "the call's time limit"
+                    if timeout.total is not None:
+                        limit = f"the total timeout of {timeout.total:g} s"
+                    why = f"{waiting} would pass {limit}"
+                elif timeout.idle is not None and delay > timeout.idle:
+                    why = f"{waiting} would pass the idle timeout of {timeout.idle:g} s"
             if why:
                 error.args = (f"{error} (not retried: {why})",)
             if why or not retryable or attempt >= retries.max_retries:
