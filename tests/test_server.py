@@ -446,6 +446,21 @@ async def test_wrong_origin_is_a_plain_text_403(
         )
 
 
+async def test_an_origin_with_its_default_port_gets_a_403_that_says_so(
+    server: ReferenceServer, http: aiohttp.ClientSession
+) -> None:
+    # A browser never sends ":443"; a hand-made client that does is told why it differs.
+    token = (await mint(http, server))["client_token"]
+    status, text = await chat(
+        http, server, create_body(), headers=client_token_headers(token, Origin=f"{ORIGIN}:443")
+    )
+    assert status == 403
+    assert text == (
+        f"Origin {ORIGIN}:443 does not match audience claim: {ORIGIN} (the Origin names its "
+        "scheme's default port, which browsers leave out of Origin: drop it)"
+    )
+
+
 @pytest.mark.parametrize(
     ("token", "status"),
     [

@@ -21,6 +21,7 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from chatsdk._rules import origin_problem
 from chatsdk.server.auth import TokenError, TokenExpired, TokenSigner, keys_equal
 from chatsdk.server.errors import ApiError, error_response
 from chatsdk.server.faults import Faults, FaultState
@@ -274,11 +275,11 @@ def _authenticate_client_token(state: ServerState, request: web.Request, token: 
     # Compared as RFC 6454 compares origins: the host in any case (browsers send it
     # lowercase, and an embed_origin may have been given otherwise).
     if origin is not None and origin.lower() not in {aud.lower() for aud in claims.aud}:
-        raise ApiError(
-            403,
-            f"Origin {origin} does not match audience claim: {', '.join(claims.aud)}",
-            plain=True,
-        )
+        message = f"Origin {origin} does not match audience claim: {', '.join(claims.aud)}"
+        problem = origin_problem(origin)
+        if problem is not None:  # e.g. ":443", which a browser never sends
+            message += f" (the Origin {problem})"
+        raise ApiError(403, message, plain=True)
     return f"token:{claims.jti}"
 
 
