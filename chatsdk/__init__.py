@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import ChatClient
 from ._config import NOT_GIVEN, RetryPolicy, Timeout
 from ._streaming import EventStream
+from ._transport import TokenProvider
 from .chat import ChatStream
 from .completions import INKEEP_TOOLS, CompletionStream
 from .errors import (
@@ -35,38 +36,46 @@ from .errors import (
     ValidationError,
 )
 from .models import (
+    KNOWN_RECORD_TYPES,
     AIAnnotations,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessage,
+    ChatCompletionMessageParam,
     ChatCompletionMessageToolCall,
     ChatCompletionResult,
     ChatCompletionTool,
     ChatEvent,
     ChatResult,
     ChatSessionToken,
+    Choice,
     ChoiceDelta,
     ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
     ChunkChoice,
     Citation,
     CompletionEvent,
     CompletionUsage,
+    Function,
+    FunctionDefinition,
     Link,
     Message,
     MessageChunk,
     ProvidedLinks,
     Record,
     RecordsCited,
+    StreamOptions,
     UnknownEvent,
 )
 
 if TYPE_CHECKING:
-    from .sync import SyncChatClient, SyncChatStream
+    from .sync import SyncChatClient, SyncChatStream, SyncTokenProvider
 
 __version__ = "0.1.0"
 
 __all__ = [
     "INKEEP_TOOLS",
+    "KNOWN_RECORD_TYPES",
     "NOT_GIVEN",
     "AIAnnotations",
     "APIConnectionError",
@@ -80,6 +89,7 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
+    "ChatCompletionMessageParam",
     "ChatCompletionMessageToolCall",
     "ChatCompletionResult",
     "ChatCompletionTool",
@@ -88,14 +98,18 @@ __all__ = [
     "ChatSDKError",
     "ChatSessionToken",
     "ChatStream",
+    "Choice",
     "ChoiceDelta",
     "ChoiceDeltaToolCall",
+    "ChoiceDeltaToolCallFunction",
     "ChunkChoice",
     "Citation",
     "CompletionEvent",
     "CompletionStream",
     "CompletionUsage",
     "ConflictError",
+    "Function",
+    "FunctionDefinition",
     "EventStream",
     "InternalServerError",
     "Link",
@@ -109,9 +123,12 @@ __all__ = [
     "RecordsCited",
     "RetryPolicy",
     "StreamError",
+    "StreamOptions",
     "SyncChatClient",
     "SyncChatStream",
+    "SyncTokenProvider",
     "Timeout",
+    "TokenProvider",
     "UnknownEvent",
     "UnprocessableEntityError",
     "ValidationError",
@@ -119,13 +136,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The sync facade pulls in anyio's thread portal; import it only when asked for.
-    if name in ("SyncChatClient", "SyncChatStream"):
-        from . import sync
+if not TYPE_CHECKING:  # seen by type checkers, a module __getattr__ makes every name Any
 
-        return getattr(sync, name)
-    raise AttributeError(f"module 'chatsdk' has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        # The sync facade pulls in anyio's thread portal; import it only when asked for.
+        if name in ("SyncChatClient", "SyncChatStream", "SyncTokenProvider"):
+            from . import sync
+
+            return getattr(sync, name)
+        raise AttributeError(f"module 'chatsdk' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

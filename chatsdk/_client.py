@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 import aiohttp
 
@@ -135,7 +135,7 @@ class ChatClient:
         """Close the connection pool. Streams still open are closed with it."""
         await self._transport.aclose()
 
-    async def __aenter__(self) -> ChatClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -32,7 +32,7 @@ import logging
 import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
 from types import TracebackType
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, Self, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -345,7 +345,7 @@ class EventStream(Generic[EventT, ResultT]):
         if not self._complete:
             raise StreamError(_CLOSED_EARLY[self._closed_how])
 
-    async def __aenter__(self) -> EventStream[EventT, ResultT]:
+    async def __aenter__(self) -> Self:
         if not self._started:
             try:
                 await self._open()

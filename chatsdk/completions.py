@@ -25,6 +25,7 @@ from .models import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessage,
+    ChatCompletionMessageParam,
     ChatCompletionMessageToolCall,
     ChatCompletionRequest,
     ChatCompletionResult,
@@ -487,7 +488,7 @@ class Completions:
         self,
         *,
         model: str,
-        messages: Sequence[ChatCompletionMessage | Mapping[str, Any]] | str,
+        messages: Sequence[ChatCompletionMessageParam] | str,
         tools: Sequence[ChatCompletionTool | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         stream: bool = True,
@@ -595,7 +596,7 @@ def _convert(value: Any, kind: type[Any], where: str) -> Any:
 
 
 def _messages(
-    messages: Sequence[ChatCompletionMessage | Mapping[str, Any]] | str,
+    messages: Sequence[ChatCompletionMessageParam] | str,
 ) -> tuple[list[ChatCompletionMessage], list[Any]]:
     """The messages checked, and as they are sent: a mapping as given (fields chatsdk
     has no name for, like ``cache_control``, included; SPEC 1.8 wants them passable),

@@ -40,6 +40,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from multidict import CIMultiDict
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -75,7 +77,16 @@ def excerpt(data: bytes | str | None, limit: int = EXCERPT_LIMIT) -> str:
 
 
 class ChatSDKError(Exception):
-    """Base class of every error raised by chatsdk."""
+    """Base class of every error raised by chatsdk.
+
+    Every chatsdk error pickles and copies with its message and attributes (as a
+    ``ProcessPoolExecutor`` hands a worker's exception back), though most take
+    keyword-only arguments."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default calls the class with ``args`` alone, which a required keyword
+        # (``status``) refuses and a formatted message would be formatted twice by.
+        return (_restored, (type(self), self.args, self.__dict__))
 
 
 class ValidationError(ChatSDKError, ValueError):
@@ -129,7 +140,8 @@ class APIError(ChatSDKError):
     ):
         self.body = body
         self.request_id = request_id
-        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        # Case-insensitive, every value of a repeated header kept (``getall``).
+        self.headers: CIMultiDict[str] = CIMultiDict(headers if headers is not None else {})
         if request_id:
             message += f" (request id {request_id})"
         super().__init__(message)
@@ -256,3 +268,10 @@ def _str_or_none(value: Any) -> str | None:
 
 def _bool_or_none(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
+
+
+def _restored(cls: type[ChatSDKError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error

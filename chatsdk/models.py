@@ -8,6 +8,7 @@ Decoders are built once per type, at import, never per event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 import msgspec
@@ -20,6 +21,7 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
+    "ChatCompletionMessageParam",
     "ChatCompletionMessageToolCall",
     "ChatCompletionRequest",
     "ChatCompletionResult",
@@ -442,6 +444,11 @@ class AIAnnotations(msgspec.Struct, frozen=True):
 
 #: What iterating a Chat Completions stream yields.
 CompletionEvent: TypeAlias = ChatCompletionChunk | ProvidedLinks | AIAnnotations | UnknownEvent
+
+#: One message of a conversation sent to ``chat.completions.create``: a
+#: :class:`ChatCompletionMessage` (as ``result.message`` is) or a mapping sent as given
+#: (``role``, ``content``...). Annotate a history with it: ``list[ChatCompletionMessageParam]``.
+ChatCompletionMessageParam: TypeAlias = ChatCompletionMessage | Mapping[str, Any]
 
 
 class ChatCompletionResult(msgspec.Struct, frozen=True):

@@ -24,13 +24,15 @@ from concurrent.futures import CancelledError, Future
 from contextlib import AbstractContextManager, suppress
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeAlias, TypeVar
 
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._client import ChatClient
 from ._streaming import CLOSED_BY_CLIENT, EventStream
+from .chat import Chat
+from .completions import Completions
 from .errors import APIConnectionError, StreamError, ValidationError
 from .models import (
     ChatCompletionResult,
@@ -39,12 +41,34 @@ from .models import (
     ChatSessionToken,
     CompletionEvent,
 )
+from .tokens import Tokens
 
 __all__ = ["SyncChatClient", "SyncChatStream", "SyncTokenProvider"]
 
 T = TypeVar("T")
 EventT = TypeVar("EventT")
 ResultT = TypeVar("ResultT")
+P = ParamSpec("P")
+SelfT = TypeVar("SelfT")
+
+
+def _arguments_of(
+    method: Callable[Concatenate[Any, P], object],
+) -> Callable[[Callable[Concatenate[SelfT, ...], T]], Callable[Concatenate[SelfT, P], T]]:
+    """Gives a sync method the parameters of the async ``method`` it forwards to, for
+    type checkers and for ``help()``: one list of parameters, kept in one place."""
+
+    def decorate(
+        forwarder: Callable[Concatenate[SelfT, ...], T],
+    ) -> Callable[Concatenate[SelfT, P], T]:
+        own = inspect.signature(forwarder)
+        forwarder.__signature__ = inspect.signature(method).replace(  # type: ignore[attr-defined]
+            return_annotation=own.return_annotation
+        )
+        return forwarder
+
+    return decorate
+
 
 #: What ``SyncChatClient(session_token=...)`` accepts besides a string: a callable
 #: (plain or async) returning a fresh client token. A plain one runs in a worker thread,
@@ -346,6 +370,7 @@ class _SyncResource:
 class SyncTokens(_SyncResource):
     """Token operations (``ChatClient.tokens``, without ``await``); same arguments."""
 
+    @_arguments_of(Tokens.create)
     def create(self, **arguments: Any) -> ChatSessionToken:
         """Mint a client token: see :meth:`chatsdk.tokens.Tokens.create`.
 
@@ -353,6 +378,7 @@ class SyncTokens(_SyncResource):
         """
         return self._runner.call(partial(self._client.tokens.create, **arguments))
 
+    @_arguments_of(Tokens.revoke)
     def revoke(self, token: str | ChatSessionToken, **arguments: Any) -> None:
         """Revoke a client token: see :meth:`chatsdk.tokens.Tokens.revoke`."""
         self._runner.call(partial(self._client.tokens.revoke, token, **arguments))
@@ -361,6 +387,7 @@ class SyncTokens(_SyncResource):
 class SyncCompletions(_SyncResource):
     """``client.chat.completions`` without ``await``."""
 
+    @_arguments_of(Completions.create)
     def create(self, **arguments: Any) -> SyncChatStream[CompletionEvent, ChatCompletionResult]:
         """Ask for a chat completion: see :meth:`chatsdk.completions.Completions.create`.
 
@@ -378,6 +405,7 @@ class SyncChat(_SyncResource):
         self.completions = SyncCompletions(runner, client, handle)
         """Chat Completions (``chat.completions.create``)."""
 
+    @_arguments_of(Chat.create)
     def create(self, **arguments: Any) -> SyncChatStream[ChatEvent, ChatResult]:
         """Start a chat session: see :meth:`chatsdk.chat.Chat.create`.
 
@@ -387,6 +415,7 @@ class SyncChat(_SyncResource):
         # Building the stream only validates and encodes; nothing touches the loop yet.
         return self._wrap(self._client.chat.create(**arguments))
 
+    @_arguments_of(Chat.continue_)
     def continue_(
         self, chat_session_id: str, **arguments: Any
     ) -> SyncChatStream[ChatEvent, ChatResult]:
@@ -428,13 +457,14 @@ class SyncChatClient:
     ...         print(event)
     """
 
+    @_arguments_of(ChatClient.__init__)
     def __init__(
         self,
         api_key: str | None = None,
         *,
         session_token: str | SyncTokenProvider | None = None,
         **settings: Any,
-    ):
+    ) -> None:
         _refuse_running_loop()
         token = _async_provider(session_token) if callable(session_token) else session_token
         if "http_session" in settings:

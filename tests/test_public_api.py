@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from multidict import CIMultiDict
 
 import chatsdk
 
@@ -41,6 +42,33 @@ def test_usage_examples_type_check_under_mypy_strict() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+MISUSE = """
+import chatsdk
+
+def misuse(url: str) -> None:
+    print(chatsdk.AuthenticatoinError)
+    with chatsdk.SyncChatClient("key", project="demo", base_ur=url) as client:
+        client.chat.completions.create(modle="m", messages="q")
+        client.tokens.create(embed_origin=5)
+        client.chat.continue_("s", integration_id="d", mesage="q")
+"""
+
+
+def test_misuse_is_caught_by_mypy_strict(tmp_path: Path) -> None:
+    # Misspelled names on the module and misspelled or mistyped arguments to the sync
+    # facade are type errors (the module has a runtime __getattr__; the facade forwards).
+    misuse = tmp_path / "misuse.py"
+    misuse.write_text(MISUSE)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(misuse)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    flagged = {int(line.split(":")[1]) for line in result.stdout.splitlines() if ": error:" in line}
+    assert flagged == {5, 6, 7, 8, 9}, result.stdout
 
 
 # -- one error boundary: nothing untyped leaves the client -------------------------------
@@ -102,3 +130,39 @@ def test_dir_lists_the_public_names_and_no_import_of_the_module() -> None:
     assert set(names) == set(chatsdk.__all__)
     assert {"SyncChatClient", "SyncChatStream"} <= set(names)  # lazy, listed all the same
     assert not {"Any", "TYPE_CHECKING", "annotations"} & set(names)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        chatsdk.RateLimitError(
+            "slow down", status=429, body={"error": "x"}, request_id="r1", headers={"A": "1"}
+        ),
+        chatsdk.APIStatusError("teapot", status=418, body="short and stout"),
+        chatsdk.APIResponseValidationError("not JSON", status=200, url="http://h/p", body="<"),
+        chatsdk.APIError("an error chunk", body={"message": "boom"}),
+        chatsdk.StreamError("cut", event="message", received=b"data: {"),
+        chatsdk.APIConnectionError("refused"),
+        chatsdk.ValidationError("bad"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_every_error_pickles_and_copies_whole(error: chatsdk.ChatSDKError) -> None:
+    # A ProcessPoolExecutor hands a worker's exception back by pickling it: a required
+    # keyword (status) broke that, and with it the pool (BrokenProcessPool).
+    import copy
+    import pickle
+
+    error.__dict__["attempts"] = 3
+    for twin in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(twin) is type(error)
+        assert str(twin) == str(error) and twin.args == error.args
+        assert twin.__dict__ == error.__dict__
+
+
+def test_error_headers_are_case_insensitive_and_keep_repeats() -> None:
+    error = chatsdk.APIStatusError(
+        "x", status=500, headers=CIMultiDict([("Set-Cookie", "a"), ("set-cookie", "b")])
+    )
+    assert error.headers.getall("SET-COOKIE") == ["a", "b"]
+    assert chatsdk.APIError("x", headers={"X-Request-Id": "r"}).headers["x-request-id"] == "r"

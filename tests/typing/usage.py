@@ -65,3 +65,37 @@ async def decoder_and_server() -> None:
     print(events[0].data, events[0].event, events[0].id, events[0].retry)
     async with ReferenceServer(faults=Faults(drop_after_events=3)) as server:
         print(server.base_url)
+
+
+async def completions(url: str) -> None:
+    async with chatsdk.ChatClient("key", project="demo", base_url=url) as client:
+        question = {"role": "user", "content": "How do I retry?"}
+        async with client.chat.completions.create(model="m", messages=[question]) as stream:
+            async for chunk in stream:
+                if isinstance(chunk, chatsdk.ChatCompletionChunk):
+                    for choice in chunk.choices:
+                        print(choice.delta.content or "")
+            first: chatsdk.ChatCompletionResult = await stream
+        # A result's message goes back into the conversation as it is.
+        history: list[chatsdk.ChatCompletionMessageParam] = [question, first.message]
+        history.append({"role": "user", "content": "Tell me more."})
+        more = await client.chat.completions.create(model="m", messages=history)
+        print(more.text)
+        # `async with` keeps the stream's own type (its chat_session_id).
+        async with client.chat.create(integration_id="docs", messages="q") as chat:
+            print(chat.chat_session_id)
+        try:
+            await client.chat.completions.create(model="m", messages="q")
+        except chatsdk.RateLimitError as exc:
+            waits: list[str] = exc.headers.getall("Retry-After", [])
+            print(waits)
+
+
+def sync_completions(url: str) -> None:
+    # The sync facade takes the async client's parameters, typed.
+    with chatsdk.SyncChatClient("key", project="demo", base_url=url, timeout=5) as client:
+        tok: chatsdk.ChatSessionToken = client.tokens.create(embed_origin="https://a.example")
+        client.tokens.revoke(tok, timeout=3)
+        with client.chat.completions.create(model="m", messages="q", max_tokens=5) as stream:
+            result: chatsdk.ChatCompletionResult = stream.final_result()
+            print(result.text)
