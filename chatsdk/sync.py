@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import selectors
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import CancelledError, Future
-from contextlib import AbstractContextManager, suppress
+from contextlib import suppress
 from functools import partial
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeAlias, TypeVar
 
+import anyio
 import anyio.to_thread
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
 from ._client import ChatClient
 from ._streaming import CLOSED_BY_CLIENT, EventStream
@@ -83,12 +86,46 @@ _IN_LOOP_MESSAGE = (
 )
 
 
-def _refuse_running_loop() -> None:
+_FORKED_MESSAGE = (
+    "this SyncChatClient was made before os.fork(), and its background thread does not "
+    "survive a fork (gunicorn --preload, multiprocessing, Celery's prefork pool): make a "
+    "new client in the child process"
+)
+
+
+def _in_running_loop() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return
-    raise ValidationError(_IN_LOOP_MESSAGE)
+        return False
+    return True
+
+
+def _refuse_running_loop() -> None:
+    if _in_running_loop():
+        raise ValidationError(_IN_LOOP_MESSAGE)
+
+
+_RUNNERS: weakref.WeakSet[_Runner] = weakref.WeakSet()
+
+
+def _forget_runners() -> None:
+    # In a forked child: every runner's loop thread stayed in the parent. Its calls are
+    # refused (they would wait for ever), and closing it must not wait for it either.
+    for runner in list(_RUNNERS):
+        runner.forked = runner.closed = True
+        # The loop's epoll set is the parent's too (a fork shares it): the child closing
+        # its copies of the sockets (their finalizers, at its exit) would take them out
+        # of the parent's set, whose reads would then never wake. A fresh selector of the
+        # child's own takes those removals instead.
+        selector = getattr(runner.loop, "_selector", None)
+        if isinstance(selector, selectors.BaseSelector):
+            with suppress(Exception):
+                runner.loop._selector = type(selector)()  # type: ignore[attr-defined]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_runners)
 
 
 class _Done:
@@ -109,15 +146,36 @@ class _Runner:
     """The background event loop: runs coroutines for the sync facade, then shuts down."""
 
     def __init__(self) -> None:
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(
-            "asyncio", name="chatsdk-sync"
+        # The loop thread is ours, not start_blocking_portal's: a context manager that
+        # a forked child's garbage collection would close, waiting for a thread that
+        # stayed in the parent.
+        ready: Future[tuple[BlockingPortal, asyncio.AbstractEventLoop]] = Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="chatsdk-sync", daemon=True
         )
-        self.portal: BlockingPortal = self._portal_cm.__enter__()
+        self._thread.start()
+        self.portal, self.loop = ready.result()
         self.closed = False
+        self.forked = False  # this is a child process's copy: the loop thread is gone
         self._lock = threading.Lock()
         self._loop_thread = self.portal.call(threading.get_ident)
         self.streams: weakref.WeakSet[EventStream[Any, Any]] = weakref.WeakSet()
         """The async streams handed out and not yet collected; closed with the client."""
+        _RUNNERS.add(self)
+
+    @staticmethod
+    def _run(ready: Future[tuple[BlockingPortal, asyncio.AbstractEventLoop]]) -> None:
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                ready.set_result((portal, asyncio.get_running_loop()))
+                await portal.sleep_until_stopped()
+
+        try:
+            anyio.run(serve, backend="asyncio")
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
 
     def call(self, func: Callable[[], Awaitable[T]]) -> T:
         """Run ``func()`` in the loop and wait for its result (or exception).
@@ -126,6 +184,8 @@ class _Runner:
         rather than left running behind its back.
         """
         _refuse_running_loop()
+        if self.forked:
+            raise ValidationError(_FORKED_MESSAGE)
         if self.closed:
             raise ValidationError("this client is closed: create a new one")
         try:
@@ -161,9 +221,10 @@ class _Runner:
             # thread (aiohttp's objects are not thread-safe), not in a finalizer elsewhere.
             held = list(self.streams)
             self.closed = True
-        if threading.get_ident() == self._loop_thread:
-            # A garbage collection inside the loop dropped the last handle: the loop
-            # cannot wait for itself, so another thread does the waiting.
+        if threading.get_ident() == self._loop_thread or _in_running_loop():
+            # A garbage collection inside the loop dropped the last handle (the loop
+            # cannot wait for itself), or an event loop runs here (an async app closing
+            # it at shutdown), which must not block: another thread does the waiting.
             threading.Thread(target=self._stop, args=(last, held), daemon=True).start()
         else:
             self._stop(last, held)
@@ -178,7 +239,7 @@ class _Runner:
             with suppress(RuntimeError):  # already stopped
                 self.portal.call(self.portal.stop, True)
         finally:
-            self._portal_cm.__exit__(None, None, None)
+            self._thread.join()
             held.clear()
 
 
@@ -330,7 +391,13 @@ class SyncChatStream(Generic[EventT, ResultT]):
         if self._closed:
             return
         self._closed = True
-        if not self._runner.closed:
+        if self._runner.closed:
+            return
+        if _in_running_loop():
+            # An event loop runs here (an iterator dropped in an async app's loop
+            # thread): closed on the client's loop without blocking this one.
+            self._runner.call_soon(self._stream.aclose)
+        else:
             self._runner.call(self._stream.aclose)
 
     def __enter__(self) -> SyncChatStream[EventT, ResultT]:
@@ -465,7 +532,8 @@ class SyncChatClient:
         session_token: str | SyncTokenProvider | None = None,
         **settings: Any,
     ) -> None:
-        _refuse_running_loop()
+        # Built anywhere, even where an event loop runs (a module imported in a notebook);
+        # only the calls, which block, are refused there.
         token = _async_provider(session_token) if callable(session_token) else session_token
         if "http_session" in settings:
             raise ValidationError("SyncChatClient makes its own connection pool: no http_session")
@@ -494,8 +562,10 @@ class SyncChatClient:
         return self._runner.closed
 
     def close(self) -> None:
-        """Close open streams and the connection pool, and stop the background loop."""
-        _refuse_running_loop()
+        """Close open streams and the connection pool, and stop the background loop.
+
+        Where an event loop runs (an async app shutting down), this does not block: the
+        closing finishes in the background."""
         self._handle.close()
 
     def __enter__(self) -> SyncChatClient:

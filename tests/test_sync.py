@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -467,12 +469,17 @@ def test_an_unclosed_client_stops_its_thread_when_collected(server: ReferenceSer
     assert len(portal_threads()) == before
 
 
-def test_refused_inside_a_running_event_loop(server: ReferenceServer) -> None:
-    async def build() -> None:
-        SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
+def test_calls_are_refused_inside_a_running_event_loop(server: ReferenceServer) -> None:
+    async def build() -> bool:
+        # Building one is not refused (a module that makes one at import, imported in
+        # a notebook), nor is closing it, which does not block the loop.
+        client = SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
+        with pytest.raises(chatsdk.ValidationError, match="ChatClient"):
+            client.tokens.create(embed_origin=ORIGIN)
+        client.close()
+        return client.closed
 
-    with pytest.raises(chatsdk.ValidationError, match="ChatClient"):
-        asyncio.run(build())
+    assert asyncio.run(build())
 
     with SyncChatClient(KEY, project=PROJECT, base_url=server.base_url) as client:
 
@@ -493,8 +500,79 @@ def test_refused_inside_a_running_event_loop(server: ReferenceServer) -> None:
 
 @pytest.mark.anyio
 async def test_refused_inside_an_anyio_test(server: ReferenceServer) -> None:
-    with pytest.raises(chatsdk.ValidationError, match="running event loop"):
-        SyncChatClient(KEY, project=PROJECT, base_url=server.base_url)
+    with SyncChatClient(KEY, project=PROJECT, base_url=server.base_url) as client:
+        with pytest.raises(chatsdk.ValidationError, match="running event loop"):
+            client.chat.completions.create(model="m", messages=QUESTION)
+
+
+@pytest.mark.usefixtures("slow_streams")
+def test_a_sync_stream_dropped_in_an_event_loop_thread_is_closed(server: ReferenceServer) -> None:
+    # An async app reads a sync stream in worker threads (asyncio.to_thread) and drops
+    # its iterator in the loop thread: the close there used to be refused, every later
+    # close() did nothing, and the pool's only connection stayed taken.
+    async def app(client: SyncChatClient) -> str:
+        stream = await asyncio.to_thread(
+            client.chat.completions.create, model="m", messages=QUESTION
+        )
+        events = iter(stream)
+        await asyncio.to_thread(next, events)
+        del events  # the generator's finally runs here, in the loop thread
+        gc.collect()
+        await asyncio.sleep(0.2)
+        answer = await asyncio.to_thread(
+            lambda: client.chat.completions.create(model="m", messages="Hi").final_result()
+        )
+        return answer.text
+
+    server.faults = Faults(event_delay=0.2)
+    with SyncChatClient(
+        KEY, project=PROJECT, base_url=server.base_url, max_connections=1, timeout=3
+    ) as client:
+        server.faults = Faults(event_delay=0.05)
+        assert asyncio.run(app(client))
+
+
+FORKED = """
+import os, sys
+import chatsdk
+
+client = chatsdk.SyncChatClient(
+    sys.argv[1], project=sys.argv[2], base_url=sys.argv[3], timeout=3, retries=0
+)
+if sys.argv[4] == "used":
+    client.tokens.create(embed_origin="https://docs.example.com")
+pid = os.fork()
+if pid == 0:
+    try:
+        client.tokens.create(embed_origin="https://docs.example.com")
+    except chatsdk.ValidationError as exc:
+        print("child:", exc, flush=True)
+        sys.exit(0)  # and interpreter exit must not wait for the parent's thread
+    sys.exit(3)
+_, status = os.waitpid(pid, 0)
+print("child exit:", os.waitstatus_to_exitcode(status), flush=True)
+print("parent:", client.tokens.create(embed_origin="https://docs.example.com").status)
+client.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
+@pytest.mark.parametrize("before_fork", ["unused", "used"])
+def test_a_client_carried_across_fork_is_refused_in_the_child(
+    server: ReferenceServer, before_fork: str
+) -> None:
+    # gunicorn --preload, multiprocessing and Celery's prefork pool fork a process that
+    # made a client at import: the child's calls waited for ever for a thread that
+    # stayed in the parent (timeout= could not end them).
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED, KEY, PROJECT, server.base_url, before_fork],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "child: this SyncChatClient was made before os.fork()" in done.stdout
+    assert "child exit: 0" in done.stdout and "parent: active" in done.stdout
 
 
 def test_bad_arguments_fail_before_a_thread_starts() -> None:
