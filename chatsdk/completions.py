@@ -120,6 +120,8 @@ INKEEP_TOOLS: Final = (
 
 
 _INKEEP_NAMES: Final = frozenset(tool.function.name for tool in INKEEP_TOOLS)
+# A message's fields that only an answer has: never sent back in a request.
+_ANSWER_ONLY: Final = frozenset({"reasoning_content", "reasoning"})
 
 
 class _ToolCallParts:
@@ -227,12 +229,17 @@ class _CompletionsWire:
             chunk = _chunk(data)
         if chunk.error is not None:
             raise _error_of(chunk.error)
+        if chunk.object == "error":
+            # vLLM's and FastChat's error object sent as a chunk, not inside "error".
+            raise error_event(data)
         return [chunk]
 
     def whole(self, body: bytes) -> list[CompletionEvent]:
         answer = _lenient(_WHOLE, body)
         if answer.error is not None:
             raise _error_of(answer.error, "answered with an error")
+        if answer.object == "error":  # vLLM's and FastChat's error object, not wrapped
+            raise error_event(body, "answered with an error")
         if not answer.choices:
             # Every field has a default (servers leave some out), so any JSON object
             # decodes: one without a choice is not an answer (the core says so).
@@ -245,6 +252,7 @@ class _CompletionsWire:
                     role=choice.message.role,
                     content=choice.message.content,
                     reasoning_content=choice.message.reasoning_content,
+                    reasoning=choice.message.reasoning,
                     refusal=choice.message.refusal,
                     tool_calls=[
                         ChoiceDeltaToolCall(
@@ -298,7 +306,7 @@ class _CompletionsWire:
             and delta.refusal is None
         ]
         if len(text) != len(chunks):
-            if [chunk for chunk in chunks if chunk.error is not None]:
+            if [c for c in chunks if c.error is not None or c.object == "error"]:
                 raise APIError("an error chunk")  # located and raised by decode_one
             text = self._fold(chunks)
         if not self._id and chunks:
@@ -357,7 +365,8 @@ class _CompletionsWire:
             if key is None:
                 index = fragment.index
                 if index is None:
-                    index = max(latest, default=-1) + 1 if fragment.id else self._last_index
+                    starts = fragment.id or self._starts_a_call(fragment)
+                    index = max(latest, default=-1) + 1 if starts else self._last_index
                 key = latest.get(index)
                 if key is None or (fragment.id and calls[key].id):
                     key = (index, 0 if key is None else key[1] + 1)
@@ -367,6 +376,24 @@ class _CompletionsWire:
                 self._by_id[fragment.id] = key
             self._last_index = key[0]
             calls[key].add(fragment)
+
+    def _starts_a_call(self, fragment: ChoiceDeltaToolCall) -> bool:
+        # Without index and id, a fragment naming a function after a call whose
+        # arguments are whole JSON starts the next call (servers that send each call
+        # whole in a chunk of its own); one repeating the name of a call still under
+        # way (some repeat it on every fragment) goes on with that call.
+        name = fragment.function.name if fragment.function is not None else None
+        key = self._latest.get(self._last_index)
+        if not name or key is None:
+            return False
+        last = self._tool_calls[key]
+        if not last.name:
+            return False
+        try:
+            msgspec.json.decode("".join(last.arguments) or "{}")
+        except (msgspec.DecodeError, RecursionError):
+            return name != last.name  # arguments under way: only another name is new
+        return True
 
     def _inkeep_events(self) -> list[CompletionEvent]:
         """Inkeep's citation tool calls as typed events, once the calls are whole."""
@@ -429,7 +456,7 @@ def _lenient(decoder: msgspec.json.Decoder[_T], data: str | bytes) -> _T:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         try:
-            value: _T = msgspec.convert(_without_nulls(msgspec.json.decode(data)), decoder.type)
+            value: _T = msgspec.convert(_normalized(msgspec.json.decode(data)), decoder.type)
             return value
         except msgspec.ValidationError:
             raise exc from None
@@ -442,6 +469,60 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(item) for item in value]
     return value
+
+
+def _normalized(value: Any) -> Any:
+    """A chunk or a whole answer as OpenAI shapes it: nulls left out, and the variants
+    other servers send read as what they mean (their text is not lost over a shape):
+    ``content`` as a list of parts (Mistral's Magistral: text parts, and ``thinking``
+    parts, kept as the reasoning), ``tool_calls`` as one object (TGI before 3), and
+    ``function.arguments`` as a JSON object, not its text (Cloudflare Workers AI)."""
+    value = _without_nulls(value)
+    choices = value.get("choices") if isinstance(value, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        for key in ("delta", "message"):
+            if isinstance(choice, dict) and isinstance(choice.get(key), dict):
+                choice[key] = _message_normalized(choice[key])
+    return value
+
+
+def _message_normalized(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, list):
+        texts, thoughts = [], []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and part.get("type") == "text":
+                texts.append(_text_of(part.get("text")))
+            elif isinstance(part, dict) and part.get("type") == "thinking":
+                thoughts.append(_text_of(part.get("thinking")))
+        message = {**message, "content": "".join(texts)}
+        if thoughts and not ({"reasoning", "reasoning_content"} & message.keys()):
+            message["reasoning"] = "".join(thoughts)
+    calls = message.get("tool_calls")
+    if isinstance(calls, dict):
+        calls = [calls]
+    if isinstance(calls, list):
+        message = {**message, "tool_calls": [_call_normalized(call) for call in calls]}
+    return message
+
+
+def _call_normalized(call: Any) -> Any:
+    function = call.get("function") if isinstance(call, dict) else None
+    if isinstance(function, dict) and isinstance(function.get("arguments"), dict | list):
+        arguments = msgspec.json.encode(function["arguments"]).decode()
+        return {**call, "function": {**function, "arguments": arguments}}
+    return call
+
+
+def _text_of(value: Any) -> str:
+    # A part's text: a string, or (Magistral's thinking) a list of text parts.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(_text_of(item.get("text")) for item in value if isinstance(item, dict))
+    return ""
 
 
 def error_event(data: str | bytes, what: str = "failed mid-answer") -> APIError:
@@ -512,8 +593,8 @@ class Completions:
           (``"system"``, ``"developer"``, ``"user"``, ``"assistant"``, ``"tool"``) and
           ``content`` (a string, or in a mapping a list of content parts); a ``"tool"``
           message needs ``tool_call_id``. A plain string is one user message. A mapping
-          is sent as given (less ``reasoning_content``), fields chatsdk has no name for
-          included.
+          is sent as given (less ``reasoning_content`` and ``reasoning``), fields chatsdk
+          has no name for included.
           ``result.message`` is the assistant's turn, ready to append for the next call.
         - ``tools``, ``tool_choice``: functions the model may call (a mapping is sent as
           given: ``strict``, or a server's own kind of tool); tool-call argument
@@ -600,7 +681,7 @@ def _messages(
 ) -> tuple[list[ChatCompletionMessage], list[Any]]:
     """The messages checked, and as they are sent: a mapping as given (fields chatsdk
     has no name for, like ``cache_control``, included; SPEC 1.8 wants them passable),
-    less ``reasoning_content``, an answer's field never sent back."""
+    less ``reasoning_content`` and ``reasoning``, an answer's fields never sent back."""
     if isinstance(messages, str):
         messages = [ChatCompletionMessage(role="user", content=messages)]
     if not isinstance(messages, Sequence) or not messages:
@@ -613,15 +694,15 @@ def _messages(
         where = f"messages[{i}]"
         parts = given = None
         if isinstance(value, Mapping):
-            given = {k: v for k, v in value.items() if k != "reasoning_content"}
+            given = {k: v for k, v in value.items() if k not in _ANSWER_ONLY}
             if isinstance(given.get("content"), list):
                 parts = _content_parts(given["content"], f"{where}.content")
                 value = {**given, "content": None}  # the parts are checked apart
         message = _convert(value, ChatCompletionMessage, where)
         if not isinstance(message, ChatCompletionMessage):
             raise ValidationError(f"{where} must be a ChatCompletionMessage or a mapping")
-        if message.reasoning_content is not None:
-            message = msgspec.structs.replace(message, reasoning_content=None)
+        if message.reasoning_content is not None or message.reasoning is not None:
+            message = msgspec.structs.replace(message, reasoning_content=None, reasoning=None)
         if message.role not in COMPLETION_ROLES:
             raise ValidationError(
                 f"{where}.role must be one of {', '.join(COMPLETION_ROLES)}, got {message.role!r}"

@@ -281,7 +281,8 @@ class ChatCompletionMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     ``role`` is ``"system"``, ``"developer"``, ``"user"``, ``"assistant"`` or ``"tool"``;
     ``content`` is ``None`` on an assistant message that only calls tools;
     ``tool_call_id`` names the call a ``"tool"`` message answers. ``reasoning_content``
-    is a reasoning model's thinking (never sent back in a request by chatsdk);
+    (DeepSeek's, vLLM's name) or ``reasoning`` (Ollama's, OpenRouter's) is a reasoning
+    model's thinking in an answer (never sent back in a request by chatsdk);
     ``refusal`` the model's refusal to answer (OpenAI's ``delta.refusal`` pieces, joined).
     """
 
@@ -292,6 +293,7 @@ class ChatCompletionMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str | None = None
     reasoning_content: str | None = None
     refusal: str | None = None
+    reasoning: str | None = None
 
 
 class FunctionDefinition(msgspec.Struct, frozen=True, omit_defaults=True):

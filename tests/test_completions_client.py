@@ -1267,3 +1267,150 @@ def test_a_base_url_query_is_never_shown_in_the_error() -> None:
     assert "SECRET-1" not in str(info.value)
     assert "api-version" not in str(info.value)
     assert "https://example.com/v1" in str(info.value)
+
+
+# == other servers' variants (an outside check of vendor wires) ==========================
+
+
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
+async def test_a_whole_answers_reasoning_is_kept_under_either_name(field: str) -> None:
+    # Ollama, OpenRouter, Groq and newer vLLM say message.reasoning; it was dropped.
+    whole = {
+        **COMPLETION,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "42", field: "Six times seven."},
+            }
+        ],
+    }
+    _, _, result, _ = await run([Reply(body=json.dumps(whole))], stream=False)
+    assert (result.text, result.reasoning) == ("42", "Six times seven.")
+
+
+MAGISTRAL_PARTS = [
+    {"type": "thinking", "thinking": [{"type": "text", "text": "The user greets me."}]},
+    {"type": "text", "text": "Hello!"},
+]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+async def test_content_as_a_list_of_parts_is_read_as_text_and_reasoning(stream: bool) -> None:
+    # Mistral's Magistral: the answer was a StreamError (or, whole, a validation error).
+    if stream:
+        body = events(
+            chunk(role="assistant", content=""),
+            {**chunk(), "choices": [{"index": 0, "delta": {"content": MAGISTRAL_PARTS}}]},
+            chunk(finish="stop"),
+        )
+        reply = sse_reply(body)
+    else:
+        reply = Reply(
+            body=json.dumps(
+                {
+                    **COMPLETION,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": MAGISTRAL_PARTS},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                }
+            )
+        )
+    _, _, result, _ = await run([reply], stream=stream)
+    assert (result.text, result.reasoning) == ("Hello!", "The user greets me.")
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+async def test_loosely_typed_tool_calls_are_read(stream: bool) -> None:
+    # TGI before 3 sends delta.tool_calls as one object; Cloudflare Workers AI sends
+    # function.arguments as the JSON object itself, not its text.
+    call = {
+        "index": 0,
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+    }
+    if stream:
+        reply = sse_reply(
+            events(
+                chunk(role="assistant", tool_calls=call),  # type: ignore[arg-type]
+                chunk(finish="tool_calls"),
+            )
+        )
+    else:
+        reply = Reply(
+            body=json.dumps(
+                {
+                    **COMPLETION,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                            "finish_reason": "tool_calls",
+                        }
+                    ],
+                }
+            )
+        )
+    _, _, result, _ = await run([reply], stream=stream)
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+
+
+@pytest.mark.parametrize("call_id", [None, ""], ids=["no-id", "empty-id"])
+async def test_whole_calls_without_index_or_id_stay_apart(call_id: str | None) -> None:
+    # Two calls, each whole in a chunk of its own, with neither index nor id: they were
+    # merged into one call, under the second name, arguments run together.
+    def whole(name: str, arguments: str) -> dict[str, Any]:
+        fragment = tool_fragment(None, name=name, arguments=arguments)
+        if call_id is not None:
+            fragment["id"] = call_id
+        return chunk(tool_calls=[fragment])
+
+    body = events(
+        whole("get_weather", '{"location":"Paris"}'),
+        whole("get_time", '{"tz":"CET"}'),
+        chunk(finish="tool_calls"),
+    )
+    _, _, result, _ = await run([sse_reply(body)])
+    assert [(c.function.name, c.function.arguments) for c in result.tool_calls] == [
+        ("get_weather", '{"location":"Paris"}'),
+        ("get_time", '{"tz":"CET"}'),
+    ]
+
+
+async def test_fragments_repeating_their_name_without_index_or_id_are_one_call() -> None:
+    # Some servers repeat the name on every fragment: that is not a new call.
+    body = events(
+        *[
+            chunk(tool_calls=[tool_fragment(None, name="f", arguments=part)])
+            for part in ['{"a":', " 1", "}"]
+        ],
+        chunk(finish="tool_calls"),
+    )
+    _, _, result, _ = await run([sse_reply(body)])
+    assert [(c.function.name, c.function.arguments) for c in result.tool_calls] == [
+        ("f", '{"a": 1}')
+    ]
+
+
+UNWRAPPED = {"object": "error", "message": "out of KV cache blocks", "type": "X", "code": 500}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+async def test_an_error_object_not_wrapped_in_error_is_an_api_error(stream: bool) -> None:
+    # vLLM's and FastChat's ErrorResponse, then [DONE]: was an empty chunk, and a
+    # silently shorter answer.
+    body = events(chunk("The capital is"), UNWRAPPED) if stream else json.dumps(UNWRAPPED)
+    reply = sse_reply(body) if stream else Reply(body=body)  # type: ignore[arg-type]
+    async with ScriptedServer([reply]) as srv:
+        async with client_for(srv.url) as client:
+            with pytest.raises(chatsdk.APIError, match="out of KV cache blocks") as info:
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q", stream=stream)
+    assert info.value.body == UNWRAPPED
