@@ -162,10 +162,15 @@ class _CompletionsWire:
     every choice is still in the chunks). The end marker is ``data: [DONE]``.
     """
 
-    end = "its end marker (data: [DONE])"
+    end = "its end marker (data: [DONE]) or the chunk that finishes the answer"
 
-    def __init__(self) -> None:
+    def __init__(self, *, usage_expected: bool = False) -> None:
         self.finished = False
+        # A body may end whole without [DONE] once the answer is finished (see ended):
+        # the usage chunk asked for, if it was, has come, and no choice but 0 (which
+        # _finish_reason follows) is under way.
+        self._usage_expected = usage_expected
+        self._unfinished: set[int] = set()
         self._id = ""
         self._model = ""
         self._text: list[str] = []
@@ -205,7 +210,16 @@ class _CompletionsWire:
 
     @property
     def ended(self) -> bool:
-        return self.finished
+        # [DONE]; or, when the body ends without it, an answer that is not cut short
+        # (SPEC 1.8: a body ending without it *mid-answer* is incomplete): choice 0 and
+        # every other choice seen have their finish_reason, and the usage chunk came if
+        # it was asked for. ik_llama.cpp, mistral.rs before 0.4 and text-generation-webui
+        # end so; openai-python takes them too.
+        return self.finished or (
+            self._finish_reason is not None
+            and not self._unfinished
+            and (self._usage is not None or not self._usage_expected)
+        )
 
     def decode_one(self, event: str, data: str) -> list[CompletionEvent]:
         if self.finished:
@@ -349,6 +363,11 @@ class _CompletionsWire:
         finished = [choice.finish_reason for choice in choices if choice.finish_reason]
         if finished:
             self._finish_reason = finished[-1]
+        for other in [c for chunk in chunks for c in chunk.choices if c.index]:
+            if other.finish_reason:
+                self._unfinished.discard(other.index)
+            else:
+                self._unfinished.add(other.index)
         usage = [chunk.usage for chunk in chunks if chunk.usage is not None]
         if usage:
             self._usage = usage[-1]
@@ -640,11 +659,13 @@ class Completions:
                 f"messages, tools, tool_choice, response_format and extra_body must be "
                 f"JSON-serialisable: {type(exc).__name__}: {exc}"
             ) from None
+        options = fields.get("stream_options")
+        usage_expected = isinstance(options, Mapping) and bool(options.get("include_usage"))
         t = self._transport
         timeout_, retries_ = t.per_call(timeout, retries)
         return CompletionStream(
             t,
-            _CompletionsWire(),
+            _CompletionsWire(usage_expected=usage_expected),
             api="completions",
             url=t.url("completions", "/chat/completions"),
             body=body,

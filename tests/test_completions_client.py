@@ -201,8 +201,8 @@ async def test_done_ends_the_stream_without_waiting_for_the_body_to_end() -> Non
     assert "LATE" not in texts(got)
 
 
-async def test_a_body_ending_without_done_is_a_stream_error() -> None:
-    body = events(chunk("Hel"), chunk("lo", finish="stop"), done=False)
+async def test_a_body_ending_without_done_before_the_finish_is_a_stream_error() -> None:
+    body = events(chunk("Hel"), chunk("lo"), done=False)
     async with ScriptedServer([sse_reply(body)]) as srv:
         async with client_for(srv.url) as client:
             stream = client.chat.completions.create(model="gpt-test", messages="q")
@@ -1414,3 +1414,52 @@ async def test_an_error_object_not_wrapped_in_error_is_an_api_error(stream: bool
                 async with asyncio.timeout(10):
                     await client.chat.completions.create(model="m", messages="q", stream=stream)
     assert info.value.body == UNWRAPPED
+
+
+async def test_a_body_ending_cleanly_after_the_finish_without_done_is_whole() -> None:
+    # ik_llama.cpp, mistral.rs before 0.4, text-generation-webui: the finish_reason
+    # chunk, then the body ends. SPEC 1.8's incomplete answer is one cut mid-answer.
+    body = events(chunk("Hel"), chunk("lo", finish="stop"), done=False)
+    stream, got, result, srv = await run([sse_reply(body)])
+    assert (result.text, result.finish_reason) == ("Hello", "stop")
+    assert texts(got) == ["Hel", "lo"] and len(srv.seen) == 1 and stream.resumes == 0
+
+
+USAGE_CHUNK = {
+    "id": "x",
+    "choices": [],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+}
+
+
+@pytest.mark.parametrize("with_usage", [False, True])
+async def test_the_usage_chunk_asked_for_must_come_before_a_body_without_done_ends(
+    with_usage: bool,
+) -> None:
+    # With include_usage the answer ends with its usage chunk: a body ending before it
+    # is cut short, one ending after it is whole.
+    tail = [USAGE_CHUNK] if with_usage else []
+    body = events(chunk("Hi", finish="stop"), *tail, done=False)
+    async with ScriptedServer([sse_reply(body)]) as srv:
+        async with client_for(srv.url) as client:
+            stream = client.chat.completions.create(
+                model="m", messages="q", stream_options={"include_usage": True}
+            )
+            async with asyncio.timeout(10):
+                if not with_usage:
+                    with pytest.raises(chatsdk.StreamError, match="finishes the answer"):
+                        await stream
+                    return
+                result = await stream
+    assert result.usage is not None and result.usage.total_tokens == 3
+
+
+async def test_a_body_without_done_ending_while_another_choice_is_under_way_is_cut() -> None:
+    both = _two_choices("A", "B")
+    done_first = {**both, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    body = events(both, done_first, done=False)
+    async with ScriptedServer([sse_reply(body)]) as srv:
+        async with client_for(srv.url) as client:
+            with pytest.raises(chatsdk.StreamError):
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q")

@@ -623,13 +623,14 @@ async def test_no_done(server: ReferenceServer, http: aiohttp.ClientSession) -> 
     server.faults = Faults(no_done=True)
     resp, data, cut = await raw_stream(http, server)
     location = resp.headers["Content-Location"]
-    assert not cut  # a clean end, only without [DONE]
-    assert parse_sse(data) == full[:-1]
-    # The log still has it: a resume with the fault gone gets [DONE].
+    assert not cut  # a clean end, before the chunk that finishes the answer
+    assert parse_sse(data) == full[:-2]
+    assert '"finish_reason":"stop"' in full[-2]["data"]
+    # The log still has it: a resume with the fault gone gets the rest.
     server.faults = Faults()
-    headers = {**BEARER, "Last-Event-ID": full[-2]["id"]}
+    headers = {**BEARER, "Last-Event-ID": full[-3]["id"]}
     async with http.get(server.base_url + location, headers=headers) as resp:
-        assert parse_sse(await resp.read()) == full[-1:]
+        assert parse_sse(await resp.read()) == full[-2:]
 
 
 async def test_content_type_location_and_retry_faults(

@@ -72,9 +72,10 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     client does not know), then end the body normally."""
 
     no_done: bool = False
-    """End Chat Completions bodies cleanly without their ``data: [DONE]`` event (a
-    truncated answer). chat_results streams have no end event, so it changes nothing
-    there."""
+    """End Chat Completions bodies cleanly before their end: without the chunk that
+    finishes the answer, what follows it (the usage chunk) and ``data: [DONE]`` (a
+    truncated answer; a body ending after the finishing chunk is whole, SPEC 1.8).
+    chat_results streams have no end event, so it changes nothing there."""
 
     wrong_content_type: bool = False
     """Serve stream bodies as ``text/plain`` instead of ``text/event-stream``."""

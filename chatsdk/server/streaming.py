@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Final
 
+import msgspec
 from aiohttp import web
 
 from chatsdk.server.errors import ApiError, json_encoder
@@ -70,6 +71,23 @@ def _error_frame(completions: bool) -> bytes:
 _CUT: Final = b""  # yielded by _faulty_frames: drop the connection here
 
 
+def _before_the_end(events: Sequence[StoredEvent]) -> Sequence[StoredEvent]:
+    """A Chat Completions body cut cleanly before its end (``no_done``): without the
+    chunk that finishes the answer, and so without what follows it (the usage chunk,
+    ``[DONE]``); a body that ends after that chunk is a whole answer (SPEC 1.8)."""
+    for i, event in enumerate(events):
+        if event.data == DONE:
+            return events[:i]
+        try:
+            chunk = msgspec.json.decode(event.data)
+        except msgspec.DecodeError:
+            continue
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if any(isinstance(c, dict) and c.get("finish_reason") for c in choices or ()):
+            return events[:i]
+    return events
+
+
 async def _faulty_frames(
     events: Sequence[StoredEvent], state: FaultState, *, completions: bool
 ) -> AsyncIterator[bytes]:
@@ -85,8 +103,8 @@ async def _faulty_frames(
     if faults.drop_after_events == 0 and state.take_drop():
         yield _CUT
         return
-    if faults.no_done and events and events[-1].data == DONE and not events[-1].event:
-        events = events[:-1]
+    if faults.no_done and completions:
+        events = _before_the_end(events)
     for sent, event in enumerate(events):
         if sent == faults.malformed_after:
             break
