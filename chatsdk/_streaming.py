@@ -33,7 +33,7 @@ import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
 from types import TracebackType
 from typing import Any, Final, Generic, Protocol, Self, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -538,8 +538,20 @@ class EventStream(Generic[EventT, ResultT]):
             chunk = response.content.read_nowait()
             if chunk:
                 return chunk
-            async with asyncio.timeout_at(wait_until):
-                return await response.content.readany()
+            # ``read`` bounds the wait too, not only aiohttp's socket timer: after an
+            # answer its C parser cannot frame, that timer never fires (nor idle, if None).
+            read = self._timeout.read
+            loop = asyncio.get_running_loop()
+            read_by = None if read is None else loop.time() + read
+            try:
+                async with asyncio.timeout_at(earliest(wait_until, read_by)):
+                    return await response.content.readany()
+            except TimeoutError:
+                if read_by is not None and loop.time() >= read_by and not (
+                    wait_until is not None and wait_until <= read_by
+                ):
+                    raise aiohttp.SocketTimeoutError() from None
+                raise
 
     async def _resume(self, cause: BaseException, wait_until: float | None) -> None:
         """Reconnect after a drop with ``Last-Event-ID``, or raise if that cannot be done."""
@@ -885,5 +897,9 @@ def _resume_url(request_url: str, location: str) -> str | None:
         log.info("ignoring an unusable Content-Location; the stream is not resumable")
         return None
     if (a.scheme, a.netloc) != (b.scheme, b.netloc) or any(c.isspace() for c in resolved):
+        return None
+    if any(unquote(segment) in (".", "..") for segment in b.path.split("/")):
+        # Left by urljoin in an absolute or percent-encoded value: the request would
+        # go to another path than the one named (and is refused as such).
         return None
     return resolved

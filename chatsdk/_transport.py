@@ -31,6 +31,7 @@ from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import aiohttp
 import msgspec
+from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError
 from multidict import CIMultiDict
 
 from ._config import (
@@ -48,6 +49,7 @@ from .errors import (
     APIStatusError,
     APITimeoutError,
     ChatSDKError,
+    StreamError,
     ValidationError,
     excerpt,
     status_error_class,
@@ -255,6 +257,7 @@ class Transport:
         self._owns_session = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxies: dict[str, str | None] = {}  # per scheme://host:port
+        self._proxy_credentials: set[str] | None = None  # see secrets()
         self._closed = False
         # The streams made on this transport: closing it ends those still being read.
         self.streams: weakref.WeakSet[_ClientStream] = weakref.WeakSet()
@@ -518,11 +521,11 @@ class Transport:
             except APIConnectionError as exc:
                 error = exc
                 delay: float | None = retries.backoff(attempt)
-                retryable = not _past(deadline)
+                retryable = not _past(deadline) and not exc._final
             else:
                 status = response.status
                 log.debug("%s -> %d (attempt %d)", doing, status, attempt + 1)
-                if status < 400 or (retried_400_ok and status == 400 and attempt > 0):
+                if status < 300 or (retried_400_ok and status == 400 and attempt > 0):
                     return response
                 if (
                     status == 401
@@ -648,8 +651,31 @@ class Transport:
         s = self.settings
         values = [s.api_key, self._tokens.current, *s.headers.values(), *(params or {}).values()]
         found = {v for v in values if v is not None and len(v) >= MIN_SECRET_LENGTH}
+        if self._proxy_credentials is None:
+            # A proxy's password, and its Proxy-Authorization value, which a proxy's 407
+            # may quote back; the environment's proxies read once, as _proxy_for does.
+            urls = [s.proxy] if s.proxy is not None or not s.trust_env else []
+            if s.proxy is None and s.trust_env:
+                urls = list(urllib.request.getproxies_environment().values())
+            self._proxy_credentials = {c for url in urls if url for c in _credentials_of(url)}
+        found |= self._proxy_credentials
         # As a query or a path carries them (a server may quote the URL it was sent).
         return found | {quote(v, safe="") for v in found} | {quote_plus(v) for v in found}
+
+
+def _credentials_of(url: str) -> set[str]:
+    """The secrets a URL's userinfo makes: its password, and ``user:password`` as it goes
+    in a ``Basic`` authorization header (RFC 7617), plain and base64-encoded."""
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    except ValueError:
+        return set()
+    if not password:
+        return set()
+    pair = f"{user}:{password}"
+    found = {password, pair, base64.b64encode(pair.encode()).decode()}
+    return {value for value in found if len(value) >= MIN_SECRET_LENGTH}
 
 
 @contextmanager
@@ -668,9 +694,33 @@ def mapped_errors(
     except TimeoutError as exc:  # asyncio's, and aiohttp's ServerTimeoutError family
         reason = _timeout_reason(exc, timeout, deadline, doing)
         raise APITimeoutError(f"{doing}: {reason}") from _safe_cause(exc, secrets)
-    except (aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientError, OSError, HttpProcessingError) as exc:
+        # (HttpProcessingError: aiohttp's pure-Python parser lets its own errors out.)
         message = redact(f"{doing}: {_describe(exc)}", secrets)
-        raise APIConnectionError(message) from _safe_cause(exc, secrets)
+        if _malformed(exc) and doing.startswith("reading"):
+            # A body that cannot be framed or decoded: the server's answer is broken,
+            # and asking again (a resume) would be answered alike.
+            raise StreamError(message) from _safe_cause(exc, secrets)
+        error = APIConnectionError(message)
+        error._final = _malformed(exc) or isinstance(exc, aiohttp.ClientConnectorCertificateError)
+        raise error from _safe_cause(exc, secrets)
+
+
+def _malformed(exc: BaseException) -> bool:
+    """Whether an aiohttp failure is an answer HTTP cannot parse (framing, a content
+    encoding that does not decode, headers over aiohttp's limits), not a broken link."""
+    if "not completed" in str(exc):
+        return False  # aiohttp's words for a body cut short: a broken link
+    seen: BaseException | None = exc
+    for _ in range(4):  # aiohttp wraps the parser's error once or twice
+        if seen is None:
+            break
+        if isinstance(seen, ContentLengthError) or "Not enough data" in str(seen):
+            return False  # the body ended early (a length or a chunk not met): cut short
+        if isinstance(seen, HttpProcessingError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(exc, aiohttp.ClientPayloadError) and "decode" in str(exc)
 
 
 def invalid_response(
@@ -800,7 +850,11 @@ def _describe(exc: BaseException) -> str:
         return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
+    if isinstance(exc, HttpProcessingError):
+        return f"invalid response ({exc.message or type(exc).__name__})"
     if isinstance(exc, aiohttp.ClientPayloadError):
+        if _malformed(exc):
+            return f"the response body could not be read ({exc})"
         return "the response body was cut off"
     if isinstance(exc, aiohttp.ClientResponseError):
         # Its own message includes the request URL; keep only the status and reason.
@@ -870,8 +924,15 @@ async def _status_error(
             body = raw.decode("utf-8", "replace")
     body = _redact_value(body, secrets)
     cls = status_error_class(response.status)
+    said = _message_of(body)
+    if 300 <= response.status < 400:
+        # Never followed: the credentials would go wherever the server points.
+        said = (
+            f"a redirect to {response.headers.get('Location', '(no Location)')}, not "
+            "followed (chatsdk sends credentials only where base_url says: point it there)"
+        )
     return cls(
-        redact(f"{response.reason or 'error'} from {doing}: {_message_of(body)}", secrets),
+        redact(f"{response.reason or 'error'} from {doing}: {said}", secrets),
         status=response.status,
         body=body,
         request_id=redact(response.headers.get("X-Request-Id") or "", secrets) or None,

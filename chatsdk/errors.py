@@ -96,6 +96,10 @@ class ValidationError(ChatSDKError, ValueError):
 class APIConnectionError(ChatSDKError):
     """The request could not reach the server, or the connection broke."""
 
+    # True when trying again would meet the same failure (a certificate that does not
+    # verify, an answer HTTP cannot parse): such a failure is not retried.
+    _final = False
+
 
 class APITimeoutError(APIConnectionError):
     """A connect, read, idle or total timeout expired."""

@@ -10,12 +10,17 @@ stream finishes cleanly; memory stays bounded by the event-size limit; nothing h
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -615,11 +620,12 @@ STREAM_FAILURES: dict[str, tuple[Handler, type[Exception], int]] = {
         chatsdk.APIConnectionError,
         2,
     ),
-    # aiohttp 3.14 (C parser) never wakes a body reader after an invalid chunk size, and
-    # drops its read timer too: only the idle timeout ends the wait (1 s here).
+    # aiohttp 3.14's C parser never wakes a body reader after an invalid chunk size, and
+    # drops its read timer too: chatsdk's own bound on a read ends the wait (read, 1 s
+    # here). Its pure-Python parser raises at once: a StreamError.
     "invalid chunk size": (
         scripted(SSE_HEAD, chunk(CHUNK), PAUSE, b"zz\r\n" + CHUNK, PAUSE, "close"),
-        chatsdk.APITimeoutError,
+        (chatsdk.APITimeoutError, chatsdk.StreamError),  # type: ignore[dict-item]
         1,
     ),
     "body shorter than Content-Length": (
@@ -849,3 +855,181 @@ async def test_an_error_keeps_every_value_of_a_repeated_header() -> None:
     headers = info.value.headers
     assert isinstance(headers, multidict.CIMultiDict)
     assert headers.getall("set-cookie") == ["a=1", "b=2"]
+
+
+# == 4. answers HTTP cannot parse, redirects, proxies (an outside check) =================
+
+
+def test_aiohttps_pure_python_parser_errors_are_typed_too() -> None:
+    # Where aiohttp's C extension is missing its pure-Python parser raises its own
+    # HttpProcessingError family, which escaped untyped (a TransferEncodingError).
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--timeout",
+            "60",
+            f"{__file__}::test_misbehaving_server_raises_a_typed_error",
+        ],
+        env={**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+async def test_a_read_that_never_ends_is_bounded_by_read_when_idle_is_off() -> None:
+    # After an invalid chunk size aiohttp's C parser never wakes the reader: with
+    # idle=None the stream waited for ever, read=1 or not.
+    handler = scripted(SSE_HEAD, chunk(CHUNK), PAUSE, b"zz\r\n" + CHUNK)
+    async with raw_server(handler) as url:
+        timeout = chatsdk.Timeout(connect=2, read=1, idle=None)
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
+            began = time.monotonic()
+            with pytest.raises((chatsdk.APITimeoutError, chatsdk.StreamError)):
+                async with asyncio.timeout(10):
+                    await client.chat.create(integration_id="docs", messages="q")
+    assert time.monotonic() - began < 3
+
+
+def _gzip_head(extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+        b"Transfer-Encoding: chunked\r\n" + extra + b"\r\n"
+    )
+
+
+async def test_a_body_that_does_not_decode_is_a_stream_error_and_is_not_resumed() -> None:
+    # A corrupt gzip body was "cut off", an APIConnectionError, and resumed five times.
+    packer = zlib.compressobj(wbits=31)
+    good = packer.compress(CHUNK) + packer.flush(zlib.Z_SYNC_FLUSH)
+    requests = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        await read_head(reader)
+        requests += 1
+        location = b"Content-Location: /chat_sessions/results/r1/events\r\n"
+        await play(
+            [
+                _gzip_head(location),
+                chunk(good),
+                PAUSE,
+                chunk(b"\x00garbage" * 8),
+                PAUSE,
+                b"0\r\n\r\n",
+            ],
+            writer,
+        )
+        await reader.read()
+
+    got: list[Any] = []
+    async with raw_server(handle) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=FAST) as client:
+            with pytest.raises(chatsdk.StreamError, match="could not be read"):
+                async with asyncio.timeout(10):
+                    async for event in client.chat.create(integration_id="docs", messages="q"):
+                        got.append(event)
+    assert len(got) == 1 and requests == 1
+
+
+async def test_an_answer_http_cannot_parse_is_not_retried() -> None:
+    # An encoding the client never asked for, headers over aiohttp's limit: the same
+    # POST went out three times for an answer that could not change.
+    requests = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        await read_head(reader)
+        requests += 1
+        await play([b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"], writer)
+        await reader.read()
+
+    async with raw_server(handle) as url:
+        retries = chatsdk.RetryPolicy(max_retries=2, initial_delay=0.01)
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=retries) as client:
+            with pytest.raises(chatsdk.APIConnectionError, match="invalid response"):
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q")
+    assert requests == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308, 300])
+@pytest.mark.parametrize("call", ["revoke", "create", "chat"])
+async def test_a_redirect_is_an_error_that_names_where_it_points(status: int, call: str) -> None:
+    # A revoke answered by a single sign-on redirect was reported as done; a 3xx whose
+    # body looked like an event stream was read as the answer.
+    body = b"data: " + json.dumps({"choices": [{"delta": {"content": "moved"}}]}).encode()
+    reply = Reply(
+        status=status,
+        body=body + b"\n\ndata: [DONE]\n\n",
+        content_type="text/event-stream",
+        headers={"Location": "https://sso.example/login"},
+    )
+    async with ScriptedServer([reply, reply, reply]) as srv:
+        async with chatsdk.ChatClient(KEY, project="p", base_url=srv.url, retries=FAST) as client:
+            with pytest.raises(chatsdk.APIStatusError) as info:
+                async with asyncio.timeout(10):
+                    if call == "revoke":
+                        await client.tokens.revoke("a-client-token-1234")
+                    elif call == "create":
+                        await client.tokens.create(embed_origin="https://a.example")
+                    else:
+                        await client.chat.completions.create(model="m", messages="q")
+    assert info.value.status == status and len(srv.seen) == 1
+    assert "https://sso.example/login" in str(info.value) and "not followed" in str(info.value)
+    assert info.value.headers["Location"] == "https://sso.example/login"
+
+
+async def test_a_proxys_credentials_are_never_shown() -> None:
+    # A proxy answering 407 and quoting the request showed its password and the
+    # Proxy-Authorization value (the API key beside them was already masked).
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await read_head(reader)).decode("latin-1")
+        quoted = " ".join(line for line in head.split("\r\n") if "Authorization" in line)
+        body = f"refused. You sent {quoted}".encode()
+        await play(
+            [
+                b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Type: text/plain"
+                b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            ],
+            writer,
+        )
+        await reader.read()
+
+    async with raw_server(handle) as proxy:
+        password = "proxyPASSWORD-9d8c7b6a"
+        proxy_url = proxy.replace("http://", f"http://user:{password}@")
+        async with chatsdk.ChatClient(
+            KEY, base_url="http://127.0.0.9:1", proxy=proxy_url, retries=0
+        ) as client:
+            with pytest.raises(chatsdk.APIStatusError) as info:
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q")
+    shown = f"{info.value} {info.value.body} {info.value!r}"
+    assert info.value.status == 407 and "Proxy-Authorization" in shown
+    for secret in (password, base64.b64encode(f"user:{password}".encode()).decode(), KEY):
+        assert secret not in shown
+
+
+async def test_an_absolute_content_location_with_dot_segments_is_not_resumable() -> None:
+    # It raised ValidationError (your arguments) mid-stream; the relative form resumed.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        port = writer.get_extra_info("sockname")[1]
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 9999\r\n"
+            b"Content-Location: http://127.0.0.1:%d/x/../resume\r\n\r\n" % port
+        )
+        await play([head, b"id: 1\n" + CHUNK, PAUSE, "close"], writer)
+
+    async with raw_server(handle) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=FAST) as client:
+            with pytest.raises(chatsdk.APIConnectionError, match="not resumable"):
+                async with asyncio.timeout(10):
+                    await client.chat.create(integration_id="docs", messages="q")
