@@ -524,7 +524,7 @@ class EventStream(Generic[EventT, ResultT]):
     ) -> bytes:
         with mapped_errors("reading the answer", self._timeout, self._deadline, self._secrets):
             async with asyncio.timeout_at(wait_until):
-                body = await read_at_most(response, MAX_JSON_BODY - have)
+                body = await read_at_most(response, MAX_JSON_BODY - have, limit=MAX_JSON_BODY)
         response.release()
         self._response = None
         return body
@@ -547,8 +547,10 @@ class EventStream(Generic[EventT, ResultT]):
                 async with asyncio.timeout_at(earliest(wait_until, read_by)):
                     return await response.content.readany()
             except TimeoutError:
-                if read_by is not None and loop.time() >= read_by and not (
-                    wait_until is not None and wait_until <= read_by
+                if (
+                    read_by is not None
+                    and loop.time() >= read_by
+                    and not (wait_until is not None and wait_until <= read_by)
                 ):
                     raise aiohttp.SocketTimeoutError() from None
                 raise

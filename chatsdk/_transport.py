@@ -888,9 +888,12 @@ async def read_capped(
     return b"".join(parts)
 
 
-async def read_at_most(response: aiohttp.ClientResponse, cap: int, *, show: bool = True) -> bytes:
+async def read_at_most(
+    response: aiohttp.ClientResponse, cap: int, *, show: bool = True, limit: int | None = None
+) -> bytes:
     """The whole body; :class:`APIResponseValidationError` once it passes ``cap`` bytes
-    (nothing more is read)."""
+    (nothing more is read). ``limit``: the size the error names, when ``cap`` is what is
+    left of it after bytes already read."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -902,7 +905,8 @@ async def read_at_most(response: aiohttp.ClientResponse, cap: int, *, show: bool
         size += len(data)
         if size > cap:
             shown = parts[0] if show else None
-            raise invalid_response(f"the answer is larger than {cap} bytes", response, shown)
+            size_limit = cap if limit is None else limit
+            raise invalid_response(f"the answer is larger than {size_limit} bytes", response, shown)
 
 
 async def _status_error(

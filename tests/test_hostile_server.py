@@ -1033,3 +1033,14 @@ async def test_an_absolute_content_location_with_dot_segments_is_not_resumable()
             with pytest.raises(chatsdk.APIConnectionError, match="not resumable"):
                 async with asyncio.timeout(10):
                     await client.chat.create(integration_id="docs", messages="q")
+
+
+async def test_an_answer_over_the_cap_names_the_cap_itself() -> None:
+    # It named what was left of the cap after the bytes that told the body apart.
+    big = b'{"id": "x", "pad": "' + b"a" * (9 * 2**20) + b'"}'
+    async with ScriptedServer([Reply(body=big)]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.APIResponseValidationError) as info:
+                async with asyncio.timeout(20):
+                    await client.chat.completions.create(model="m", messages="q", stream=False)
+    assert f"larger than {8 * 2**20} bytes" in str(info.value)
