@@ -11,6 +11,7 @@ import aiohttp
 from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Settings, Timeout
 from ._transport import TokenProvider, Transport
 from .chat import Chat
+from .errors import ValidationError
 from .sse import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE
 from .tokens import Tokens
 
@@ -106,6 +107,10 @@ class ChatClient:
             proxy=proxy,
             trust_env=trust_env,
         )
+        if http_session is not None and not isinstance(http_session, aiohttp.ClientSession):
+            raise ValidationError(
+                f"http_session must be an aiohttp.ClientSession, got {type(http_session).__name__}"
+            )
         self._transport = Transport(settings, session=http_session)
         self._tokens = Tokens(self._transport)
         self._chat = Chat(self._transport)

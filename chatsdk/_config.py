@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
+import msgspec
+
 from ._rules import origin_problem
 from .errors import ValidationError
 from .sse import DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_SIZE
@@ -83,7 +85,7 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """When and how long to wait before trying a request again.
+    """When and how long to wait before trying a request again (every delay in seconds).
 
     Retries happen for connection errors and statuses 408, 409, 429 and 5xx, only
     before the first byte of a response body. The wait grows as
@@ -126,8 +128,18 @@ class RetryPolicy:
             raise ValidationError("RetryPolicy delays and multiplier must be finite numbers")
         if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
             raise ValidationError("RetryPolicy delays must be >= 0 and multiplier >= 1")
-        if self.max_resumes < 0:
-            raise ValidationError(f"RetryPolicy.max_resumes must be >= 0, got {self.max_resumes!r}")
+        if (
+            isinstance(self.max_resumes, bool)
+            or not isinstance(self.max_resumes, int)
+            or self.max_resumes < 0
+        ):
+            raise ValidationError(
+                f"RetryPolicy.max_resumes must be an int >= 0, got {self.max_resumes!r}"
+            )
+        if self.max_retry_after < 0:
+            raise ValidationError(
+                f"RetryPolicy.max_retry_after must be >= 0, got {self.max_retry_after!r}"
+            )
 
     @classmethod
     def coerce(cls, value: RetryPolicy | int | None) -> RetryPolicy:
@@ -218,7 +230,29 @@ def check_header_value(name: str, value: str) -> str:
         raise ValidationError(f"{name} must not be empty")
     if _CONTROL.search(value):
         raise ValidationError(f"{name} contains a control character (CR, LF or similar)")
+    if _SURROGATE.search(value):
+        raise ValidationError(f"{name} {_UNSENDABLE}")
     return value
+
+
+# A lone surrogate: what undecodable bytes become in a str (os.environ, surrogateescape);
+# no UTF-8 holds it, and the encoder's error would carry the whole value.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSENDABLE = (
+    "holds a character that cannot be sent as UTF-8 (a lone surrogate, such as undecodable "
+    "bytes read into a str)"
+)
+
+
+def json_body(value: object) -> bytes:
+    """``value`` encoded as a JSON request body.
+
+    Raises :class:`ValidationError` for text no UTF-8 holds (a lone surrogate), without
+    echoing it."""
+    try:
+        return msgspec.json.encode(value)
+    except UnicodeEncodeError:
+        raise ValidationError(f"the request {_UNSENDABLE}") from None
 
 
 def check_base_url(name: str, url: str, *, credentials: bool = False) -> str:
@@ -474,6 +508,12 @@ class Settings:
                 proxy = check_base_url(proxy_from, proxy, credentials=True)
         except ValidationError as exc:
             raise ValidationError(f"{exc}{hint}") from None
+        if headers is not None and not isinstance(headers, Mapping):
+            raise ValidationError(
+                f"headers must be a mapping of header names to values, got {type(headers).__name__}"
+            )
+        if not isinstance(trust_env, bool):
+            raise ValidationError(f"trust_env must be True or False, got {trust_env!r}")
         extra: dict[str, str] = {}
         for name, value in (headers or {}).items():
             if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
@@ -497,7 +537,7 @@ class Settings:
             max_line_size=_positive_int("max_line_size", max_line_size),
             token_auth=token_auth,  # type: ignore[arg-type]  # checked above
             proxy=proxy,
-            trust_env=bool(trust_env),
+            trust_env=trust_env,
             env_hint=hint,
         )
 

@@ -392,7 +392,7 @@ class EventStream(Generic[EventT, ResultT]):
     def __del__(self) -> None:
         # Every exit path releases the connection; one still open here is a stream driven
         # by hand with __anext__ and dropped. Close it, and say so, as aiohttp would.
-        response = self._response
+        response = getattr(self, "_response", None)  # None: __init__ refused its arguments
         if response is not None and not response.closed:
             response.close()
             warnings.warn(

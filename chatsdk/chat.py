@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout
+from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, check_header_value, json_body
 from ._streaming import EventStream
 from ._transport import Transport
 from .completions import Completions, error_event
@@ -256,6 +256,12 @@ class Chat:
         ``message`` a :class:`Message` with role ``"user"`` or a plain string.
         """
         _check_text("chat_session_id", chat_session_id)
+        if chat_session_id in (".", ".."):
+            # In the path it would name another endpoint (yarl resolves dot segments).
+            raise ValidationError(
+                f"chat_session_id must be a session's id, got {chat_session_id!r}"
+            )
+        check_header_value("chat_session_id", chat_session_id)  # no control or lone surrogate
         _check_text("integration_id", integration_id)
         _check_bool("stream", stream)
         question = _message(message, "message")
@@ -283,7 +289,7 @@ class Chat:
             _ChatResultsWire(),
             api="chat",
             url=t.url("chat", path),
-            body=msgspec.json.encode(body),
+            body=json_body(body),
             timeout=timeout_,
             retries=retries_,
         )

@@ -644,7 +644,7 @@ class Completions:
             tool_choice=_tool_choice(tool_choice),
             temperature=_number("temperature", temperature, 0, 2),
             max_tokens=_max_tokens(max_tokens),
-            response_format=dict(response_format) if response_format is not None else None,
+            response_format=_mapping("response_format", response_format),
         )
         try:
             fields = msgspec.to_builtins(request, enc_hook=_as_dict)
@@ -672,6 +672,14 @@ class Completions:
             timeout=timeout_,
             retries=retries_,
         )
+
+
+def _mapping(name: str, value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, Mapping):
+        raise ValidationError(
+            f"{name} must be a mapping (e.g. {{'type': 'json_object'}}), got {value!r:.80}"
+        )
+    return None if value is None else dict(value)
 
 
 def _as_dict(value: Any) -> Any:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import msgspec
 
-from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, check_header_value, check_origin
+from ._config import (
+    NOT_GIVEN,
+    NotGiven,
+    RetryPolicy,
+    Timeout,
+    check_header_value,
+    check_origin,
+    json_body,
+)
 from ._rules import expires_after_problem
 from ._transport import Transport
 from .errors import APIResponseValidationError, ValidationError
@@ -53,7 +61,7 @@ class Tokens:
             not isinstance(user_identifier, str) or not user_identifier
         ):
             raise ValidationError("user_identifier must be a non-empty string when given")
-        body = msgspec.json.encode(
+        body = json_body(
             CreateTokenRequest(
                 embed_origin=embed_origin,
                 expires_after=expires_after,

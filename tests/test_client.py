@@ -353,6 +353,81 @@ def test_control_characters_in_credentials_are_refused(bad: str) -> None:
         chatsdk.ChatClient("k", headers={"X-Extra": bad}, base_url="http://127.0.0.1:9")
 
 
+def test_a_secret_no_utf8_holds_is_refused_without_showing_it() -> None:
+    # A CHATSDK_API_KEY with an undecodable byte reads as a lone surrogate: the first
+    # call raised a bare UnicodeEncodeError whose .object held the whole key.
+    bad = "sk-live-0123456789abcdef\udcff"
+    for make in (
+        lambda: chatsdk.ChatClient(bad, base_url="http://127.0.0.1:9"),
+        lambda: chatsdk.ChatClient(session_token=bad, project="p", base_url="http://127.0.0.1:9"),
+        lambda: chatsdk.ChatClient("k", headers={"X-A": bad}, base_url="http://127.0.0.1:9"),
+    ):
+        with pytest.raises(chatsdk.ValidationError, match="lone surrogate") as info:
+            make()
+        assert "0123456789" not in repr(info.value.__dict__) + str(info.value)
+
+
+async def test_text_no_utf8_holds_is_a_validation_error_in_every_call() -> None:
+    bad = "q\ud800"
+    async with chatsdk.ChatClient("k", project="p", base_url="http://127.0.0.1:9") as client:
+        for call in (
+            lambda: client.chat.create(integration_id="d", messages=bad),
+            lambda: client.chat.continue_(bad, integration_id="d", message="q"),
+            lambda: client.chat.completions.create(model="m", messages=bad),
+        ):
+            with pytest.raises(chatsdk.ValidationError):
+                call()
+        with pytest.raises(chatsdk.ValidationError):
+            await client.tokens.create(embed_origin="https://a.example", user_identifier=bad)
+        with pytest.raises(chatsdk.ValidationError):
+            await client.tokens.revoke(bad)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"headers": ["X-A: 1"]}, "headers must be a mapping"),
+        ({"http_session": "x"}, "http_session must be an aiohttp.ClientSession"),
+        ({"trust_env": "no"}, "trust_env must be True or False"),
+        ({"retries": chatsdk.RetryPolicy}, "retries must be"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_validation_errors(
+    settings: dict[str, Any], named: str
+) -> None:
+    # They were an AttributeError, accepted then failing at the first call, or read
+    # as true ("no").
+    with pytest.raises(chatsdk.ValidationError, match=named):
+        chatsdk.ChatClient("k", base_url="http://127.0.0.1:9", **settings)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"max_resumes": True}, "max_resumes"),
+        ({"max_resumes": 1.5}, "max_resumes"),
+        ({"max_retry_after": -1.0}, "max_retry_after"),
+    ],
+)
+def test_retry_policy_checks_every_field(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(chatsdk.ValidationError, match=named):
+        chatsdk.RetryPolicy(**fields)
+
+
+@pytest.mark.parametrize("session_id", [".", ".."])
+async def test_a_dot_session_id_is_refused_at_once(session_id: str) -> None:
+    # It was refused only at the first use of the stream.
+    async with chatsdk.ChatClient("k", base_url="http://127.0.0.1:9") as client:
+        with pytest.raises(chatsdk.ValidationError, match="session's id"):
+            client.chat.continue_(session_id, integration_id="d", message="q")
+
+
+async def test_a_response_format_that_is_not_a_mapping_is_named() -> None:
+    async with chatsdk.ChatClient("k", base_url="http://127.0.0.1:9") as client:
+        with pytest.raises(chatsdk.ValidationError, match="response_format must be a mapping"):
+            client.chat.completions.create(model="m", messages="q", response_format="json_object")  # type: ignore[arg-type]
+
+
 # -- error mapping and retries (purpose-built server) ------------------------------------
 
 SERVICE_ERROR = msgspec.json.encode(
