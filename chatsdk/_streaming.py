@@ -49,6 +49,7 @@ from ._transport import (
     invalid_response,
     mapped_errors,
     read_at_most,
+    read_timeout_reason,
     scrubbed,
 )
 from .errors import (
@@ -552,7 +553,9 @@ class EventStream(Generic[EventT, ResultT]):
                     and loop.time() >= read_by
                     and not (wait_until is not None and wait_until <= read_by)
                 ):
-                    raise aiohttp.SocketTimeoutError() from None
+                    raise APITimeoutError(
+                        f"reading the stream: {read_timeout_reason(self._timeout)}"
+                    ) from None
                 raise
 
     async def _resume(self, cause: BaseException, wait_until: float | None) -> None:
@@ -750,7 +753,7 @@ class EventStream(Generic[EventT, ResultT]):
         if at_eof:
             response.release()
         else:  # the end marker came before the body's end: nothing after it matters
-            response.close()
+            self._transport.release_when_read(response)
 
     def _first_runs(self, decoder: SSEDecoder, chunk: bytes) -> list[EventRun]:
         """``feed_runs`` for the stream's first events, noting the first event id on the way.

@@ -258,6 +258,7 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxies: dict[str, str | None] = {}  # per scheme://host:port
         self._proxy_credentials: set[str] | None = None  # see secrets()
+        self._draining: set[aiohttp.ClientResponse] = set()  # see release_when_read()
         self._closed = False
         # The streams made on this transport: closing it ends those still being read.
         self.streams: weakref.WeakSet[_ClientStream] = weakref.WeakSet()
@@ -350,8 +351,28 @@ class Transport:
         self._tokens.close()
         for stream in list(self.streams):
             stream.client_closed()
+        for response in list(self._draining):
+            response.close()
+        self._draining.clear()
         if self._session is not None and self._owns_session and not self._session.closed:
             await self._session.close()
+
+    def release_when_read(self, response: aiohttp.ClientResponse) -> None:
+        """Return the connection of an answer that is whole before its body ended (the
+        end marker came, the chunked body's last chunk not yet) to the pool once the rest
+        of the body is read, in the background: it is usually just behind, and a pooled
+        connection spares the next call a new connection (and TLS handshake). A body
+        that does not end within ``DRAIN_WAIT`` is closed instead."""
+        # aiohttp releases a response's connection itself when its body ends, read or
+        # not (data past the end marker waits in its buffer, up to its flow-control
+        # limit): only the close of one that does not end is left to do.
+        self._draining.add(response)
+
+        def close() -> None:
+            self._draining.discard(response)
+            response.close()  # a no-op once aiohttp released it
+
+        asyncio.get_running_loop().call_later(DRAIN_WAIT, close)
 
     # -- auth ---------------------------------------------------------------------------
 
@@ -706,6 +727,11 @@ def mapped_errors(
         raise error from _safe_cause(exc, secrets)
 
 
+# How long a finished answer's connection waits for the rest of its body (a chunked
+# body's last chunk, usually just behind the end marker) before it is closed, not pooled.
+DRAIN_WAIT: Final = 0.25
+
+
 def _malformed(exc: BaseException) -> bool:
     """Whether an aiohttp failure is an answer HTTP cannot parse (framing, a content
     encoding that does not decode, headers over aiohttp's limits), not a broken link."""
@@ -799,6 +825,10 @@ def earliest(deadline: float | None, other: float | None) -> float | None:
     return min(deadline, other)
 
 
+def read_timeout_reason(timeout: Timeout) -> str:
+    return f"no bytes from the server for {timeout.read} s (read timeout)"
+
+
 def _timeout_reason(
     exc: BaseException, timeout: Timeout, deadline: float | None, doing: str
 ) -> str:
@@ -808,7 +838,7 @@ def _timeout_reason(
             "not accept one, or every connection of the pool (max_connections) was in use"
         )
     if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
-        return f"no bytes from the server for {timeout.read} s (read timeout)"
+        return read_timeout_reason(timeout)
     if _past(deadline):
         return f"the total timeout ({timeout.total} s) expired"
     # What idle bounds (Timeout): the gap between events, a whole JSON answer, the head.

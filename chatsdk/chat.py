@@ -259,7 +259,8 @@ class Chat:
         if chat_session_id in (".", ".."):
             # In the path it would name another endpoint (yarl resolves dot segments).
             raise ValidationError(
-                f"chat_session_id must be a session's id, got {chat_session_id!r}"
+                f"chat_session_id must be a session's id, not the path segment "
+                f"{chat_session_id!r} (it would send the request to another endpoint)"
             )
         check_header_value("chat_session_id", chat_session_id)  # no control or lone surrogate
         _check_text("integration_id", integration_id)

@@ -1044,3 +1044,46 @@ async def test_an_answer_over_the_cap_names_the_cap_itself() -> None:
                 async with asyncio.timeout(20):
                     await client.chat.completions.create(model="m", messages="q", stream=False)
     assert f"larger than {8 * 2**20} bytes" in str(info.value)
+
+
+@pytest.mark.parametrize("terminator_after", [0.0, 0.005, 0.05])
+async def test_a_connection_whose_last_chunk_trails_done_goes_back_to_the_pool(
+    terminator_after: float,
+) -> None:
+    # The chunked body's last chunk a few ms after [DONE]: every call opened a new
+    # connection (a new TLS handshake against a real server), as the stream closed it.
+    connections = 0
+    done = chunk(b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            await read_head(reader)
+            await play([SSE_HEAD, done, terminator_after, b"0\r\n\r\n"], writer)
+
+    async with raw_server(handle) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            for _ in range(4):
+                async with asyncio.timeout(5):
+                    assert (await client.chat.completions.create(model="m", messages="q")).text
+                await asyncio.sleep(0.1)
+    assert connections == 1
+
+
+async def test_a_server_hanging_after_done_neither_delays_the_answer_nor_leaks() -> None:
+    done = chunk(b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
+    async with raw_server(scripted(SSE_HEAD, done)) as url:  # and the body never ends
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            began = time.monotonic()
+            async with asyncio.timeout(5):
+                assert (await client.chat.completions.create(model="m", messages="q")).text
+            assert time.monotonic() - began < 0.2
+            await asyncio.sleep(0.4)  # past the wait for the body's end: closed, not pooled
+            gc.collect()
+        began = time.monotonic()
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            async with asyncio.timeout(5):
+                assert (await client.chat.completions.create(model="m", messages="q")).text
+        # Closing the client within the wait closes the connection at once.
+    gc.collect()
