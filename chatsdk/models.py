@@ -33,10 +33,12 @@ __all__ = [
     "ChunkChoice",
     "CompletionEvent",
     "CompletionRole",
+    "CompletionTokensDetails",
     "CompletionUsage",
     "Function",
     "FunctionDefinition",
     "Link",
+    "PromptTokensDetails",
     "ProvidedLinks",
     "StreamOptions",
     "ChatEvent",
@@ -371,12 +373,33 @@ class ChunkChoice(msgspec.Struct, frozen=True, gc=False):
     finish_reason: str | None = None
 
 
+class PromptTokensDetails(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``usage.prompt_tokens_details``: of the prompt's tokens, those read from the
+    server's prompt cache (``cached_tokens``) and those of audio input."""
+
+    cached_tokens: int | None = None
+    audio_tokens: int | None = None
+
+
+class CompletionTokensDetails(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``usage.completion_tokens_details``: of the answer's tokens, the reasoning's
+    (counted though not shown), audio, and predicted-output ones accepted or rejected."""
+
+    reasoning_tokens: int | None = None
+    audio_tokens: int | None = None
+    accepted_prediction_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+
+
 class CompletionUsage(msgspec.Struct, frozen=True):
-    """Token counts of a completion (``usage``)."""
+    """Token counts of a completion (``usage``); the details when the server gives them
+    (OpenAI's names: what was cached, what the reasoning took)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class ChatCompletionChunk(msgspec.Struct, frozen=True, gc=False):

@@ -1463,3 +1463,20 @@ async def test_a_body_without_done_ending_while_another_choice_is_under_way_is_c
             with pytest.raises(chatsdk.StreamError):
                 async with asyncio.timeout(10):
                     await client.chat.completions.create(model="m", messages="q")
+
+
+async def test_usage_details_are_kept() -> None:
+    # What was cached and what the reasoning took: OpenAI's, vLLM's and others' details.
+    usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "total_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 6},
+        "completion_tokens_details": {"reasoning_tokens": 3, "accepted_prediction_tokens": 0},
+    }
+    body = events(chunk("Hi", finish="stop"), {**USAGE_CHUNK, "usage": usage})
+    _, _, result, _ = await run([sse_reply(body)], stream_options={"include_usage": True})
+    assert result.usage is not None
+    assert result.usage.prompt_tokens_details == chatsdk.PromptTokensDetails(cached_tokens=6)
+    details = result.usage.completion_tokens_details
+    assert details is not None and details.reasoning_tokens == 3

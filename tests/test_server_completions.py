@@ -217,7 +217,15 @@ async def test_usage_with_include_usage(
     assert usage_chunk["choices"] == []
     assert usage_chunk["id"] == answer[0]["id"]
     usage = usage_chunk["usage"]
-    assert set(usage) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert set(usage) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+    }
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 0
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
     # Deterministic counts: words of the prompt, and of the answer.
     assert usage["prompt_tokens"] == len(["Answer ", "from ", "the ", "docs."]) + len(
         ["How ", "do ", "I ", "retry?"]

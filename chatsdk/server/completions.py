@@ -30,10 +30,12 @@ from aiohttp import web
 
 from chatsdk.models import (
     ChatCompletionMessage,
+    CompletionTokensDetails,
     CompletionUsage,
     FunctionDefinition,
     Link,
     Message,
+    PromptTokensDetails,
     StreamOptions,
 )
 from chatsdk.server.errors import decode_body, invalid, json_encoder
@@ -144,7 +146,14 @@ class _Completion:
     def usage(self) -> CompletionUsage:
         fragments = sum(len(_fragments(call.arguments)) for call in self.tool_calls)
         completion = len(self.words) + fragments
-        return CompletionUsage(self.prompt_tokens, completion, self.prompt_tokens + completion)
+        # With the details OpenAI gives (nothing cached, no reasoning here).
+        return CompletionUsage(
+            self.prompt_tokens,
+            completion,
+            self.prompt_tokens + completion,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=0),
+            completion_tokens_details=CompletionTokensDetails(reasoning_tokens=0),
+        )
 
 
 async def chat_completions(state: ServerState, request: web.Request) -> web.StreamResponse:
