@@ -22,6 +22,7 @@ import anyio
 import jwt
 import pytest
 
+import chatsdk
 from chatsdk.server import Faults, ReferenceServer
 from chatsdk.server.responder import NO_MATCH
 from tests.support import (
@@ -1289,3 +1290,22 @@ async def test_closing_is_prompt_while_a_client_has_sent_half_its_body() -> None
         started = time.monotonic()
     assert time.monotonic() - started < 2.5
     writer.close()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"retry_after": 5},  # failed inside the handler: the client saw a dropped connection
+        {"event_delay": float("nan")},  # hung the stream
+        {"event_delay": -1.0},
+        {"drop_after_events": -1},
+        {"fail_first": True},
+        {"no_done": "yes"},
+        {"fail_status": 42},
+        {"ping_interval": 0},
+    ],
+)
+def test_a_fault_set_wrong_is_refused_where_it_is_set(fault: dict[str, Any]) -> None:
+    name = next(iter(fault))
+    with pytest.raises(chatsdk.ValidationError, match=f"Faults.{name}"):
+        Faults(**fault)

@@ -13,7 +13,11 @@ fresh scenario. All fields default to "behave".
 
 from __future__ import annotations
 
+import math
+
 import msgspec
+
+from chatsdk.errors import ValidationError
 
 __all__ = ["FaultState", "Faults"]
 
@@ -85,6 +89,34 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
 
     retry_ms: int | None = None
     """Send an SSE ``retry: <ms>`` field at the start of each stream."""
+
+    def __post_init__(self) -> None:
+        # msgspec does not check a Struct's types when it is built by hand: a fault set
+        # wrong would fail inside the server's handler (an int retry_after), or hang
+        # it (a NaN event_delay), where the test cannot see why.
+        for field in msgspec.structs.fields(self):
+            name, default, value = field.name, field.default, getattr(self, field.name)
+            if name == "retry_after":
+                ok = value is None or (isinstance(value, str) and value.strip() != "")
+                need = "a string (seconds or an HTTP date) or None"
+            elif isinstance(default, bool):
+                ok, need = isinstance(value, bool), "True or False"
+            elif isinstance(default, float):
+                ok = not isinstance(value, bool) and isinstance(value, int | float)
+                ok = ok and math.isfinite(value) and value >= 0
+                need = "a finite number of seconds >= 0"
+            else:  # the counts, None where they may be off
+                number = isinstance(value, int) and not isinstance(value, bool)
+                ok = (value is None and default is None) or (number and value >= 0)
+                need = "an int >= 0" + (" or None" if default is None else "")
+            if not ok:
+                raise ValidationError(f"Faults.{name} must be {need}, got {value!r}")
+        if self.ping_interval == 0:
+            raise ValidationError("Faults.ping_interval must be > 0 (0 would ping without pause)")
+        if not 100 <= self.fail_status <= 599:
+            raise ValidationError(
+                f"Faults.fail_status must be an HTTP status, got {self.fail_status}"
+            )
 
 
 class FaultState:
