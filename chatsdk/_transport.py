@@ -101,9 +101,10 @@ ERROR_BODY_TIMEOUT = 10.0
 # its events, so it gets the size of the largest event (sse.DEFAULT_MAX_EVENT_SIZE), and a
 # hostile server still cannot make us buffer more.
 MAX_JSON_BODY = DEFAULT_MAX_EVENT_SIZE
-# Secrets shorter than this are not scrubbed from messages (as in the CLI): no real key
-# or token is that short, and replacing every "k" of a message would make it unreadable.
-MIN_SECRET_LENGTH = 6
+# Secrets shorter than this are not scrubbed from messages (nor by the CLI): no real key
+# or token is that short, and masking a placeholder (local servers take any key: "ollama",
+# "sk-1234") would mangle every message that names it ("registry.***.ai/library/...").
+MIN_SECRET_LENGTH = 8
 
 
 class _TokenSource:

@@ -48,7 +48,7 @@ from . import __version__
 from ._client import ChatClient
 from ._config import Settings, Timeout
 from ._streaming import EventStream
-from ._transport import redact
+from ._transport import MIN_SECRET_LENGTH, redact
 from .completions import INKEEP_TOOLS
 from .errors import ChatSDKError, ValidationError
 from .models import (
@@ -470,11 +470,6 @@ def _secrets(args: argparse.Namespace) -> list[str]:
         *getattr(args, "resolved_secrets", ()),
     ]
     return [s for s in found if s]
-
-
-# Shorter "secrets" are not worth scrubbing: no real key or token is that short, and
-# replacing every "t" of a message would make it unreadable.
-MIN_SECRET_LENGTH = 6
 
 
 def _redact(text: str, secrets: Sequence[str]) -> str:

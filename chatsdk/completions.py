@@ -787,7 +787,11 @@ def _tool_choice(value: str | Mapping[str, Any] | None) -> Any:
         return value
     if isinstance(value, Mapping):
         return dict(value)
-    raise ValidationError('tool_choice must be "auto", "none", "required" or a mapping')
+    # Any string is sent: servers have their own ("any" is Mistral's).
+    raise ValidationError(
+        'tool_choice must be a string ("auto", "none", "required", or a server\'s own such '
+        'as "any") or a mapping'
+    )
 
 
 def _number(name: str, value: float | None, low: float, high: float) -> float | None:

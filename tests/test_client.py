@@ -747,3 +747,15 @@ def test_explicit_arguments_beat_the_environment(monkeypatch: pytest.MonkeyPatch
     env_only = chatsdk.ChatClient()
     assert env_only._transport.settings.api_key == "env-key"
     assert env_only._transport.settings.chat_base_url == "http://127.0.0.1:1"
+
+
+async def test_a_local_servers_placeholder_key_is_not_masked_in_its_messages() -> None:
+    # Ollama takes any key, and "ollama" is the one its docs use: masking it turned the
+    # server's words into "registry.***.ai/library/llama3.2 does not support tools".
+    said = {"error": {"message": "registry.ollama.ai/library/llama3.2 does not support tools"}}
+    reply = Reply(status=400, body=msgspec.json.encode(said).decode())
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient("ollama", base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.BadRequestError) as info:
+                await client.chat.completions.create(model="llama3.2", messages="q")
+    assert "registry.ollama.ai/library/llama3.2" in str(info.value)
