@@ -1076,7 +1076,10 @@ def _safe_cause(exc: BaseException, secrets: Collection[str]) -> BaseException |
 
 def _message_of(body: Any) -> str:
     """The human message in an error body: ServiceError ``message``, OpenAI's
-    ``{"error": {"message": ...}}`` (or ``{"error": "..."}``), 422 ``detail``, or text."""
+    ``{"error": {"message": ...}}`` (or ``{"error": "..."}``), 422 ``detail``, or text;
+    in a one-item list too (Gemini's OpenAI endpoint answers ``[{"error": {...}}]``)."""
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, str) and error.strip():

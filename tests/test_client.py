@@ -759,3 +759,13 @@ async def test_a_local_servers_placeholder_key_is_not_masked_in_its_messages() -
             with pytest.raises(chatsdk.BadRequestError) as info:
                 await client.chat.completions.create(model="llama3.2", messages="q")
     assert "registry.ollama.ai/library/llama3.2" in str(info.value)
+
+
+async def test_an_error_body_in_a_one_item_list_gives_its_message() -> None:
+    # Gemini's OpenAI-compatible endpoint: the message was "no details".
+    said = [{"error": {"code": 429, "message": "Resource has been exhausted", "status": "X"}}]
+    reply = Reply(status=400, body=msgspec.json.encode(said).decode())
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient("a-key-12345", base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.BadRequestError, match="Resource has been exhausted"):
+                await client.chat.completions.create(model="gemini", messages="q")
