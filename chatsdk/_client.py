@@ -151,6 +151,11 @@ class ChatClient:
     ) -> None:
         await self.aclose()
 
+    def __del__(self) -> None:
+        transport = getattr(self, "_transport", None)  # None: __init__ refused its arguments
+        if transport is not None:
+            transport.close_dropped(self)
+
     def __repr__(self) -> str:
         s = self._transport.settings
         auth = "api_key" if s.api_key else ("session_token" if s.session_token else "none")

@@ -23,6 +23,7 @@ import os
 import time
 import urllib.request
 import uuid
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -357,6 +358,32 @@ class Transport:
         self._draining.clear()
         if self._session is not None and self._owns_session and not self._session.closed:
             await self._session.close()
+
+    def close_dropped(self, client: object) -> None:
+        """For ``client``'s finalizer: a client dropped unclosed in its own running loop
+        (a notebook cell run again rebinds ``client``) has its pool closed here, quietly
+        but for a ResourceWarning (shown with -X dev, as for a file), rather than with
+        aiohttp's "Unclosed client session" printed into the output. Elsewhere (no loop,
+        another one) aiohttp's own warning stands."""
+        session = self._session
+        if session is None or session.closed or not self._owns_session:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if loop is not self._loop:
+            return
+        task = loop.create_task(session.close())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+        warnings.warn(
+            "unclosed chatsdk.ChatClient: its connections were closed when it was "
+            "collected; use `async with ChatClient(...)` or `await client.aclose()`",
+            ResourceWarning,
+            stacklevel=1,
+            source=client,
+        )
 
     def release_when_read(self, response: aiohttp.ClientResponse) -> None:
         """Return the connection of an answer that is whole before its body ended (the
@@ -727,6 +754,10 @@ def mapped_errors(
         error._final = _malformed(exc) or isinstance(exc, aiohttp.ClientConnectorCertificateError)
         raise error from _safe_cause(exc, secrets)
 
+
+# The closes of pools whose client was collected unclosed (Transport.__del__), held
+# until done: the loop keeps only a weak reference to a task.
+_CLOSING: set[asyncio.Task[None]] = set()
 
 # How long a finished answer's connection waits for the rest of its body (a chunked
 # body's last chunk, usually just behind the end marker) before it is closed, not pooled.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -769,3 +771,24 @@ async def test_an_error_body_in_a_one_item_list_gives_its_message() -> None:
         async with chatsdk.ChatClient("a-key-12345", base_url=srv.url, retries=0) as client:
             with pytest.raises(chatsdk.BadRequestError, match="Resource has been exhausted"):
                 await client.chat.completions.create(model="gemini", messages="q")
+
+
+async def test_a_client_dropped_unclosed_in_its_loop_closes_its_pool_quietly() -> None:
+    # A notebook cell run again rebinds `client`: aiohttp printed "Unclosed client
+    # session" into the output every time.
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        async with ScriptedServer([Reply(body=sse(("message_chunk", "{}")))]) as srv:
+            client = chatsdk.ChatClient(KEY, base_url=srv.url, retries=0)
+            with contextlib.suppress(chatsdk.ChatSDKError):
+                await client.chat.create(integration_id="d", messages="q")
+            with pytest.warns(ResourceWarning, match="unclosed chatsdk.ChatClient"):
+                del client
+                gc.collect()
+            await asyncio.sleep(0.05)
+            gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert not [c for c in reported if "Unclosed" in str(c.get("message"))], reported
