@@ -111,14 +111,10 @@ class RetryPolicy:
     max_resumes: int = 5
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
-            raise ValidationError(
-                f"RetryPolicy.max_retries must be an int >= 0, got {self.max_retries!r}"
-            )
+        for name in ("max_retries", "max_resumes"):
+            count = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValidationError(f"RetryPolicy.{name} must be an int >= 0, got {count!r}")
         if not 0 <= self.jitter <= 1:
             raise ValidationError(
                 f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter!r}"
@@ -128,14 +124,6 @@ class RetryPolicy:
             raise ValidationError("RetryPolicy delays and multiplier must be finite numbers")
         if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
             raise ValidationError("RetryPolicy delays must be >= 0 and multiplier >= 1")
-        if (
-            isinstance(self.max_resumes, bool)
-            or not isinstance(self.max_resumes, int)
-            or self.max_resumes < 0
-        ):
-            raise ValidationError(
-                f"RetryPolicy.max_resumes must be an int >= 0, got {self.max_resumes!r}"
-            )
         if self.max_retry_after < 0:
             raise ValidationError(
                 f"RetryPolicy.max_retry_after must be >= 0, got {self.max_retry_after!r}"
