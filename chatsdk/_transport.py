@@ -746,17 +746,18 @@ def mapped_errors(
     except (aiohttp.ClientError, OSError, HttpProcessingError) as exc:
         # (HttpProcessingError: aiohttp's pure-Python parser lets its own errors out.)
         message = redact(f"{doing}: {_describe(exc)}", secrets)
-        if _malformed(exc) and doing.startswith("reading"):
+        malformed = _malformed(exc)
+        if malformed and doing.startswith("reading"):
             # A body that cannot be framed or decoded: the server's answer is broken,
             # and asking again (a resume) would be answered alike.
             raise StreamError(message) from _safe_cause(exc, secrets)
         error = APIConnectionError(message)
-        error._final = _malformed(exc) or isinstance(exc, aiohttp.ClientConnectorCertificateError)
+        error._final = malformed or isinstance(exc, aiohttp.ClientConnectorCertificateError)
         raise error from _safe_cause(exc, secrets)
 
 
-# The closes of pools whose client was collected unclosed (Transport.__del__), held
-# until done: the loop keeps only a weak reference to a task.
+# The closes of pools whose client was collected unclosed (close_dropped), held until
+# done: the loop keeps only a weak reference to a task.
 _CLOSING: set[asyncio.Task[None]] = set()
 
 # How long a finished answer's connection waits for the rest of its body (a chunked

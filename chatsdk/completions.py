@@ -406,10 +406,13 @@ class _CompletionsWire:
         if not name or key is None:
             return False
         last = self._tool_calls[key]
+        arguments = "".join(last.arguments)
         if not last.name:
             return False
+        if not arguments:
+            return name != last.name  # the name again, before any arguments
         try:
-            msgspec.json.decode("".join(last.arguments) or "{}")
+            msgspec.json.decode(arguments)
         except (msgspec.DecodeError, RecursionError):
             return name != last.name  # arguments under way: only another name is new
         return True

@@ -1389,7 +1389,7 @@ async def test_fragments_repeating_their_name_without_index_or_id_are_one_call()
     body = events(
         *[
             chunk(tool_calls=[tool_fragment(None, name="f", arguments=part)])
-            for part in ['{"a":', " 1", "}"]
+            for part in ["", '{"a":', " 1", "}"]
         ],
         chunk(finish="tool_calls"),
     )
