@@ -577,8 +577,28 @@ def report(results: Results, config: Config, args: argparse.Namespace, elapsed: 
     if decoder_runs:
         import decoder_shapes
 
-        table_data = {k: v for k, v in decoder_runs[-1].items() if isinstance(v, dict)}
+        last = decoder_runs[-1]
+        budget = last.get(decoder_shapes.BUDGET_KEY)
+        table_data = {
+            k: v
+            for k, v in last.items()
+            if isinstance(v, dict) and k != decoder_shapes.BUDGET_KEY
+        }
         decoder_table = decoder_shapes.markdown(table_data)
+        if budget:
+            # The floor's CPU per event on the completions row: aiohttp and the socket,
+            # which chatsdk pays as well, beside the stages only chatsdk runs.
+            floor_cpu = results.med("shapes", "completions@aiohttp-raw", "events_per_cpu_s")
+            floor_ns = 1e9 / floor_cpu if floor_cpu and floor_cpu == floor_cpu else None
+            decoder_table += (
+                "\n\n### Completions: where an event's CPU goes (sans-IO)\n\n"
+                "`benchmarks/decoder_shapes.py --budget`: the completions body fed through the "
+                "stream's own stages with no network, one stage added at a time (the SSE "
+                "decoder; msgspec typing each chunk as `ChatCompletionChunk`; the fold into "
+                "the result; `async for` handing each event out of an async generator), CPU "
+                "ns per event, median and least of interleaved rounds.\n\n"
+                + decoder_shapes.budget_markdown(budget, floor_ns)
+            )
     shape_section = matrix.section(results, config, decoder_table)
     if shape_section:
         add(shape_section)
