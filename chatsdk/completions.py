@@ -171,6 +171,9 @@ class _CompletionsWire:
         # _finish_reason follows) is under way.
         self._usage_expected = usage_expected
         self._unfinished: set[int] = set()
+        # Choice 0 went on after its finish_reason (tool calls after it, some servers):
+        # a body ending without [DONE] then shows no end, and is not taken as whole.
+        self._after_finish = False
         self._id = ""
         self._model = ""
         self._text: list[str] = []
@@ -217,6 +220,7 @@ class _CompletionsWire:
         # end so; openai-python takes them too.
         return self.finished or (
             self._finish_reason is not None
+            and not self._after_finish
             and not self._unfinished
             and (self._usage is not None or not self._usage_expected)
         )
@@ -323,6 +327,8 @@ class _CompletionsWire:
             if [c for c in chunks if c.error is not None or c.object == "error"]:
                 raise APIError("an error chunk")  # located and raised by decode_one
             text = self._fold(chunks)
+        elif self._finish_reason is not None and any(text):
+            self._after_finish = True
         if not self._id and chunks:
             self._id, self._model = chunks[0].id, chunks[0].model
         try:
@@ -350,6 +356,13 @@ class _CompletionsWire:
         # Folds all but the text of chunks into the result; returns the text.
         choices = [choice for chunk in chunks for choice in chunk.choices if not choice.index]
         deltas = [choice.delta for choice in choices]
+        ended = self._finish_reason is not None
+        for choice in choices:
+            d = choice.delta
+            if ended and (d.content or d.tool_calls or d.reasoning_content or d.reasoning):
+                self._after_finish = True
+                break
+            ended = ended or bool(choice.finish_reason)
         for delta in [
             d for d in deltas if d.tool_calls or d.reasoning_content or d.reasoning or d.refusal
         ]:
@@ -379,15 +392,19 @@ class _CompletionsWire:
             # A known id is its call's, wherever it comes; else the index says, and
             # another id at an index in use is another call (some servers number every
             # call 0); without an index (some servers leave it out), a new id is a new
-            # call and a fragment without one continues the last call.
+            # call and a fragment without one continues the last call. Without an id,
+            # a fragment naming a function after a whole call starts the next one.
             key = self._by_id.get(fragment.id) if fragment.id else None
             if key is None:
                 index = fragment.index
                 if index is None:
-                    starts = fragment.id or self._starts_a_call(fragment)
+                    last = latest.get(self._last_index)
+                    starts = fragment.id or _starts_a_call(fragment, last and calls[last])
                     index = max(latest, default=-1) + 1 if starts else self._last_index
                 key = latest.get(index)
-                if key is None or (fragment.id and calls[key].id):
+                if key is None or (
+                    calls[key].id if fragment.id else _starts_a_call(fragment, calls[key])
+                ):
                     key = (index, 0 if key is None else key[1] + 1)
                     calls[key] = _ToolCallParts()
                     latest[index] = key
@@ -395,27 +412,6 @@ class _CompletionsWire:
                 self._by_id[fragment.id] = key
             self._last_index = key[0]
             calls[key].add(fragment)
-
-    def _starts_a_call(self, fragment: ChoiceDeltaToolCall) -> bool:
-        # Without index and id, a fragment naming a function after a call whose
-        # arguments are whole JSON starts the next call (servers that send each call
-        # whole in a chunk of its own); one repeating the name of a call still under
-        # way (some repeat it on every fragment) goes on with that call.
-        name = fragment.function.name if fragment.function is not None else None
-        key = self._latest.get(self._last_index)
-        if not name or key is None:
-            return False
-        last = self._tool_calls[key]
-        arguments = "".join(last.arguments)
-        if not last.name:
-            return False
-        if not arguments:
-            return name != last.name  # the name again, before any arguments
-        try:
-            msgspec.json.decode(arguments)
-        except (msgspec.DecodeError, RecursionError):
-            return name != last.name  # arguments under way: only another name is new
-        return True
 
     def _inkeep_events(self) -> list[CompletionEvent]:
         """Inkeep's citation tool calls as typed events, once the calls are whole."""
@@ -463,6 +459,29 @@ class _CompletionsWire:
         )
 
 
+def _starts_a_call(fragment: ChoiceDeltaToolCall, last: _ToolCallParts | None) -> bool:
+    """Whether a fragment without an id starts a call after ``last`` (at its index, or
+    the last call when it has no index): it names a function, bringing arguments or
+    naming another one, and ``last`` is whole (named, its arguments whole JSON). Servers
+    sending each call whole in a chunk of its own give no id (or the same index); one
+    repeating its call's name on every fragment goes on with that call."""
+    function = fragment.function
+    name = function.name if function is not None else None
+    if not name or last is None or not last.name:
+        return False
+    brings = bool(function and (function.arguments or "").strip())
+    if name == last.name and not brings:
+        return False  # the name again (with nothing, or blanks), not a call
+    arguments = "".join(last.arguments)
+    if not arguments.strip():
+        return name != last.name
+    try:
+        msgspec.json.decode(arguments)
+    except (msgspec.DecodeError, RecursionError):
+        return name != last.name  # arguments under way: only another name is new
+    return True
+
+
 def _chunk(data: str) -> ChatCompletionChunk:
     return _lenient(_CHUNK, data)
 
@@ -478,7 +497,10 @@ def _lenient(decoder: msgspec.json.Decoder[_T], data: str | bytes) -> _T:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         try:
-            value: _T = msgspec.convert(_normalized(msgspec.json.decode(data)), decoder.type)
+            # strict=False: a count sent as 2.0, as openai-python takes it.
+            value: _T = msgspec.convert(
+                _normalized(msgspec.json.decode(data)), decoder.type, strict=False
+            )
             return value
         except msgspec.ValidationError:
             raise exc from None
@@ -510,28 +532,40 @@ def _normalized(value: Any) -> Any:
 
 def _message_normalized(message: dict[str, Any]) -> dict[str, Any]:
     content = message.get("content")
+    if isinstance(content, dict):
+        content = [content]  # one part, not in a list
     if isinstance(content, list):
         texts, thoughts = [], []
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, dict) and part.get("type") == "text":
-                texts.append(_text_of(part.get("text")))
             elif isinstance(part, dict) and part.get("type") == "thinking":
                 thoughts.append(_text_of(part.get("thinking")))
+            elif isinstance(part, dict):  # "text", "output_text", or no type
+                texts.append(_text_of(part.get("text")))
         message = {**message, "content": "".join(texts)}
-        if thoughts and not ({"reasoning", "reasoning_content"} & message.keys()):
-            message["reasoning"] = "".join(thoughts)
+        if thoughts:
+            said = message.get("reasoning") or message.get("reasoning_content") or ""
+            message["reasoning"] = "".join(thoughts) + said
+            message.pop("reasoning_content", None)
     calls = message.get("tool_calls")
     if isinstance(calls, dict):
-        calls = [calls]
+        calls = [calls] if calls else []
     if isinstance(calls, list):
-        message = {**message, "tool_calls": [_call_normalized(call) for call in calls]}
+        with_id = "delta" not in message  # a whole answer's call: its id may be missing
+        message = {
+            **message,
+            "tool_calls": [_call_normalized(call, with_id) for call in calls if call],
+        }
     return message
 
 
-def _call_normalized(call: Any) -> Any:
-    function = call.get("function") if isinstance(call, dict) else None
+def _call_normalized(call: Any, with_id: bool) -> Any:
+    if not isinstance(call, dict):
+        return call
+    if with_id and not isinstance(call.get("id"), str):
+        call = {**call, "id": "" if call.get("id") is None else str(call["id"])}
+    function = call.get("function")
     if isinstance(function, dict) and isinstance(function.get("arguments"), dict | list):
         arguments = msgspec.json.encode(function["arguments"]).decode()
         return {**call, "function": {**function, "arguments": arguments}}

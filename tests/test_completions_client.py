@@ -1480,3 +1480,87 @@ async def test_usage_details_are_kept() -> None:
     assert result.usage.prompt_tokens_details == chatsdk.PromptTokensDetails(cached_tokens=6)
     details = result.usage.completion_tokens_details
     assert details is not None and details.reasoning_tokens == 3
+
+
+async def test_a_body_without_done_that_goes_on_after_the_finish_is_not_taken_as_whole() -> None:
+    # Tool calls after the finish_reason chunk (some servers send them so), then a clean
+    # end mid-arguments: accepted, its arguments cut and its sources gone with a log line.
+    cut = chunk(tool_calls=[tool_fragment(0, id="c1", name="provideLinks", arguments='{"li')])
+    body = events(chunk("Answer.", finish="stop"), cut, done=False)
+    async with ScriptedServer([sse_reply(body)]) as srv:
+        async with client_for(srv.url) as client:
+            with pytest.raises(chatsdk.StreamError, match="incomplete"):
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"type": "function", "function": {"name": "lookup", "arguments": '{"q": "retry"}'}},
+        {"id": None, "function": {"name": "lookup", "arguments": '{"q": "retry"}'}},
+        {"function": {"name": "lookup", "arguments": {"q": "retry"}}},
+    ],
+    ids=["no id", "null id", "no id, arguments an object"],
+)
+async def test_a_whole_answers_tool_call_without_an_id_is_read(call: dict[str, Any]) -> None:
+    # Streamed it was accepted; whole, it was an APIResponseValidationError.
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    whole = {
+        **COMPLETION,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+    }
+    _, _, result, _ = await run([Reply(body=json.dumps(whole))], stream=False)
+    assert [
+        (c.id, c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls
+    ] == [("", "lookup", {"q": "retry"})]
+
+
+@pytest.mark.parametrize("tail", ["", "\n", "  "], ids=["empty", "newline", "spaces"])
+async def test_a_trailing_fragment_repeating_the_name_is_not_another_call(tail: str) -> None:
+    whole = tool_fragment(None, name="lookup", arguments='{"q": "retry"}')
+    again = tool_fragment(None, name="lookup", arguments=tail)
+    body = events(chunk(tool_calls=[whole]), chunk(tool_calls=[again]), chunk(finish="tool_calls"))
+    _, _, result, _ = await run([sse_reply(body)])
+    assert [c.function.name for c in result.tool_calls] == ["lookup"]
+    assert json.loads(result.tool_calls[0].function.arguments) == {"q": "retry"}
+
+
+async def test_whole_calls_at_one_index_without_ids_stay_apart() -> None:
+    # Every call numbered 0, no ids: they were merged as ('', 'g', '{}{}').
+    body = events(
+        chunk(tool_calls=[tool_fragment(0, name="f", arguments="{}")]),
+        chunk(tool_calls=[tool_fragment(0, name="g", arguments='{"a": 1}')]),
+        chunk(finish="tool_calls"),
+    )
+    _, _, result, _ = await run([sse_reply(body)])
+    assert [(c.function.name, c.function.arguments) for c in result.tool_calls] == [
+        ("f", "{}"),
+        ("g", '{"a": 1}'),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        ([{"type": "output_text", "text": "A"}, {"text": "B"}], "AB"),
+        ({"type": "text", "text": "C"}, "C"),
+    ],
+    ids=["output_text and no type", "one part, not a list"],
+)
+async def test_content_parts_of_other_shapes_keep_their_text(content: Any, text: str) -> None:
+    body = events(
+        {**chunk(), "choices": [{"index": 0, "delta": {"content": content}}]}, chunk(finish="stop")
+    )
+    _, _, result, _ = await run([sse_reply(body)])
+    assert result.text == text
+
+
+async def test_an_empty_tool_calls_object_makes_no_call_and_float_counts_are_read() -> None:
+    odd = {**chunk("Hi"), "choices": [{"index": 0, "delta": {"content": "Hi", "tool_calls": {}}}]}
+    usage = {**USAGE_CHUNK["usage"], "prompt_tokens_details": {"cached_tokens": 2.0}}  # type: ignore[dict-item]
+    body = events(odd, chunk(finish="stop"), {**USAGE_CHUNK, "usage": usage})
+    _, _, result, _ = await run([sse_reply(body)], stream_options={"include_usage": True})
+    assert result.text == "Hi" and result.tool_calls == []
+    assert result.usage is not None and result.usage.prompt_tokens_details is not None
+    assert result.usage.prompt_tokens_details.cached_tokens == 2
