@@ -371,6 +371,11 @@ class EventStream(Generic[EventT, ResultT]):
         """Stop reading and release the connection (closing it if the body was unfinished)."""
         self._abandon()
 
+    @property
+    def in_use(self) -> bool:
+        """Whether the stream may still read (not begun, or under way): for the client."""
+        return not self._done
+
     def client_closed(self) -> None:
         """The client was closed: a stream under way ends now, its reader told why (one
         not yet begun is left to fail as any call on a closed client does)."""
@@ -525,7 +530,9 @@ class EventStream(Generic[EventT, ResultT]):
     ) -> bytes:
         with mapped_errors("reading the answer", self._timeout, self._deadline, self._secrets):
             async with asyncio.timeout_at(wait_until):
-                body = await read_at_most(response, MAX_JSON_BODY - have, limit=MAX_JSON_BODY)
+                body = await read_at_most(
+                    response, MAX_JSON_BODY - have, limit=MAX_JSON_BODY, timeout=self._timeout
+                )
         response.release()
         self._response = None
         return body

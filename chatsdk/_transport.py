@@ -20,6 +20,7 @@ import contextlib
 import inspect
 import logging
 import os
+import re
 import time
 import urllib.request
 import uuid
@@ -245,6 +246,9 @@ def _jwt_expiry(token: str) -> float | None:
 class _ClientStream(Protocol):
     def client_closed(self) -> None: ...
 
+    @property
+    def in_use(self) -> bool: ...
+
 
 class Transport:
     """One aiohttp ``ClientSession`` shared by every call of a client, on one event loop."""
@@ -368,6 +372,8 @@ class Transport:
         session = self._session
         if session is None or session.closed or not self._owns_session:
             return
+        if [stream for stream in self.streams if stream.in_use]:
+            return  # a stream made by it is still being read: it goes on using the pool
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -676,7 +682,13 @@ class Transport:
         try:
             with mapped_errors(f"{method} {without_query(url)}", timeout, deadline, secrets):
                 async with asyncio.timeout_at(body_by):
-                    raw = await read_at_most(response, MAX_JSON_BODY, show=show_body)
+                    raw = await read_at_most(
+                        response,
+                        MAX_JSON_BODY,
+                        show=show_body,
+                        timeout=timeout,
+                        doing=f"{method} {without_query(url)}",
+                    )
         except APIResponseValidationError as exc:
             raise scrubbed(exc, secrets) from None
         finally:
@@ -708,8 +720,14 @@ class Transport:
                 urls = list(urllib.request.getproxies_environment().values())
             self._proxy_credentials = {c for url in urls if url for c in _credentials_of(url)}
         found |= self._proxy_credentials
-        # As a query or a path carries them (a server may quote the URL it was sent).
-        return found | {quote(v, safe="") for v in found} | {quote_plus(v) for v in found}
+        # As a query or a path carries them (a server may quote the URL it was sent), with
+        # its %XX escapes in upper or lower case (RFC 3986 §2.1: the same to a server).
+        encoded = {quote(v, safe="") for v in found} | {quote_plus(v) for v in found}
+        lower = {_ESCAPE.sub(lambda m: m.group().lower(), v) for v in encoded}
+        return found | encoded | lower
+
+
+_ESCAPE: Final = re.compile("%[0-9A-F]{2}")
 
 
 def _credentials_of(url: str) -> set[str]:
@@ -952,16 +970,31 @@ async def read_capped(
 
 
 async def read_at_most(
-    response: aiohttp.ClientResponse, cap: int, *, show: bool = True, limit: int | None = None
+    response: aiohttp.ClientResponse,
+    cap: int,
+    *,
+    show: bool = True,
+    limit: int | None = None,
+    timeout: Timeout | None = None,
+    doing: str = "reading the answer",
 ) -> bytes:
     """The whole body; :class:`APIResponseValidationError` once it passes ``cap`` bytes
     (nothing more is read). ``limit``: the size the error names, when ``cap`` is what is
-    left of it after bytes already read."""
+    left of it after bytes already read. Each read waits at most ``timeout.read``
+    (:class:`APITimeoutError` naming ``doing``): aiohttp's own timer stops after a body
+    its C parser cannot frame."""
     parts: list[bytes] = []
     size = 0
+    read = timeout.read if timeout is not None else None
     while True:
         # content.read(n) returns what is buffered (up to n), not n bytes: loop to EOF.
-        data = await response.content.read(cap + 1 - size)
+        try:
+            async with asyncio.timeout(read):
+                data = await response.content.read(cap + 1 - size)
+        except TimeoutError:
+            if timeout is None:
+                raise
+            raise APITimeoutError(f"{doing}: {read_timeout_reason(timeout)}") from None
         if not data:
             return b"".join(parts)
         parts.append(data)
@@ -1093,7 +1126,10 @@ def _safe_cause(exc: BaseException, secrets: Collection[str]) -> BaseException |
                 (),
                 status=exc.status,
                 message=redact(exc.message, secrets),
-                headers=exc.headers,
+                # A proxy's 407 may echo the request's Proxy-Authorization back.
+                headers=None
+                if exc.headers is None
+                else CIMultiDict((k, redact(v, secrets)) for k, v in exc.headers.items()),
             )
         except Exception:  # a subclass with another signature: chain nothing
             return None

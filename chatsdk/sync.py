@@ -114,6 +114,9 @@ def _forget_runners() -> None:
     # refused (they would wait for ever), and closing it must not wait for it either.
     for runner in list(_RUNNERS):
         runner.forked = runner.closed = True
+        # Its aiohttp objects, collected at the child's exit, would report themselves
+        # unclosed through this loop's handler: noise in every prefork worker's stderr.
+        runner.loop.set_exception_handler(lambda loop, context: None)
         # The loop's epoll set is the parent's too (a fork shares it): the child closing
         # its copies of the sockets (their finalizers, at its exit) would take them out
         # of the parent's set, whose reads would then never wake. A fresh selector of the

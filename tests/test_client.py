@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -792,3 +793,36 @@ async def test_a_client_dropped_unclosed_in_its_loop_closes_its_pool_quietly() -
     finally:
         loop.set_exception_handler(None)
     assert not [c for c in reported if "Unclosed" in str(c.get("message"))], reported
+
+
+async def test_a_client_dropped_while_its_stream_is_read_leaves_the_stream_alone() -> None:
+    # A task reads a stream when the notebook rebinds `client`: the pool was closed
+    # under the reader, who then waited for the read timeout.
+    async with ReferenceServer(api_key=KEY, project=PROJECT) as server:
+        server.faults = Faults(event_delay=0.02)
+        client = chatsdk.ChatClient(KEY, project=PROJECT, base_url=server.base_url)
+        stream = client.chat.completions.create(model="m", messages=QUESTION)
+        first = await anext(stream)
+        del client
+        gc.collect()
+        async with asyncio.timeout(10):
+            result = await stream
+        assert first is not None and result.text
+        await stream._transport.aclose()  # the pool the dropped client left behind
+
+
+@pytest.mark.parametrize("case", ["upper", "lower"])
+async def test_a_key_echoed_url_encoded_is_masked_in_either_case_of_hex(case: str) -> None:
+    # .NET's UrlEncode writes %2b, not %2B: the key came back whole.
+    key = "sk-Ab+/=0123456789xyz"
+    from urllib.parse import quote
+
+    echoed = quote(key, safe="")
+    if case == "lower":
+        echoed = re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), echoed)
+    reply = Reply(status=401, body=f"invalid api_key={echoed}", content_type="text/plain")
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(key, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.AuthenticationError) as info:
+                await client.chat.completions.create(model="m", messages="q")
+    assert echoed not in str(info.value) and "***" in str(info.value)

@@ -1087,3 +1087,61 @@ async def test_a_server_hanging_after_done_neither_delays_the_answer_nor_leaks()
                 assert (await client.chat.completions.create(model="m", messages="q")).text
         # Closing the client within the wait closes the connection at once.
     gc.collect()
+
+
+async def test_a_whole_answer_whose_framing_breaks_is_bounded_by_read_too() -> None:
+    # stream=False: the body's reads had no bound but idle, so idle=None waited for ever.
+    handler = scripted(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        chunk(b'{"id": "x", '),
+        PAUSE,
+        b"zz\r\n",
+    )
+    async with raw_server(handler) as url:
+        timeout = chatsdk.Timeout(connect=2, read=1, idle=None)
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
+            began = time.monotonic()
+            with pytest.raises((chatsdk.APITimeoutError, chatsdk.StreamError)):
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q", stream=False)
+    assert time.monotonic() - began < 3
+
+
+async def test_a_proxys_echo_of_its_credentials_in_a_refused_connect_is_not_chained() -> None:
+    # An https call through a proxy that refuses CONNECT with a 407 echoing the
+    # Proxy-Authorization: the chained aiohttp error kept the proxy's headers.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await read_head(reader)).decode("latin-1")
+        sent = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in head.split("\r\n")
+                if line.lower().startswith("proxy-authorization")
+            ),
+            "none",
+        )
+        await play(
+            [
+                b"HTTP/1.1 407 Proxy Authentication Required\r\nX-You-Sent: "
+                + sent.encode()
+                + b"\r\nContent-Length: 0\r\n\r\n"
+            ],
+            writer,
+        )
+        await reader.read()
+
+    password = "Sup3rS3cretPassw0rd"
+    encoded = base64.b64encode(f"proxyuser:{password}".encode()).decode()
+    async with raw_server(handle) as proxy:
+        proxy_url = proxy.replace("http://", f"http://proxyuser:{password}@")
+        async with chatsdk.ChatClient(
+            KEY, base_url="https://10.9.9.9:444", proxy=proxy_url, retries=0
+        ) as client:
+            with pytest.raises(chatsdk.ChatSDKError) as info:
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q")
+    shown, cause = f"{info.value!r} {info.value}", info.value.__cause__
+    while cause is not None:
+        shown += f" {cause!r} {cause} {getattr(cause, 'headers', '')}"
+        cause = cause.__cause__
+    assert encoded not in shown and password not in shown
