@@ -286,6 +286,7 @@ class _CompletionsWire:
                     or None,
                 ),
                 finish_reason=choice.finish_reason,
+                logprobs=choice.logprobs,
             )
             for choice in answer.choices
         ]

@@ -366,11 +366,13 @@ _EMPTY_DELTA: Final = ChoiceDelta()
 
 
 class ChunkChoice(msgspec.Struct, frozen=True, gc=False):
-    """One choice of a stream chunk (openai-python's ``chunk.choices[i]``)."""
+    """One choice of a stream chunk (openai-python's ``chunk.choices[i]``); ``logprobs``
+    as the server sent it (JSON values), when the request asked for them."""
 
     index: int = 0
     delta: ChoiceDelta = _EMPTY_DELTA
     finish_reason: str | None = None
+    logprobs: Any = None
 
 
 class PromptTokensDetails(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -419,11 +421,13 @@ class ChatCompletionChunk(msgspec.Struct, frozen=True, gc=False):
 
 
 class Choice(msgspec.Struct, frozen=True):
-    """One choice of a whole (non-streamed) completion."""
+    """One choice of a whole (non-streamed) completion; ``logprobs`` as the server sent
+    it (JSON values), when the request asked for them."""
 
     message: ChatCompletionMessage
     index: int = 0
     finish_reason: str | None = None
+    logprobs: Any = None
 
 
 class ChatCompletion(msgspec.Struct, frozen=True):

@@ -33,6 +33,7 @@ import anyio.to_thread
 from anyio.from_thread import BlockingPortal
 
 from ._client import ChatClient
+from ._config import Settings
 from ._streaming import CLOSED_BY_CLIENT, EventStream
 from .chat import Chat
 from .completions import Completions
@@ -558,6 +559,12 @@ class SyncChatClient:
     def base_url(self) -> str:
         """The chat API's base URL."""
         return self._client.base_url
+
+    @property
+    def settings(self) -> Settings:
+        """Every option as resolved (``ChatClient.settings``): arguments, then ``CHATSDK_*``
+        variables, then the defaults; its ``repr`` masks the secrets."""
+        return self._client.settings
 
     @property
     def closed(self) -> bool:

@@ -1564,3 +1564,34 @@ async def test_an_empty_tool_calls_object_makes_no_call_and_float_counts_are_rea
     assert result.text == "Hi" and result.tool_calls == []
     assert result.usage is not None and result.usage.prompt_tokens_details is not None
     assert result.usage.prompt_tokens_details.cached_tokens == 2
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+async def test_logprobs_asked_for_are_kept_on_the_choices(stream: bool) -> None:
+    logprobs = {
+        "content": [{"token": "Hi", "logprob": -0.01, "bytes": [72, 105], "top_logprobs": []}]
+    }
+    if stream:
+        first = {
+            **chunk("Hi"),
+            "choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": logprobs}],
+        }
+        reply = sse_reply(events(first, chunk(finish="stop")))
+    else:
+        reply = Reply(
+            body=json.dumps(
+                {
+                    **COMPLETION,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "Hi"},
+                            "logprobs": logprobs,
+                        }
+                    ],
+                }
+            )
+        )
+    _, got, _, _ = await run([reply], stream=stream, extra_body={"logprobs": True})
+    assert got[0].choices[0].logprobs == logprobs

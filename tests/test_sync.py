@@ -594,3 +594,9 @@ def test_repr_shows_no_secret(server: ReferenceServer) -> None:
         text += repr(stream)
         stream.close()
     assert KEY not in text and "SyncChatClient" in text and "closed" in repr(client)
+
+
+def test_settings_are_shown_as_resolved(server: ReferenceServer) -> None:
+    with SyncChatClient(KEY, project=PROJECT, base_url=server.base_url) as client:
+        assert client.settings.completions_base_url == server.base_url
+        assert KEY not in repr(client.settings)
