@@ -321,7 +321,7 @@ class EventStream(Generic[EventT, ResultT]):
         except BaseException as exc:
             # An error or a cancellation mid-read: nothing more will be read, and asking
             # again raises the same error.
-            self._done = True
+            self._ended()
             self._close_connection()
             if isinstance(exc, Exception):
                 self._raise_if_closed_by_client()
@@ -351,11 +351,11 @@ class EventStream(Generic[EventT, ResultT]):
             try:
                 await self._open()
             except ChatSDKError as exc:
-                self._done = True
+                self._ended()
                 self._raise_if_closed_by_client()
                 raise scrubbed(exc, self._secrets) from exc.__cause__
             except BaseException:
-                self._done = True
+                self._ended()
                 raise
         return self
 
@@ -386,11 +386,19 @@ class EventStream(Generic[EventT, ResultT]):
         self._closed_by_client = True
         self._abandon()
 
+    def _ended(self, *, complete: bool = False) -> None:
+        """Nothing more will be read (``complete``: the whole answer was): the one place
+        that says so, and tells the client (a pool left by a dropped client closes when
+        its last stream ends)."""
+        self._done = True
+        self._complete = self._complete or complete
+        self._transport.stream_ended()
+
     def _abandon(self, how: str | None = None) -> None:
         """Stop here: nothing more is read, the connection is released at once. ``how``
         it was closed, if before its end, for the error that says so (_CLOSED_EARLY)."""
         if not self._done:
-            self._done = True
+            self._ended()
             self._closed_how = how
             self._pending = iter(())
         self._close_connection()
@@ -399,6 +407,8 @@ class EventStream(Generic[EventT, ResultT]):
         # Every exit path releases the connection; one still open here is a stream driven
         # by hand with __anext__ and dropped. Close it, and say so, as aiohttp would.
         response = getattr(self, "_response", None)  # None: __init__ refused its arguments
+        if response is not None and not self._done:
+            self._ended()  # a pool left by a dropped client may close now
         if response is not None and not response.closed:
             response.close()
             warnings.warn(
@@ -478,7 +488,7 @@ class EventStream(Generic[EventT, ResultT]):
                     "delivered: the rest of the answer cannot be told apart",
                     received=body,
                 )
-            self._done = self._complete = True
+            self._ended(complete=True)
             self._take(events)
             return
         if kind == "sse":
@@ -755,7 +765,7 @@ class EventStream(Generic[EventT, ResultT]):
         return not decoded and self._wire.ended
 
     def _finish(self, response: aiohttp.ClientResponse, *, at_eof: bool) -> None:
-        self._done = self._complete = True
+        self._ended(complete=True)
         self._response = None
         if at_eof:
             response.release()

@@ -265,6 +265,7 @@ class Transport:
         self._proxies: dict[str, str | None] = {}  # per scheme://host:port
         self._proxy_credentials: set[str] | None = None  # see secrets()
         self._draining: set[aiohttp.ClientResponse] = set()  # see release_when_read()
+        self._dropped = False  # the client was collected while its streams were read
         self._closed = False
         # The streams made on this transport: closing it ends those still being read.
         self.streams: weakref.WeakSet[_ClientStream] = weakref.WeakSet()
@@ -365,20 +366,33 @@ class Transport:
 
     def close_dropped(self, client: object) -> None:
         """For ``client``'s finalizer: a client dropped unclosed in its own running loop
-        (a notebook cell run again rebinds ``client``) has its pool closed here, quietly
-        but for a ResourceWarning (shown with -X dev, as for a file), rather than with
-        aiohttp's "Unclosed client session" printed into the output. Elsewhere (no loop,
-        another one) aiohttp's own warning stands."""
+        (a notebook cell run again rebinds ``client``) has its pool closed, quietly but
+        for a ResourceWarning (shown with -X dev, as for a file), rather than with
+        aiohttp's "Unclosed client session" printed into the output; when the last
+        stream it made ends, if some are still being read. Elsewhere (no loop, another
+        one) aiohttp's own warning stands."""
         session = self._session
-        if session is None or session.closed or not self._owns_session:
+        if not self._owns_session or (session is not None and session.closed):
             return
         if [stream for stream in self.streams if stream.in_use]:
-            return  # a stream made by it is still being read: it goes on using the pool
+            self._dropped = True  # see stream_ended (the pool may not be made yet)
+            return
+        if session is not None:
+            self._close_dropped_pool()
+
+    def stream_ended(self) -> None:
+        """A stream of this transport is done (read whole, closed or failed)."""
+        if self._dropped and not [stream for stream in self.streams if stream.in_use]:
+            self._dropped = False
+            self._close_dropped_pool()
+
+    def _close_dropped_pool(self) -> None:
+        session = self._session
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        if loop is not self._loop:
+        if session is None or session.closed or loop is not self._loop:
             return
         task = loop.create_task(session.close())
         _CLOSING.add(task)
@@ -388,7 +402,6 @@ class Transport:
             "collected; use `async with ChatClient(...)` or `await client.aclose()`",
             ResourceWarning,
             stacklevel=1,
-            source=client,
         )
 
     def release_when_read(self, response: aiohttp.ClientResponse) -> None:
@@ -554,6 +567,11 @@ class Transport:
             # dripping header bytes (each one resetting the read timeout) or sending 1xx
             # answers forever would otherwise hold the call with no total timeout set.
             headers_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
+            # And by ``read``: after a 1xx answer (103 Early Hints) aiohttp's own read
+            # timer is not armed again, and the wait for the real answer had no end.
+            read_by = None if timeout.read is None else loop.time() + timeout.read
+            read_first = read_by is not None and (headers_by is None or read_by < headers_by)
+            headers_by = earliest(headers_by, read_by)
             error: APIConnectionError | APIStatusError
             # The wait the server asked for (None: none) and the header that asked.
             wait_asked: float | None = None
@@ -575,6 +593,9 @@ class Transport:
                         )
             except APIConnectionError as exc:
                 error = exc
+                timed_out = isinstance(exc, APITimeoutError)
+                if timed_out and read_first and read_by is not None and loop.time() >= read_by:
+                    error = APITimeoutError(f"{doing}: {read_timeout_reason(timeout)}")
                 delay: float | None = retries.backoff(attempt)
                 retryable = not _past(deadline) and not exc._final
             else:

@@ -136,7 +136,7 @@ class _ToolCallParts:
         self.arguments: list[str] = []
 
     def add(self, fragment: ChoiceDeltaToolCall) -> None:
-        if fragment.id:
+        if fragment.id and not self.id:  # the first id a call is given is its id
             self.id = fragment.id
         if fragment.type:
             self.type = fragment.type
@@ -360,7 +360,9 @@ class _CompletionsWire:
         ended = self._finish_reason is not None
         for choice in choices:
             d = choice.delta
-            if ended and (d.content or d.tool_calls or d.reasoning_content or d.reasoning):
+            if ended and (
+                d.content or d.tool_calls or d.reasoning_content or d.reasoning or d.refusal
+            ):
                 self._after_finish = True
                 break
             ended = ended or bool(choice.finish_reason)
@@ -404,7 +406,12 @@ class _CompletionsWire:
                     index = max(latest, default=-1) + 1 if starts else self._last_index
                 key = latest.get(index)
                 if key is None or (
-                    calls[key].id if fragment.id else _starts_a_call(fragment, calls[key])
+                    # Another id at the index: another call, unless the call there is
+                    # under way (some servers give each fragment of one call an id of
+                    # its own: Poolside's, mlx-openai-server's).
+                    (calls[key].id and (_names(fragment) or _whole(calls[key])))
+                    if fragment.id
+                    else _starts_a_call(fragment, calls[key])
                 ):
                     key = (index, 0 if key is None else key[1] + 1)
                     calls[key] = _ToolCallParts()
@@ -460,6 +467,22 @@ class _CompletionsWire:
         )
 
 
+def _names(fragment: ChoiceDeltaToolCall) -> bool:
+    return bool(fragment.function is not None and fragment.function.name)
+
+
+def _whole(call: _ToolCallParts) -> bool:
+    # Whether a call's arguments so far are whole JSON.
+    arguments = "".join(call.arguments)
+    if not arguments.strip():
+        return False
+    try:
+        msgspec.json.decode(arguments)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
+
+
 def _starts_a_call(fragment: ChoiceDeltaToolCall, last: _ToolCallParts | None) -> bool:
     """Whether a fragment without an id starts a call after ``last`` (at its index, or
     the last call when it has no index): it names a function, bringing arguments or
@@ -473,14 +496,8 @@ def _starts_a_call(fragment: ChoiceDeltaToolCall, last: _ToolCallParts | None) -
     brings = bool(function and (function.arguments or "").strip())
     if name == last.name and not brings:
         return False  # the name again (with nothing, or blanks), not a call
-    arguments = "".join(last.arguments)
-    if not arguments.strip():
-        return name != last.name
-    try:
-        msgspec.json.decode(arguments)
-    except (msgspec.DecodeError, RecursionError):
-        return name != last.name  # arguments under way: only another name is new
-    return True
+    # Under way (no arguments yet, or not whole JSON): only another name is new.
+    return _whole(last) or name != last.name
 
 
 def _chunk(data: str) -> ChatCompletionChunk:

@@ -805,10 +805,10 @@ async def test_a_client_dropped_while_its_stream_is_read_leaves_the_stream_alone
         first = await anext(stream)
         del client
         gc.collect()
-        async with asyncio.timeout(10):
-            result = await stream
+        with pytest.warns(ResourceWarning, match="unclosed chatsdk.ChatClient"):
+            async with asyncio.timeout(10):
+                result = await stream  # and its end closes the pool
         assert first is not None and result.text
-        await stream._transport.aclose()  # the pool the dropped client left behind
 
 
 @pytest.mark.parametrize("case", ["upper", "lower"])
@@ -826,3 +826,29 @@ async def test_a_key_echoed_url_encoded_is_masked_in_either_case_of_hex(case: st
             with pytest.raises(chatsdk.AuthenticationError) as info:
                 await client.chat.completions.create(model="m", messages="q")
     assert echoed not in str(info.value) and "***" in str(info.value)
+
+
+async def test_the_pool_of_a_client_dropped_while_its_stream_was_read_closes_at_its_end() -> None:
+    # Left open, aiohttp printed "Unclosed client session" once the transport was
+    # collected.
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        async with ReferenceServer(api_key=KEY, project=PROJECT) as server:
+            client = chatsdk.ChatClient(KEY, project=PROJECT, base_url=server.base_url)
+            await client.chat.completions.create(model="m", messages=QUESTION)  # a pool
+            stream = client.chat.completions.create(model="m", messages=QUESTION)
+            del client
+            gc.collect()
+            with pytest.warns(ResourceWarning, match="unclosed chatsdk.ChatClient"):
+                async with asyncio.timeout(10):
+                    assert (await stream).text
+            transport = stream._transport
+            await asyncio.sleep(0.05)
+            assert transport._session is not None and transport._session.closed
+            del stream, transport
+            gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert not [c for c in reported if "Unclosed" in str(c.get("message"))], reported

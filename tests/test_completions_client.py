@@ -1595,3 +1595,28 @@ async def test_logprobs_asked_for_are_kept_on_the_choices(stream: bool) -> None:
         )
     _, got, _, _ = await run([reply], stream=stream, extra_body={"logprobs": True})
     assert got[0].choices[0].logprobs == logprobs
+
+
+async def test_a_call_whose_fragments_carry_ids_of_their_own_is_one_call() -> None:
+    # Poolside's API (and mlx-openai-server before its fix) gives each fragment of one
+    # call a new id at the same index: it was split into a call with no arguments and
+    # one with no name.
+    body = events(
+        chunk(tool_calls=[tool_fragment(0, id="call_A", name="get_weather", arguments="")]),
+        chunk(tool_calls=[tool_fragment(0, id="call_B", arguments='{"city":')]),
+        chunk(tool_calls=[tool_fragment(0, id="call_B", arguments='"Paris"}')]),
+        chunk(finish="tool_calls"),
+    )
+    _, _, result, _ = await run([sse_reply(body)])
+    assert [(c.id, c.function.name, c.function.arguments) for c in result.tool_calls] == [
+        ("call_A", "get_weather", '{"city":"Paris"}')
+    ]
+
+
+async def test_a_refusal_after_the_finish_needs_done() -> None:
+    body = events(chunk("", finish="stop"), chunk(refusal="I can"), done=False)
+    async with ScriptedServer([sse_reply(body)]) as srv:
+        async with client_for(srv.url) as client:
+            with pytest.raises(chatsdk.StreamError):
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q")

@@ -1145,3 +1145,19 @@ async def test_a_proxys_echo_of_its_credentials_in_a_refused_connect_is_not_chai
         shown += f" {cause!r} {cause} {getattr(cause, 'headers', '')}"
         cause = cause.__cause__
     assert encoded not in shown and password not in shown
+
+
+@pytest.mark.parametrize("informational", [b"103 Early Hints", b"100 Continue"])
+async def test_an_informational_answer_then_silence_is_bounded_by_read(
+    informational: bytes,
+) -> None:
+    # After a 1xx aiohttp does not arm its read timer again: with idle=None the wait for
+    # the real answer had no end.
+    async with raw_server(scripted(b"HTTP/1.1 " + informational + b"\r\n\r\n")) as url:
+        timeout = chatsdk.Timeout(connect=2, read=1, idle=None)
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
+            began = time.monotonic()
+            with pytest.raises(chatsdk.APITimeoutError, match="read timeout"):
+                async with asyncio.timeout(10):
+                    await client.chat.completions.create(model="m", messages="q")
+    assert time.monotonic() - began < 3
