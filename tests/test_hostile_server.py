@@ -883,20 +883,6 @@ def test_aiohttps_pure_python_parser_errors_are_typed_too() -> None:
     assert done.returncode == 0, done.stdout[-3000:]
 
 
-async def test_a_read_that_never_ends_is_bounded_by_read_when_idle_is_off() -> None:
-    # After an invalid chunk size aiohttp's C parser never wakes the reader: with
-    # idle=None the stream waited for ever, read=1 or not.
-    handler = scripted(SSE_HEAD, chunk(CHUNK), PAUSE, b"zz\r\n" + CHUNK)
-    async with raw_server(handler) as url:
-        timeout = chatsdk.Timeout(connect=2, read=1, idle=None)
-        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
-            began = time.monotonic()
-            with pytest.raises((chatsdk.APITimeoutError, chatsdk.StreamError)):
-                async with asyncio.timeout(10):
-                    await client.chat.create(integration_id="docs", messages="q")
-    assert time.monotonic() - began < 3
-
-
 def _gzip_head(extra: bytes = b"") -> bytes:
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
@@ -986,6 +972,19 @@ async def test_a_redirect_is_an_error_that_names_where_it_points(status: int, ca
     assert info.value.headers["Location"] == "https://sso.example/login"
 
 
+async def through_a_proxy(
+    handle: Handler, base_url: str, user: str, password: str
+) -> chatsdk.ChatSDKError:
+    """The error of a call to ``base_url`` through a raw proxy that ``handle`` answers."""
+    async with raw_server(handle) as proxy:
+        proxy_url = proxy.replace("http://", f"http://{user}:{password}@")
+        async with chatsdk.ChatClient(KEY, base_url=base_url, proxy=proxy_url, retries=0) as c:
+            with pytest.raises(chatsdk.ChatSDKError) as info:
+                async with asyncio.timeout(10):
+                    await c.chat.completions.create(model="m", messages="q")
+    return info.value
+
+
 async def test_a_proxys_credentials_are_never_shown() -> None:
     # A proxy answering 407 and quoting the request showed its password and the
     # Proxy-Authorization value (the API key beside them was already masked).
@@ -1002,17 +1001,11 @@ async def test_a_proxys_credentials_are_never_shown() -> None:
         )
         await reader.read()
 
-    async with raw_server(handle) as proxy:
-        password = "proxyPASSWORD-9d8c7b6a"
-        proxy_url = proxy.replace("http://", f"http://user:{password}@")
-        async with chatsdk.ChatClient(
-            KEY, base_url="http://127.0.0.9:1", proxy=proxy_url, retries=0
-        ) as client:
-            with pytest.raises(chatsdk.APIStatusError) as info:
-                async with asyncio.timeout(10):
-                    await client.chat.completions.create(model="m", messages="q")
-    shown = f"{info.value} {info.value.body} {info.value!r}"
-    assert info.value.status == 407 and "Proxy-Authorization" in shown
+    password = "proxyPASSWORD-9d8c7b6a"
+    error = await through_a_proxy(handle, "http://127.0.0.9:1", "user", password)
+    assert isinstance(error, chatsdk.APIStatusError)
+    shown = f"{error} {error.body} {error!r}"
+    assert error.status == 407 and "Proxy-Authorization" in shown
     for secret in (password, base64.b64encode(f"user:{password}".encode()).decode(), KEY):
         assert secret not in shown
 
@@ -1089,24 +1082,6 @@ async def test_a_server_hanging_after_done_neither_delays_the_answer_nor_leaks()
     gc.collect()
 
 
-async def test_a_whole_answer_whose_framing_breaks_is_bounded_by_read_too() -> None:
-    # stream=False: the body's reads had no bound but idle, so idle=None waited for ever.
-    handler = scripted(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-        chunk(b'{"id": "x", '),
-        PAUSE,
-        b"zz\r\n",
-    )
-    async with raw_server(handler) as url:
-        timeout = chatsdk.Timeout(connect=2, read=1, idle=None)
-        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
-            began = time.monotonic()
-            with pytest.raises((chatsdk.APITimeoutError, chatsdk.StreamError)):
-                async with asyncio.timeout(10):
-                    await client.chat.completions.create(model="m", messages="q", stream=False)
-    assert time.monotonic() - began < 3
-
-
 async def test_a_proxys_echo_of_its_credentials_in_a_refused_connect_is_not_chained() -> None:
     # An https call through a proxy that refuses CONNECT with a 407 echoing the
     # Proxy-Authorization: the chained aiohttp error kept the proxy's headers.
@@ -1132,32 +1107,53 @@ async def test_a_proxys_echo_of_its_credentials_in_a_refused_connect_is_not_chai
 
     password = "Sup3rS3cretPassw0rd"
     encoded = base64.b64encode(f"proxyuser:{password}".encode()).decode()
-    async with raw_server(handle) as proxy:
-        proxy_url = proxy.replace("http://", f"http://proxyuser:{password}@")
-        async with chatsdk.ChatClient(
-            KEY, base_url="https://10.9.9.9:444", proxy=proxy_url, retries=0
-        ) as client:
-            with pytest.raises(chatsdk.ChatSDKError) as info:
-                async with asyncio.timeout(10):
-                    await client.chat.completions.create(model="m", messages="q")
-    shown, cause = f"{info.value!r} {info.value}", info.value.__cause__
+    error = await through_a_proxy(handle, "https://10.9.9.9:444", "proxyuser", password)
+    shown, cause = f"{error!r} {error}", error.__cause__
     while cause is not None:
         shown += f" {cause!r} {cause} {getattr(cause, 'headers', '')}"
         cause = cause.__cause__
     assert encoded not in shown and password not in shown
 
 
-@pytest.mark.parametrize("informational", [b"103 Early Hints", b"100 Continue"])
-async def test_an_informational_answer_then_silence_is_bounded_by_read(
-    informational: bytes,
-) -> None:
-    # After a 1xx aiohttp does not arm its read timer again: with idle=None the wait for
-    # the real answer had no end.
-    async with raw_server(scripted(b"HTTP/1.1 " + informational + b"\r\n\r\n")) as url:
+READ_BOUND: dict[str, tuple[Handler, Callable[[chatsdk.ChatClient], Awaitable[Any]]]] = {
+    # After an invalid chunk size aiohttp's C parser never wakes the reader (its
+    # pure-Python parser raises at once); after a 1xx it does not arm its read timer
+    # again. With idle=None each of these waited for ever, read=1 or not.
+    "a stream after an invalid chunk size": (
+        scripted(SSE_HEAD, chunk(CHUNK), PAUSE, b"zz\r\n" + CHUNK),
+        lambda client: client.chat.create(integration_id="docs", messages="q"),
+    ),
+    "a whole answer after an invalid chunk size": (
+        scripted(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            chunk(b'{"id": "x", '),
+            PAUSE,
+            b"zz\r\n",
+        ),
+        lambda client: client.chat.completions.create(model="m", messages="q", stream=False),
+    ),
+    "103 Early Hints, then silence": (
+        scripted(b"HTTP/1.1 103 Early Hints\r\n\r\n"),
+        lambda client: client.chat.completions.create(model="m", messages="q"),
+    ),
+    "100 Continue, then silence": (
+        scripted(b"HTTP/1.1 100 Continue\r\n\r\n"),
+        lambda client: client.chat.completions.create(model="m", messages="q"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(READ_BOUND))
+async def test_every_wait_for_bytes_is_bounded_by_read_when_idle_is_off(name: str) -> None:
+    handler, call = READ_BOUND[name]
+    async with raw_server(handler) as url:
         timeout = chatsdk.Timeout(connect=2, read=1, idle=None)
         async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
             began = time.monotonic()
-            with pytest.raises(chatsdk.APITimeoutError, match="read timeout"):
+            with pytest.raises((chatsdk.APITimeoutError, chatsdk.StreamError)) as info:
                 async with asyncio.timeout(10):
-                    await client.chat.completions.create(model="m", messages="q")
+                    await call(client)
     assert time.monotonic() - began < 3
+    if "then silence" in name:
+        assert "read timeout" in str(info.value)
