@@ -49,8 +49,8 @@ from ._transport import (
     invalid_response,
     mapped_errors,
     read_at_most,
-    read_timeout_reason,
     scrubbed,
+    within_read,
 )
 from .errors import (
     APIConnectionError,
@@ -556,24 +556,10 @@ class EventStream(Generic[EventT, ResultT]):
             chunk = response.content.read_nowait()
             if chunk:
                 return chunk
-            # ``read`` bounds the wait too, not only aiohttp's socket timer: after an
-            # answer its C parser cannot frame, that timer never fires (nor idle, if None).
-            read = self._timeout.read
-            loop = asyncio.get_running_loop()
-            read_by = None if read is None else loop.time() + read
-            try:
-                async with asyncio.timeout_at(earliest(wait_until, read_by)):
-                    return await response.content.readany()
-            except TimeoutError:
-                if (
-                    read_by is not None
-                    and loop.time() >= read_by
-                    and not (wait_until is not None and wait_until <= read_by)
-                ):
-                    raise APITimeoutError(
-                        f"reading the stream: {read_timeout_reason(self._timeout)}"
-                    ) from None
-                raise
+            # ``read`` bounds the wait too, not only aiohttp's socket timer (within_read).
+            return await within_read(
+                response.content.readany(), self._timeout, wait_until, "reading the stream"
+            )
 
     async def _resume(self, cause: BaseException, wait_until: float | None) -> None:
         """Reconnect after a drop with ``Last-Event-ID``, or raise if that cannot be done."""

@@ -566,12 +566,9 @@ class Transport:
             # The wait for the response headers is bounded by ``idle`` too: a server
             # dripping header bytes (each one resetting the read timeout) or sending 1xx
             # answers forever would otherwise hold the call with no total timeout set.
+            # And by ``read`` (within_read): after a 1xx answer (103 Early Hints) aiohttp's
+            # own read timer is not armed again, and the wait for the answer had no end.
             headers_by = earliest(deadline, timeout.idle and loop.time() + timeout.idle)
-            # And by ``read``: after a 1xx answer (103 Early Hints) aiohttp's own read
-            # timer is not armed again, and the wait for the real answer had no end.
-            read_by = None if timeout.read is None else loop.time() + timeout.read
-            read_first = read_by is not None and (headers_by is None or read_by < headers_by)
-            headers_by = earliest(headers_by, read_by)
             error: APIConnectionError | APIStatusError
             # The wait the server asked for (None: none) and the header that asked.
             wait_asked: float | None = None
@@ -580,8 +577,8 @@ class Transport:
                 raise APIConnectionError(f"{doing}: the client was closed during the call")
             try:
                 with mapped_errors(doing, timeout, deadline, secrets):
-                    async with asyncio.timeout_at(headers_by):
-                        response = await session.request(
+                    response = await within_read(
+                        session.request(
                             method,
                             url,
                             data=body,
@@ -590,12 +587,13 @@ class Transport:
                             timeout=client_timeout,
                             allow_redirects=False,
                             proxy=self._proxy_for(url),
-                        )
+                        ),
+                        timeout,
+                        headers_by,
+                        doing,
+                    )
             except APIConnectionError as exc:
                 error = exc
-                timed_out = isinstance(exc, APITimeoutError)
-                if timed_out and read_first and read_by is not None and loop.time() >= read_by:
-                    error = APITimeoutError(f"{doing}: {read_timeout_reason(timeout)}")
                 delay: float | None = retries.backoff(attempt)
                 retryable = not _past(deadline) and not exc._final
             else:
@@ -901,6 +899,27 @@ def read_timeout_reason(timeout: Timeout) -> str:
     return f"no bytes from the server for {timeout.read} s (read timeout)"
 
 
+async def within_read(wait: Awaitable[_T], timeout: Timeout, until: float | None, doing: str) -> _T:
+    """``wait`` (a wait for bytes from the server), ended by ``until`` (a ``loop.time()``;
+    its ``TimeoutError`` as it comes) or by ``timeout.read``, whichever is first: the
+    latter is an :class:`APITimeoutError` naming ``doing``. aiohttp's own read timer is
+    not enough: it stops after a body its C parser cannot frame, and is not armed again
+    after a 1xx answer. One timer either way."""
+    loop = asyncio.get_running_loop()
+    read_by = None if timeout.read is None else loop.time() + timeout.read
+    try:
+        async with asyncio.timeout_at(earliest(until, read_by)):
+            return await wait
+    except TimeoutError:
+        if (
+            read_by is not None
+            and loop.time() >= read_by
+            and not (until is not None and until <= read_by)
+        ):
+            raise APITimeoutError(f"{doing}: {read_timeout_reason(timeout)}") from None
+        raise
+
+
 def _timeout_reason(
     exc: BaseException, timeout: Timeout, deadline: float | None, doing: str
 ) -> str:
@@ -1006,16 +1025,10 @@ async def read_at_most(
     its C parser cannot frame."""
     parts: list[bytes] = []
     size = 0
-    read = timeout.read if timeout is not None else None
     while True:
         # content.read(n) returns what is buffered (up to n), not n bytes: loop to EOF.
-        try:
-            async with asyncio.timeout(read):
-                data = await response.content.read(cap + 1 - size)
-        except TimeoutError:
-            if timeout is None:
-                raise
-            raise APITimeoutError(f"{doing}: {read_timeout_reason(timeout)}") from None
+        wait = response.content.read(cap + 1 - size)
+        data = await (wait if timeout is None else within_read(wait, timeout, None, doing))
         if not data:
             return b"".join(parts)
         parts.append(data)
