@@ -691,6 +691,10 @@ class EventStream(Generic[EventT, ResultT]):
                     await self._resume(exc, wait_until)
                     continue
             if not chunk:
+                if decoder.error_line is not None and not self._wire.ended:
+                    # The server's own report of why the answer stops here (llama.cpp's
+                    # `error:` line), not a bare "cut short", and nothing to resume.
+                    self._wire.decode_one("error", decoder.error_line)
                 try:
                     decoder.end()
                 except StreamError as exc:  # the body ended inside an event: cut short

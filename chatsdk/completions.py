@@ -20,6 +20,7 @@ from ._streaming import EventStream
 from ._transport import DECODE_ERRORS, Transport
 from .errors import APIError, ValidationError
 from .models import (
+    _EMPTY_DELTA,
     COMPLETION_ROLES,
     AIAnnotations,
     ChatCompletion,
@@ -327,6 +328,8 @@ class _CompletionsWire:
         if len(text) != len(chunks):
             if [c for c in chunks if c.error is not None or c.object == "error"]:
                 raise APIError("an error chunk")  # located and raised by decode_one
+            if (fixed := _messages_as_deltas(chunks, events)) is not None:
+                return self._take_chunks(*fixed)
             text = self._fold(chunks)
         elif self._finish_reason is not None and any(text):
             self._after_finish = True
@@ -335,6 +338,8 @@ class _CompletionsWire:
         try:
             joined = "".join(text)  # type: ignore[arg-type]
         except TypeError:  # a delta without content (None): rare, and only checked here
+            if (fixed := _messages_as_deltas(chunks, events)) is not None:
+                return self._take_chunks(*fixed)
             joined = "".join(filter(None, text))
         if joined:
             self._text.append(joined)
@@ -597,6 +602,34 @@ def _text_of(value: Any) -> str:
     if isinstance(value, list):
         return "".join(_text_of(item.get("text")) for item in value if isinstance(item, dict))
     return ""
+
+
+def _messages_as_deltas(
+    chunks: list[ChatCompletionChunk], events: list[CompletionEvent]
+) -> tuple[list[ChatCompletionChunk], list[CompletionEvent]] | None:
+    """The chunks and events again, each choice that has a ``message`` and no ``delta``
+    given that message as its delta; None when no choice is so. Some servers stream a
+    choice's text as ``message``: read as a choice without a delta, the text was lost.
+    (A choice with both, as Perplexity sends, keeps its delta: there the message is the
+    text so far.)"""
+
+    def message_only(choice: ChunkChoice) -> bool:
+        return choice.delta is _EMPTY_DELTA and choice.message is not None
+
+    if not [c for chunk in chunks for c in chunk.choices if message_only(c)]:
+        return None
+
+    def fixed(event: CompletionEvent) -> CompletionEvent:
+        if type(event) is not ChatCompletionChunk:
+            return event
+        choices = [
+            msgspec.structs.replace(c, delta=c.message) if message_only(c) else c
+            for c in event.choices
+        ]
+        return msgspec.structs.replace(event, choices=choices)
+
+    events = [fixed(event) for event in events]
+    return [e for e in events if type(e) is ChatCompletionChunk], events
 
 
 def error_event(data: str | bytes, what: str = "failed mid-answer") -> APIError:

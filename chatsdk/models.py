@@ -367,12 +367,15 @@ _EMPTY_DELTA: Final = ChoiceDelta()
 
 class ChunkChoice(msgspec.Struct, frozen=True, gc=False):
     """One choice of a stream chunk (openai-python's ``chunk.choices[i]``); ``logprobs``
-    as the server sent it (JSON values), when the request asked for them."""
+    as the server sent it (JSON values), when the request asked for them. ``message``:
+    what some servers send beside or instead of ``delta`` (None when absent); a choice
+    with a message and no delta is handed out with the message as its delta."""
 
     index: int = 0
     delta: ChoiceDelta = _EMPTY_DELTA
     finish_reason: str | None = None
     logprobs: Any = None
+    message: ChoiceDelta | None = None
 
 
 class PromptTokensDetails(msgspec.Struct, frozen=True, omit_defaults=True):

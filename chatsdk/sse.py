@@ -363,6 +363,7 @@ class SSEDecoder:
         "_bom_checked",
         "_data",
         "_data_len",
+        "_error_line",
         "_event_type",
         "_events",
         "_fast_limit",
@@ -432,6 +433,7 @@ class SSEDecoder:
         self._since_id = 0  # events dispatched after the last one with an id line
         self._last_event_id = last_event_id
         self._retry: int | None = None
+        self._error_line: str | None = None
 
     @property
     def last_event_id(self) -> str:
@@ -449,6 +451,13 @@ class SSEDecoder:
     def retry(self) -> int | None:
         """The reconnection time in milliseconds from the latest valid ``retry:`` field."""
         return self._retry
+
+    @property
+    def error_line(self) -> str | None:
+        """The value of the latest ``error`` field line, None before any. WHATWG ignores
+        that field name (no event carries it); llama.cpp's server reports a failure
+        mid-answer with one, so the caller can say what the server said."""
+        return self._error_line
 
     @property
     def at_event_boundary(self) -> bool:
@@ -878,6 +887,8 @@ class SSEDecoder:
             retry = _parse_retry(value)
             if retry is not None:
                 self._retry = retry
+        elif name == "error":
+            self._error_line = value  # ignored but kept: see error_line
         # Any other field name is ignored.
 
     def _line_too_long(self, start: str) -> StreamError:

@@ -1324,6 +1324,72 @@ async def test_content_as_a_list_of_parts_is_read_as_text_and_reasoning(stream: 
     assert (result.text, result.reasoning) == ("Hello!", "The user greets me.")
 
 
+async def test_a_choice_streamed_as_a_message_without_a_delta_keeps_its_text() -> None:
+    # Some servers stream each choice as "message"; read as a choice without a delta,
+    # the whole answer was an empty string, and no error said so.
+    def as_message(c: dict[str, Any]) -> dict[str, Any]:
+        (choice,) = c["choices"]
+        return {
+            **c,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": choice["delta"],
+                    **{k: v for k, v in choice.items() if k not in ("delta", "index")},
+                }
+            ],
+        }
+
+    body = events(
+        *map(as_message, [chunk("Hel", role="assistant"), chunk("lo"), chunk(finish="stop")])
+    )
+    _, got, result, _ = await run([sse_reply(body)])
+    assert result.text == "Hello"
+    assert result.finish_reason == "stop"
+    assert texts(got) == ["Hel", "lo"]
+
+
+async def test_a_message_beside_the_delta_is_not_read_as_text() -> None:
+    # Perplexity sends both: the delta is the new text, the message all the text so far.
+    def with_message(c: dict[str, Any], so_far: str) -> dict[str, Any]:
+        (choice,) = c["choices"]
+        return {**c, "choices": [{**choice, "message": {"role": "assistant", "content": so_far}}]}
+
+    body = events(
+        with_message(chunk("Hel"), "Hel"),
+        with_message(chunk("lo"), "Hello"),
+        with_message(chunk(finish="stop"), "Hello"),
+    )
+    _, got, result, _ = await run([sse_reply(body)])
+    assert result.text == "Hello"
+    assert texts(got) == ["Hel", "lo"]
+
+
+async def test_an_error_line_ending_the_body_is_the_servers_api_error() -> None:
+    # llama.cpp's server ends a failed answer with `error: {...}` (no data, no [DONE]):
+    # that was a StreamError saying only "incomplete", after a resume was looked into.
+    failure = {"code": 500, "message": "the context size was exceeded", "type": "server_error"}
+    body = events(chunk("Hi"), done=False) + b"error: " + json.dumps(failure).encode() + b"\n\n"
+    async with ScriptedServer([sse_reply(body)]) as srv:
+        async with client_for(srv.url) as client:
+            stream = client.chat.completions.create(model="m", messages="q")
+            got = []
+            with pytest.raises(chatsdk.APIError) as info:
+                async for event in stream:
+                    got.append(event)
+    assert type(info.value) is chatsdk.APIError
+    assert "the context size was exceeded" in str(info.value)
+    assert info.value.body == failure
+    assert texts(got) == ["Hi"]
+    assert len(srv.seen) == 1
+
+
+async def test_an_error_line_in_an_answer_that_ends_whole_is_no_error() -> None:
+    body = events(chunk("Hi"), b"error: a note\n\n", chunk(finish="stop"))
+    _, _, result, _ = await run([sse_reply(body)])
+    assert result.text == "Hi"
+
+
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
 async def test_loosely_typed_tool_calls_are_read(stream: bool) -> None:
     # TGI before 3 sends delta.tool_calls as one object; Cloudflare Workers AI sends

@@ -401,6 +401,17 @@ def test_unknown_fields_are_ignored(fast_path: bool) -> None:
 
 
 @both_paths
+def test_an_error_field_dispatches_nothing_and_is_kept(fast_path: bool) -> None:
+    # llama.cpp's server reports a failure mid-answer as an `error:` line.
+    decoder = SSEDecoder(fast_path=fast_path)
+    assert decoder.error_line is None
+    events = decoder.feed(b'data: a\n\ndata: b\n\nerror: first\n\nerror:{"message":"x"}\n\n')
+    assert [e.data for e in events] == ["a", "b"]
+    assert decoder.error_line == '{"message":"x"}'
+    decoder.end()
+
+
+@both_paths
 def test_field_order_within_an_event_does_not_matter(fast_path: bool) -> None:
     stream = b"data: x\nid: 5\nevent: e\n\n"
     assert parse(stream, fast_path=fast_path) == [E(event="e", data="x", id="5")]
