@@ -297,6 +297,8 @@ class _CompletionsWire:
                 choices=choices,
                 created=answer.created,
                 model=answer.model,
+                system_fingerprint=answer.system_fingerprint,
+                service_tier=answer.service_tier,
                 usage=answer.usage,
             )
         ]

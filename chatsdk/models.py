@@ -411,6 +411,8 @@ class ChatCompletionChunk(msgspec.Struct, frozen=True, gc=False):
     """One event of a Chat Completions stream (``"object": "chat.completion.chunk"``).
 
     ``choices`` may be empty (the usage chunk, and some servers' keep-alive chunks).
+    ``system_fingerprint`` (the backend configuration that served it) and ``service_tier``
+    (the processing tier used): as OpenAI sends them, None when the server sends none.
     """
 
     id: str = ""
@@ -418,6 +420,8 @@ class ChatCompletionChunk(msgspec.Struct, frozen=True, gc=False):
     created: int | float = 0
     model: str = ""
     object: str = "chat.completion.chunk"
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
     usage: CompletionUsage | None = None
     # ``{"error": {...}}`` in place of a chunk: the server reporting a failure mid-stream.
     error: Any = None
@@ -434,13 +438,16 @@ class Choice(msgspec.Struct, frozen=True):
 
 
 class ChatCompletion(msgspec.Struct, frozen=True):
-    """The whole answer of ``stream=False`` (``"object": "chat.completion"``)."""
+    """The whole answer of ``stream=False`` (``"object": "chat.completion"``);
+    ``system_fingerprint`` and ``service_tier`` as on :class:`ChatCompletionChunk`."""
 
     id: str = ""
     choices: list[Choice] = []
     created: int | float = 0
     model: str = ""
     object: str = "chat.completion"
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
     usage: CompletionUsage | None = None
     error: Any = None
 

@@ -433,6 +433,9 @@ async def test_chunks_in_every_shape_servers_send_are_accepted() -> None:
     _, got, result, _ = await run([sse_reply(body)])
     assert len(got) == 6
     assert result.text == "ABC"
+    # OpenAI's own fields are kept, as openai-python keeps them.
+    assert (got[4].system_fingerprint, got[4].service_tier) == ("fp", "default")
+    assert (got[0].system_fingerprint, got[0].service_tier) == (None, None)
     assert result.finish_reason == "stop"
 
 
@@ -1270,6 +1273,12 @@ def test_a_base_url_query_is_never_shown_in_the_error() -> None:
 
 
 # == other servers' variants (an outside check of vendor wires) ==========================
+
+
+async def test_a_whole_answer_keeps_openais_fingerprint_and_tier() -> None:
+    whole = {**COMPLETION, "system_fingerprint": "fp_1", "service_tier": "flex"}
+    _, got, _, _ = await run([Reply(body=json.dumps(whole))], stream=False)
+    assert (got[0].system_fingerprint, got[0].service_tier) == ("fp_1", "flex")
 
 
 @pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
