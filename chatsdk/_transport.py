@@ -1176,10 +1176,12 @@ def _safe_cause(exc: BaseException, secrets: Collection[str]) -> BaseException |
     return exc
 
 
-def _message_of(body: Any) -> str:
+def _message_of(body: Any, nested: bool = False) -> str:
     """The human message in an error body: ServiceError ``message``, OpenAI's
     ``{"error": {"message": ...}}`` (or ``{"error": "..."}``), 422 ``detail``, or text;
-    in a one-item list too (Gemini's OpenAI endpoint answers ``[{"error": {...}}]``)."""
+    in a one-item list too (Gemini's OpenAI endpoint answers ``[{"error": {...}}]``), and
+    a ``message`` that is itself such a body (Mistral's 422: ``{"message": {"detail":
+    [...]}}``), one level deep."""
     if isinstance(body, list) and len(body) == 1:
         body = body[0]
     if isinstance(body, dict):
@@ -1188,8 +1190,11 @@ def _message_of(body: Any) -> str:
             return excerpt(error, 300)
         if isinstance(error, dict) and "message" not in body:
             body = error
-        if isinstance(body.get("message"), str):
-            return excerpt(body["message"], 300)
+        message = body.get("message")
+        if isinstance(message, str):
+            return excerpt(message, 300)
+        if isinstance(message, dict) and not nested:
+            return _message_of(message, nested=True)
         detail = body.get("detail")
         if isinstance(detail, str):
             return excerpt(detail, 300)

@@ -234,9 +234,11 @@ class UnprocessableEntityError(APIStatusError):
 
     @property
     def detail(self) -> list[Any]:
-        """The server's ``detail`` list (``loc``, ``msg``, ``type`` items), or ``[]``."""
-        if isinstance(self.body, dict) and isinstance(self.body.get("detail"), list):
-            return list(self.body["detail"])
+        """The server's ``detail`` list (``loc``, ``msg``, ``type`` items), or ``[]``:
+        the body's own, or its ``message``'s (Mistral's ``{"message": {"detail": [...]}}``)."""
+        for where in (self.body, self.body.get("message") if isinstance(self.body, dict) else None):
+            if isinstance(where, dict) and isinstance(where.get("detail"), list):
+                return list(where["detail"])
         return []
 
 

@@ -774,6 +774,19 @@ async def test_an_error_body_in_a_one_item_list_gives_its_message() -> None:
                 await client.chat.completions.create(model="gemini", messages="q")
 
 
+async def test_mistrals_422_with_the_detail_inside_its_message_gives_the_detail() -> None:
+    # Mistral nests FastAPI's detail list in "message": the error said "no details".
+    item = {"type": "missing", "loc": ["body", "model"], "msg": "Field required", "input": None}
+    said = {"object": "error", "message": {"detail": [item]}, "type": "invalid_request"}
+    reply = Reply(status=422, body=msgspec.json.encode(said))
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient("a-key-12345", base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.UnprocessableEntityError) as info:
+                await client.chat.completions.create(model="mistral", messages="q")
+    assert "body.model: Field required" in str(info.value)
+    assert info.value.detail == [item]
+
+
 async def test_a_client_dropped_unclosed_in_its_loop_closes_its_pool_quietly() -> None:
     # A notebook cell run again rebinds `client`: aiohttp printed "Unclosed client
     # session" into the output every time.
