@@ -232,15 +232,40 @@ _UNSENDABLE = (
 )
 
 
-def json_body(value: object) -> bytes:
-    """``value`` encoded as a JSON request body.
+def json_body(value: object, enc_hook: Callable[[Any], Any] | None = None) -> bytes:
+    """``value`` encoded as a JSON request body (``enc_hook``: msgspec's, for other types).
 
     Raises :class:`ValidationError` for text no UTF-8 holds (a lone surrogate), without
-    echoing it."""
+    echoing it, and for a float NaN or infinity anywhere in it, naming where: JSON has no
+    such numbers (RFC 8259 §6), and msgspec would send ``null`` in their place."""
     try:
-        return msgspec.json.encode(value)
+        body = msgspec.json.encode(value, enc_hook=enc_hook)
     except UnicodeEncodeError:
         raise ValidationError(f"the request {_UNSENDABLE}") from None
+    if b"null" in body and (where := _non_finite_at(value)) is not None:
+        raise ValidationError(
+            f"the request holds a number JSON cannot carry (NaN or an infinity) at "
+            f"{where[:120]}: it would be sent as null"
+        )
+    return body
+
+
+def _non_finite_at(value: object) -> str | None:
+    # The path to a float NaN or infinity in value (already encoded: no cycle), or None.
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return path or "its top level"
+        elif isinstance(item, Mapping):
+            stack += [(f"{path}.{key}" if path else str(key), v) for key, v in item.items()]
+        elif isinstance(item, list | tuple):
+            stack += [(f"{path}[{i}]", v) for i, v in enumerate(item)]
+        elif isinstance(item, msgspec.Struct):
+            fields = item.__struct_fields__
+            stack += [(f"{path}.{f}" if path else f, getattr(item, f)) for f in fields]
+    return None
 
 
 def check_base_url(name: str, url: str, *, credentials: bool = False) -> str:

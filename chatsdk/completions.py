@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
-from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout
+from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, json_body
 from ._streaming import EventStream
 from ._transport import DECODE_ERRORS, Transport
 from .errors import APIError, ValidationError
@@ -742,13 +742,12 @@ class Completions:
             if tools is not None:
                 fields["tools"] = _tools(tools)
             fields.update(extra_body or {})
-            body = _JSON.encode(fields)
-        except (ValidationError, TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
-            # A value JSON has no form for, a lone surrogate, nesting too deep or a cycle.
-            raise ValidationError(
-                f"messages, tools, tool_choice, response_format and extra_body must be "
-                f"JSON-serialisable: {type(exc).__name__}: {exc}"
-            ) from None
+            body = json_body(fields, enc_hook=_as_dict)
+        except ValidationError:
+            raise  # says what and where: a lone surrogate, a NaN, an object (_as_dict)
+        except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+            # A value JSON has no form for, nesting too deep or a cycle.
+            raise ValidationError(f"{_NOT_JSON}: {type(exc).__name__}: {exc}") from None
         options = fields.get("stream_options")
         usage_expected = isinstance(options, Mapping) and bool(options.get("include_usage"))
         t = self._transport
@@ -772,14 +771,16 @@ def _mapping(name: str, value: Mapping[str, Any] | None) -> dict[str, Any] | Non
     return None if value is None else dict(value)
 
 
+_NOT_JSON: Final = (
+    "messages, tools, tool_choice, response_format and extra_body must be JSON-serialisable"
+)
+
+
 def _as_dict(value: Any) -> Any:
     # msgspec's hook for a type it cannot encode: any Mapping is a JSON object.
     if isinstance(value, Mapping):
         return dict(value)
-    raise ValidationError(f"a {type(value).__name__} is not JSON-serialisable")
-
-
-_JSON = msgspec.json.Encoder(enc_hook=_as_dict)
+    raise ValidationError(f"{_NOT_JSON}: a value of type {type(value).__name__} is not")
 
 
 def _convert(value: Any, kind: type[Any], where: str) -> Any:

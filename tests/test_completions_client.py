@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 import uuid
@@ -856,7 +857,21 @@ BAD_ARGUMENTS: dict[str, dict[str, Any]] = {
     "tools [None]": {"tools": [None]},
     "tools a string": {"tools": "f"},
     "tools a mapping": {"tools": {"type": "function"}},
+    # JSON has no NaN nor infinity: msgspec sent null in their place, silently.
+    "NaN in extra_body": {"extra_body": {"top_p": float("nan")}},
+    "infinity in a message": {"messages": [{"role": "user", "content": "x", "w": float("inf")}]},
+    "NaN in a tool": {
+        "tools": [{"type": "function", "function": {"name": "f", "x": [float("-inf")]}}]
+    },
 }
+
+
+def test_a_non_finite_number_is_refused_naming_where_it_is() -> None:
+    client = chatsdk.ChatClient(KEY, base_url="http://127.0.0.1:9")
+    with pytest.raises(chatsdk.ValidationError, match=r"NaN.* at messages\[0\]\.meta\.w"):
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x", "meta": {"w": math.nan}}]
+        )
 
 
 @pytest.mark.parametrize("name", list(BAD_ARGUMENTS))
