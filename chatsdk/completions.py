@@ -128,17 +128,20 @@ _ANSWER_ONLY: Final = frozenset({"reasoning_content", "reasoning"})
 class _ToolCallParts:
     """The fragments of one tool call, joined as they come."""
 
-    __slots__ = ("arguments", "id", "name", "type")
+    __slots__ = ("arguments", "extra_content", "id", "name", "type")
 
     def __init__(self) -> None:
         self.id = ""
         self.type = "function"
         self.name = ""
         self.arguments: list[str] = []
+        self.extra_content: Any = None
 
     def add(self, fragment: ChoiceDeltaToolCall) -> None:
         if fragment.id and not self.id:  # the first id a call is given is its id
             self.id = fragment.id
+        if fragment.extra_content is not None and self.extra_content is None:
+            self.extra_content = fragment.extra_content
         if fragment.type:
             self.type = fragment.type
         function = fragment.function
@@ -153,6 +156,7 @@ class _ToolCallParts:
             id=self.id,
             type=self.type,
             function=Function(name=self.name, arguments="".join(self.arguments)),
+            extra_content=msgspec.UNSET if self.extra_content is None else self.extra_content,
         )
 
 
@@ -280,6 +284,9 @@ class _CompletionsWire:
                             type=call.type,
                             function=ChoiceDeltaToolCallFunction(
                                 name=call.function.name, arguments=call.function.arguments
+                            ),
+                            extra_content=(
+                                None if call.extra_content is msgspec.UNSET else call.extra_content
                             ),
                         )
                         for i, call in enumerate(choice.message.tool_calls or [])

@@ -270,11 +270,17 @@ class Function(msgspec.Struct, frozen=True):
 
 
 class ChatCompletionMessageToolCall(msgspec.Struct, frozen=True):
-    """A whole tool call of an assistant message (assembled from stream fragments)."""
+    """A whole tool call of an assistant message (assembled from stream fragments).
+
+    ``extra_content``: what the server attached to the call for its own use, as it sent
+    it (Gemini's ``{"google": {"thought_signature": ...}}``, which it needs back with the
+    call in the next request); ``msgspec.UNSET`` (falsy, and never sent) when it sent none.
+    """
 
     id: str
     function: Function
     type: str = "function"
+    extra_content: Any | msgspec.UnsetType = msgspec.UNSET
 
 
 class ChatCompletionMessage(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -341,12 +347,14 @@ class ChoiceDeltaToolCallFunction(msgspec.Struct, frozen=True, gc=False):
 
 
 class ChoiceDeltaToolCall(msgspec.Struct, frozen=True):
-    """A fragment of tool call number ``index``: fragments of one index are joined."""
+    """A fragment of tool call number ``index``: fragments of one index are joined.
+    ``extra_content`` as on :class:`ChatCompletionMessageToolCall` (None when absent)."""
 
     index: int | None = None
     id: str | None = None
     type: str | None = None
     function: ChoiceDeltaToolCallFunction | None = None
+    extra_content: Any = None
 
 
 class ChoiceDelta(msgspec.Struct, frozen=True, gc=False):

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+import msgspec
 import pytest
 
 import chatsdk
@@ -315,6 +316,50 @@ async def test_interleaved_tool_call_fragments_are_joined_per_index() -> None:
     assert result.message.role == "assistant"
     assert result.message.tool_calls == calls
     assert result.text == ""
+
+
+GEMINI_SIGNATURE = {"google": {"thought_signature": "c2lnbmF0dXJl"}}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+async def test_a_calls_extra_content_is_kept_and_sent_back_with_it(stream: bool) -> None:
+    # Gemini 3 attaches a thought signature to each call and refuses (400) a next turn
+    # whose call lacks it: the field was dropped, so no tool loop could go on.
+    signed = {
+        **tool_fragment(0, id="call_a", name="get_weather", arguments='{"city": "Paris"}'),
+        "extra_content": GEMINI_SIGNATURE,
+    }
+    plain = tool_fragment(1, id="call_b", name="get_time", arguments="{}")
+    if stream:
+        reply = sse_reply(
+            events(
+                chunk(tool_calls=[signed]), chunk(tool_calls=[plain]), chunk(finish="tool_calls")
+            )
+        )
+    else:
+        calls = [{k: v for k, v in c.items() if k != "index"} for c in (signed, plain)]
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        reply = Reply(
+            body=json.dumps(
+                {
+                    **COMPLETION,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                }
+            )
+        )
+    async with ScriptedServer([reply, sse_reply(ANSWER)]) as srv:
+        async with client_for(srv.url) as client:
+            result = await client.chat.completions.create(model="m", messages="q", stream=stream)
+            assert [c.extra_content for c in result.tool_calls] == [GEMINI_SIGNATURE, msgspec.UNSET]
+            history: list[Any] = [{"role": "user", "content": "q"}, result.message]
+            history += [
+                {"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in result.tool_calls
+            ]
+            await client.chat.completions.create(model="m", messages=history)
+    sent = json.loads(srv.seen[1].body)["messages"][1]["tool_calls"]
+    assert sent[0]["extra_content"] == GEMINI_SIGNATURE
+    assert "extra_content" not in sent[1]  # none given, none sent (not null)
+    assert sent[1]["type"] == "function"
 
 
 async def test_tool_call_fragments_without_index_are_joined() -> None:
