@@ -260,7 +260,7 @@ def _non_finite_at(value: object) -> str | None:
                 return path or "its top level"
         elif isinstance(item, Mapping):
             stack += [(f"{path}.{key}" if path else str(key), v) for key, v in item.items()]
-        elif isinstance(item, list | tuple):
+        elif isinstance(item, list | tuple | set | frozenset):  # a set: a JSON array
             stack += [(f"{path}[{i}]", v) for i, v in enumerate(item)]
         elif isinstance(item, msgspec.Struct):
             fields = item.__struct_fields__

@@ -124,7 +124,9 @@ class Wire(Protocol[EventT, ResultT_co]):
     it derives, such as Inkeep's links). ``finished`` is True once the wire's end
     marker came (nothing after it is read: Chat Completions' ``[DONE]``); ``ended`` once
     the answer is whole (``[DONE]``, or chat_results' chunk with a ``finish_reason``): a
-    body that ends before that is cut short. ``end`` names that end, for errors.
+    body that ends before that is cut short; ``answered`` once the answer itself says it
+    is whole (its ``finish_reason``), end marker aside. ``end`` names that end, for
+    errors. ``failure`` is the :class:`APIError` for the server's report of a failure.
     """
 
     finished: bool
@@ -132,6 +134,11 @@ class Wire(Protocol[EventT, ResultT_co]):
 
     @property
     def ended(self) -> bool: ...
+
+    @property
+    def answered(self) -> bool: ...
+
+    def failure(self, data: str) -> APIError: ...
 
     def decode(self, runs: list[EventRun]) -> list[EventT]: ...
 
@@ -688,13 +695,13 @@ class EventStream(Generic[EventT, ResultT]):
                 except APIConnectionError as exc:
                     if self._done:  # closed by the caller (a `break`) while reading
                         return
+                    if (failure := self._reported_failure(decoder)) is not None:
+                        raise failure from None
                     await self._resume(exc, wait_until)
                     continue
             if not chunk:
-                if decoder.error_line is not None and not self._wire.ended:
-                    # The server's own report of why the answer stops here (llama.cpp's
-                    # `error:` line), not a bare "cut short", and nothing to resume.
-                    self._wire.decode_one("error", decoder.error_line)
+                if (failure := self._reported_failure(decoder)) is not None:
+                    raise failure
                 try:
                     decoder.end()
                 except StreamError as exc:  # the body ended inside an event: cut short
@@ -737,8 +744,23 @@ class EventStream(Generic[EventT, ResultT]):
                 self._events_seen += sum([len(datas) for _, datas in runs])
                 self._pending = iter(self._decode(runs))
                 if self._wire.finished:
+                    if (failure := self._reported_failure(decoder)) is not None:
+                        # Raised once the events before the end marker are handed out.
+                        self._error = failure
+                        self._ended()
+                        self._close_connection()
+                        return
                     self._finish(response, at_eof=response.content.at_eof())
                 return
+
+    def _reported_failure(self, decoder: SSEDecoder) -> APIError | None:
+        """The server's own report that the answer failed, if it made one and the answer
+        is not whole by its own content: an ``error:`` line (llama.cpp's server writes
+        one, then ``[DONE]``, nothing or a dropped connection). Such an answer is neither
+        a whole one nor a cut to resume."""
+        if decoder.error_line is None or self._wire.answered:
+            return None
+        return _with_response(self._wire.failure(decoder.error_line), self._response)
 
     def _ends_on_marker(self, decoder: SSEDecoder) -> bool:
         """Whether the event under way at the body's end is the wire's end marker alone

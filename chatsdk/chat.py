@@ -17,7 +17,7 @@ from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, check_header_val
 from ._streaming import EventStream
 from ._transport import Transport
 from .completions import Completions, error_event
-from .errors import ValidationError
+from .errors import APIError, ValidationError
 from .models import (
     MESSAGE_ROLES,
     ChatEvent,
@@ -81,6 +81,11 @@ class _ChatResultsWire:
     @property
     def ended(self) -> bool:
         return self._finish_reason is not None
+
+    answered = ended  # chat_results has no end marker: its answer says it is whole
+
+    def failure(self, data: str) -> APIError:
+        return error_event(data)
 
     def decode_one(self, event: str, data: str) -> list[ChatEvent]:
         if event == "message_chunk":

@@ -223,12 +223,19 @@ class _CompletionsWire:
         # every other choice seen have their finish_reason, and the usage chunk came if
         # it was asked for. ik_llama.cpp, mistral.rs before 0.4 and text-generation-webui
         # end so; openai-python takes them too.
-        return self.finished or (
+        return self.finished or self.answered
+
+    @property
+    def answered(self) -> bool:
+        return (
             self._finish_reason is not None
             and not self._after_finish
             and not self._unfinished
             and (self._usage is not None or not self._usage_expected)
         )
+
+    def failure(self, data: str) -> APIError:
+        return error_event(data)
 
     def decode_one(self, event: str, data: str) -> list[CompletionEvent]:
         if self.finished:
@@ -746,6 +753,10 @@ class Completions:
         try:
             fields = msgspec.to_builtins(request, enc_hook=_as_dict)
             fields["messages"] = sent
+            if isinstance(stream_options, Mapping):
+                # Checked above, sent as given: other servers' options too (vLLM's
+                # continuous_usage_stats), as a message's fields are.
+                fields["stream_options"] = dict(stream_options)
             if tools is not None:
                 fields["tools"] = _tools(tools)
             fields.update(extra_body or {})
@@ -784,9 +795,13 @@ _NOT_JSON: Final = (
 
 
 def _as_dict(value: Any) -> Any:
-    # msgspec's hook for a type it cannot encode: any Mapping is a JSON object.
+    # msgspec's hook for a type it cannot encode: any Mapping is a JSON object, and a
+    # subclass of str, int or float (numpy.float64, say) the value it stands for.
     if isinstance(value, Mapping):
         return dict(value)
+    for kind in (str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
     raise ValidationError(f"{_NOT_JSON}: a value of type {type(value).__name__} is not")
 
 

@@ -905,10 +905,31 @@ BAD_ARGUMENTS: dict[str, dict[str, Any]] = {
     # JSON has no NaN nor infinity: msgspec sent null in their place, silently.
     "NaN in extra_body": {"extra_body": {"top_p": float("nan")}},
     "infinity in a message": {"messages": [{"role": "user", "content": "x", "w": float("inf")}]},
+    "NaN in a set": {"extra_body": {"s": {float("nan")}}},
     "NaN in a tool": {
         "tools": [{"type": "function", "function": {"name": "f", "x": [float("-inf")]}}]
     },
 }
+
+
+async def test_options_and_numbers_are_sent_as_given() -> None:
+    # stream_options' other keys (vLLM's continuous_usage_stats) were dropped, and a
+    # subclass of float (numpy.float64) refused as "not JSON-serialisable".
+    class Float(float):
+        pass
+
+    class Text(str):
+        pass
+
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    _, _, _, srv = await run(
+        [sse_reply(ANSWER)],
+        stream_options=options,
+        extra_body={"top_p": Float(0.5), "user": Text("u1")},
+    )
+    sent = json.loads(srv.seen[0].body)
+    assert sent["stream_options"] == options
+    assert (sent["top_p"], sent["user"]) == (0.5, "u1")
 
 
 def test_a_non_finite_number_is_refused_naming_where_it_is() -> None:
@@ -1434,18 +1455,27 @@ async def test_a_message_beside_the_delta_is_not_read_as_text() -> None:
     assert texts(got) == ["Hel", "lo"]
 
 
-async def test_an_error_line_ending_the_body_is_the_servers_api_error() -> None:
-    # llama.cpp's server ends a failed answer with `error: {...}` (no data, no [DONE]):
-    # that was a StreamError saying only "incomplete", after a resume was looked into.
+@pytest.mark.parametrize("ending", ["nothing", "[DONE]", "a drop", "a drop, resumable"])
+async def test_an_error_line_ending_the_body_is_the_servers_api_error(ending: str) -> None:
+    # llama.cpp's server ends a failed answer with `error: {...}` (no data), then `data:
+    # [DONE]` (older builds' OpenAI routes), nothing, or a dropped connection: that was a
+    # whole answer cut short, a StreamError saying only "incomplete", or a resume.
     failure = {"code": 500, "message": "the context size was exceeded", "type": "server_error"}
     body = events(chunk("Hi"), done=False) + b"error: " + json.dumps(failure).encode() + b"\n\n"
-    async with ScriptedServer([sse_reply(body)]) as srv:
+    if ending == "[DONE]":
+        body += DONE
+    drop = ending.startswith("a drop")
+    headers = {"Content-Location": "/resume/1"} if ending.endswith("resumable") else {}
+    reply = sse_reply(body, pieces=[body] if drop else None, abort=drop, headers=headers)
+    async with ScriptedServer([reply, sse_reply(events(chunk(finish="stop")))]) as srv:
         async with client_for(srv.url) as client:
             stream = client.chat.completions.create(model="m", messages="q")
             got = []
             with pytest.raises(chatsdk.APIError) as info:
                 async for event in stream:
                     got.append(event)
+            with pytest.raises(chatsdk.APIError):
+                await stream
     assert type(info.value) is chatsdk.APIError
     assert "the context size was exceeded" in str(info.value)
     assert info.value.body == failure
