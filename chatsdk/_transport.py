@@ -1049,16 +1049,17 @@ async def _status_error(
     raw = await read_capped(response, MAX_ERROR_BODY, wait)
     body: Any = None
     if raw:
-        if "json" in response.content_type:
-            try:
-                body = msgspec.json.decode(raw)
-            except DECODE_ERRORS:
-                body = raw.decode("utf-8", "replace")
-        else:
+        # A JSON object or array whatever the label (proxies relabel error bodies
+        # text/plain); anything else is text ("404", "Not Found").
+        try:
+            body = msgspec.json.decode(raw)
+        except DECODE_ERRORS:
+            body = None
+        if not isinstance(body, dict | list | str):
             body = raw.decode("utf-8", "replace")
     body = _redact_value(body, secrets)
     cls = status_error_class(response.status)
-    said = _message_of(body)
+    said = message_of(body)
     if 300 <= response.status < 400:
         # Never followed: the credentials would go wherever the server points.
         said = (
@@ -1176,7 +1177,7 @@ def _safe_cause(exc: BaseException, secrets: Collection[str]) -> BaseException |
     return exc
 
 
-def _message_of(body: Any, nested: bool = False) -> str:
+def message_of(body: Any, default: str = "no details", nested: bool = False) -> str:
     """The human message in an error body: ServiceError ``message``, OpenAI's
     ``{"error": {"message": ...}}`` (or ``{"error": "..."}``), 422 ``detail``, or text;
     in a one-item list too (Gemini's OpenAI endpoint answers ``[{"error": {...}}]``), and
@@ -1194,7 +1195,7 @@ def _message_of(body: Any, nested: bool = False) -> str:
         if isinstance(message, str):
             return excerpt(message, 300)
         if isinstance(message, dict) and not nested:
-            return _message_of(message, nested=True)
+            return message_of(message, default, nested=True)
         detail = body.get("detail")
         if isinstance(detail, str):
             return excerpt(detail, 300)
@@ -1207,4 +1208,4 @@ def _message_of(body: Any, nested: bool = False) -> str:
             return "; ".join(parts) or "invalid request"
     if isinstance(body, str) and body.strip():
         return excerpt(body.strip(), 300)
-    return "no details"
+    return default

@@ -17,7 +17,7 @@ import msgspec
 
 from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, json_body
 from ._streaming import EventStream
-from ._transport import DECODE_ERRORS, Transport
+from ._transport import DECODE_ERRORS, Transport, message_of
 from .errors import APIError, ValidationError
 from .models import (
     _EMPTY_DELTA,
@@ -194,6 +194,8 @@ class _CompletionsWire:
         self._usage: CompletionUsage | None = None
         self._links: list[Link] = []
         self._answer_confidence: str | None = None
+        # The first system_fingerprint and service_tier the chunks gave (OpenAI's).
+        self._served_by: tuple[str | None, str | None] | None = None
         self._inkeep_done = False
 
     def decode(self, runs: list[EventRun]) -> list[CompletionEvent]:
@@ -351,6 +353,10 @@ class _CompletionsWire:
             self._after_finish = True
         if not self._id and chunks:
             self._id, self._model = chunks[0].id, chunks[0].model
+        if self._served_by is None and chunks:
+            # A batch's first chunk is looked at (OpenAI sends both in every chunk), and
+            # each chunk of a batch folded field by field (the finishing one among them).
+            self._note_served_by(chunks[:1])
         try:
             joined = "".join(text)  # type: ignore[arg-type]
         except TypeError:  # a delta without content (None): rare, and only checked here
@@ -374,8 +380,16 @@ class _CompletionsWire:
             return [*events[:at], *self._inkeep_events(), *events[at:]]
         return events
 
+    def _note_served_by(self, chunks: list[ChatCompletionChunk]) -> None:
+        for chunk in chunks:
+            if chunk.system_fingerprint is not None or chunk.service_tier is not None:
+                self._served_by = (chunk.system_fingerprint, chunk.service_tier)
+                return
+
     def _fold(self, chunks: list[ChatCompletionChunk]) -> list[str | None]:
         # Folds all but the text of chunks into the result; returns the text.
+        if self._served_by is None:
+            self._note_served_by(chunks)
         choices = [choice for chunk in chunks for choice in chunk.choices if not choice.index]
         deltas = [choice.delta for choice in choices]
         ended = self._finish_reason is not None
@@ -485,6 +499,8 @@ class _CompletionsWire:
             reasoning="".join(self._reasoning) or None,
             links=self._links,
             answer_confidence=self._answer_confidence,
+            system_fingerprint=(self._served_by or (None, None))[0],
+            service_tier=(self._served_by or (None, None))[1],
         )
 
 
@@ -663,10 +679,8 @@ def error_event(data: str | bytes, what: str = "failed mid-answer") -> APIError:
 def _error_of(error: Any, what: str = "failed mid-answer") -> APIError:
     """The :class:`APIError` for an ``{"error": ...}`` chunk (SPEC 1.8), or (``what``
     another wording) a whole answer that is one."""
-    message = error.get("message") if isinstance(error, dict) else error
-    if not isinstance(message, str) or not message:
-        message = "the server reported an error"
-    return APIError(f"the server {what}: {message[:300]}", body=error)
+    said = message_of(error, "the server reported an error")
+    return APIError(f"the server {what}: {said}", body=error)
 
 
 class CompletionStream(EventStream[CompletionEvent, ChatCompletionResult]):

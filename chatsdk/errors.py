@@ -235,10 +235,16 @@ class UnprocessableEntityError(APIStatusError):
     @property
     def detail(self) -> list[Any]:
         """The server's ``detail`` list (``loc``, ``msg``, ``type`` items), or ``[]``:
-        the body's own, or its ``message``'s (Mistral's ``{"message": {"detail": [...]}}``)."""
-        for where in (self.body, self.body.get("message") if isinstance(self.body, dict) else None):
-            if isinstance(where, dict) and isinstance(where.get("detail"), list):
-                return list(where["detail"])
+        the body's own, or its ``message``'s or ``error``'s, two levels down at most
+        (Mistral's ``{"message": {"detail": [...]}}``)."""
+        place = self.body
+        for _ in range(3):  # the body, then its message (or error), then that one's
+            if not isinstance(place, dict):
+                break
+            if isinstance(place.get("detail"), list):
+                return list(place["detail"])
+            message = place.get("message")
+            place = message if isinstance(message, dict) else place.get("error")
         return []
 
 

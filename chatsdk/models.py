@@ -506,7 +506,8 @@ class ChatCompletionResult(msgspec.Struct, frozen=True):
     and ``provideAIAnnotations`` are left out: they are read into ``links`` and
     ``answer_confidence``, and a server would want a ``tool`` answer for each).
     ``tool_calls`` is every assembled tool call, Inkeep's included, in index order;
-    ``text`` the answer text (``""`` when none).
+    ``text`` the answer text (``""`` when none); ``system_fingerprint`` and
+    ``service_tier`` as the chunks gave them (OpenAI sends both in each; None if not sent).
     """
 
     id: str
@@ -518,6 +519,8 @@ class ChatCompletionResult(msgspec.Struct, frozen=True):
     reasoning: str | None = None
     links: list[Link] = []
     answer_confidence: str | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
 
     @property
     def text(self) -> str:

@@ -774,11 +774,23 @@ async def test_an_error_body_in_a_one_item_list_gives_its_message() -> None:
                 await client.chat.completions.create(model="gemini", messages="q")
 
 
-async def test_mistrals_422_with_the_detail_inside_its_message_gives_the_detail() -> None:
+@pytest.mark.parametrize(
+    ("wrapped", "content_type"),
+    [
+        ("message", "application/json"),
+        ("message", "text/plain"),  # a proxy's label: the body is JSON all the same
+        ("error.message", "application/json"),
+    ],
+)
+async def test_mistrals_422_with_the_detail_inside_its_message_gives_the_detail(
+    wrapped: str, content_type: str
+) -> None:
     # Mistral nests FastAPI's detail list in "message": the error said "no details".
     item = {"type": "missing", "loc": ["body", "model"], "msg": "Field required", "input": None}
-    said = {"object": "error", "message": {"detail": [item]}, "type": "invalid_request"}
-    reply = Reply(status=422, body=msgspec.json.encode(said))
+    said: dict[str, Any] = {"detail": [item]}
+    for key in reversed(wrapped.split(".")):
+        said = {"object": "error", key: said, "type": "invalid_request"}
+    reply = Reply(status=422, body=msgspec.json.encode(said), content_type=content_type)
     async with ScriptedServer([reply]) as srv:
         async with chatsdk.ChatClient("a-key-12345", base_url=srv.url, retries=0) as client:
             with pytest.raises(chatsdk.UnprocessableEntityError) as info:

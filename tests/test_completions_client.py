@@ -482,6 +482,7 @@ async def test_chunks_in_every_shape_servers_send_are_accepted() -> None:
     # OpenAI's own fields are kept, as openai-python keeps them.
     assert (got[4].system_fingerprint, got[4].service_tier) == ("fp", "default")
     assert (got[0].system_fingerprint, got[0].service_tier) == (None, None)
+    assert (result.system_fingerprint, result.service_tier) == ("fp", "default")
     assert result.finish_reason == "stop"
 
 
@@ -1358,8 +1359,9 @@ def test_a_base_url_query_is_never_shown_in_the_error() -> None:
 
 async def test_a_whole_answer_keeps_openais_fingerprint_and_tier() -> None:
     whole = {**COMPLETION, "system_fingerprint": "fp_1", "service_tier": "flex"}
-    _, got, _, _ = await run([Reply(body=json.dumps(whole))], stream=False)
+    _, got, result, _ = await run([Reply(body=json.dumps(whole))], stream=False)
     assert (got[0].system_fingerprint, got[0].service_tier) == ("fp_1", "flex")
+    assert (result.system_fingerprint, result.service_tier) == ("fp_1", "flex")
 
 
 @pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
@@ -1481,6 +1483,17 @@ async def test_an_error_line_ending_the_body_is_the_servers_api_error(ending: st
     assert info.value.body == failure
     assert texts(got) == ["Hi"]
     assert len(srv.seen) == 1
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+async def test_an_error_object_with_a_detail_list_says_what_the_detail_says(stream: bool) -> None:
+    # One reading of an error body everywhere: in a stream, or a whole answer that is
+    # one, Mistral's shape said only "the server reported an error".
+    item = {"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}
+    said = {"object": "error", "message": {"detail": [item]}}
+    reply = sse_reply(events(chunk("a"), said)) if stream else Reply(body=json.dumps(said))
+    with pytest.raises(chatsdk.APIError, match=r"body\.messages: Field required"):
+        await run([reply], stream=stream)
 
 
 async def test_an_error_line_in_an_answer_that_ends_whole_is_no_error() -> None:
