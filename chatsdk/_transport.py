@@ -312,6 +312,18 @@ class Transport:
             proxy = proxies.get(parts.scheme)
             if proxy and urllib.request.proxy_bypass(parts.netloc):
                 proxy = None
+            if proxy and "://" not in proxy:
+                proxy = f"http://{proxy}"  # "host:port", read as requests and httpx read it
+            if proxy and urlsplit(proxy).scheme.lower() not in ("http", "https"):
+                # aiohttp would speak HTTP to it (a SOCKS proxy, say) and fail obscurely;
+                # going around it would send the traffic where the user said not to.
+                # The URL is not shown: it may hold a password.
+                raise ValidationError(
+                    f"the {parts.scheme.upper()}_PROXY environment variable names a "
+                    f"{urlsplit(proxy).scheme} proxy; chatsdk speaks only to "
+                    "http:// and https:// proxies: name one, exclude this host with NO_PROXY, "
+                    "or pass trust_env=False (or an http_session= with a SOCKS connector)"
+                )
             self._proxies[key] = proxy or None
         return self._proxies[key]
 

@@ -64,6 +64,29 @@ async def test_https_proxy_variables_are_honoured(monkeypatch: pytest.MonkeyPatc
     assert lines == ["POST http://chat.example.invalid/chat/completions HTTP/1.1"]
 
 
+async def test_a_proxy_variable_without_a_scheme_is_an_http_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "host:port", as requests and httpx read it; aiohttp refused it obscurely.
+    async with forward_proxy() as (proxy, lines):
+        monkeypatch.setenv("HTTP_PROXY", proxy.removeprefix("http://"))
+        async with chatsdk.ChatClient(KEY, base_url="http://chat.example.invalid") as client:
+            assert await ask(client) == "via proxy"
+    assert len(lines) == 1
+
+
+async def test_a_socks_proxy_variable_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiohttp spoke HTTP to it as if it were an HTTP proxy; going around it instead would
+    # send the traffic where the user said it must not go.
+    monkeypatch.setenv("HTTP_PROXY", "socks5://user:PROXY-SECRET@127.0.0.1:1080")
+    async with chatsdk.ChatClient(KEY, base_url="http://chat.example.invalid") as client:
+        with pytest.raises(chatsdk.ValidationError, match="socks5 proxy") as info:
+            await ask(client)
+    assert "PROXY-SECRET" not in str(info.value)
+
+
 async def test_no_proxy_and_trust_env_false_go_direct(monkeypatch: pytest.MonkeyPatch) -> None:
     reply = Reply(body=COMPLETION, content_type="text/event-stream")
     async with forward_proxy() as (proxy, lines), ScriptedServer([reply]) as direct:
