@@ -746,7 +746,7 @@ class EventStream(Generic[EventT, ResultT]):
                 if self._wire.finished:
                     if (failure := self._reported_failure(decoder)) is not None:
                         # Raised once the events before the end marker are handed out.
-                        self._error = failure
+                        self._error = scrubbed(failure, self._secrets)
                         self._ended()
                         self._close_connection()
                         return

@@ -1496,6 +1496,16 @@ async def test_an_error_object_with_a_detail_list_says_what_the_detail_says(stre
         await run([reply], stream=stream)
 
 
+@pytest.mark.parametrize("done", [True, False], ids=["[DONE]", "end"])
+async def test_an_error_line_echoing_the_key_never_shows_it(done: bool) -> None:
+    said = {"message": f"bad key {KEY}"}
+    body = events(chunk("Hi"), b"error: " + json.dumps(said).encode() + b"\n\n", done=done)
+    with pytest.raises(chatsdk.APIError) as info:
+        await run([sse_reply(body)])
+    assert KEY not in str(info.value)
+    assert KEY not in repr(info.value.body)
+
+
 async def test_an_error_line_in_an_answer_that_ends_whole_is_no_error() -> None:
     body = events(chunk("Hi"), b"error: a note\n\n", chunk(finish="stop"))
     _, _, result, _ = await run([sse_reply(body)])
