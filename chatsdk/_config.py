@@ -232,12 +232,26 @@ _UNSENDABLE = (
 )
 
 
-def json_body(value: object, enc_hook: Callable[[Any], Any] | None = None) -> bytes:
+def json_value(value: Any) -> Any:
+    """msgspec's hook for a value it does not encode itself: a subclass of ``str``,
+    ``int`` or ``float`` (``numpy.float64``, say) is sent as the value it holds (its own
+    ``__str__`` aside, as ``json.dumps`` does); anything else is a :class:`ValidationError`."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    raise ValidationError(f"a value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def json_body(value: object, enc_hook: Callable[[Any], Any] = json_value) -> bytes:
     """``value`` encoded as a JSON request body (``enc_hook``: msgspec's, for other types).
 
     Raises :class:`ValidationError` for text no UTF-8 holds (a lone surrogate), without
-    echoing it, and for a float NaN or infinity anywhere in it, naming where: JSON has no
-    such numbers (RFC 8259 §6), and msgspec would send ``null`` in their place."""
+    echoing it, for a value JSON has no form for, and for a float NaN or infinity
+    anywhere in it, naming where: JSON has no such numbers (RFC 8259 §6), and msgspec
+    would send ``null`` in their place."""
     try:
         body = msgspec.json.encode(value, enc_hook=enc_hook)
     except UnicodeEncodeError:

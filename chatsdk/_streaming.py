@@ -691,6 +691,8 @@ class EventStream(Generic[EventT, ResultT]):
                 try:
                     chunk = await self._read_chunk(response, wait_until)
                 except APITimeoutError:
+                    if (failure := self._reported_failure(decoder)) is not None:
+                        raise failure from None  # what the server said, then silence
                     raise
                 except APIConnectionError as exc:
                     if self._done:  # closed by the caller (a `break`) while reading
@@ -756,8 +758,8 @@ class EventStream(Generic[EventT, ResultT]):
     def _reported_failure(self, decoder: SSEDecoder) -> APIError | None:
         """The server's own report that the answer failed, if it made one and the answer
         is not whole by its own content: an ``error:`` line (llama.cpp's server writes
-        one, then ``[DONE]``, nothing or a dropped connection). Such an answer is neither
-        a whole one nor a cut to resume."""
+        one, then ``[DONE]``, nothing, a dropped connection or silence). Such an answer
+        is neither a whole one, nor a cut to resume, nor a timeout."""
         if decoder.error_line is None or self._wire.answered:
             return None
         return _with_response(self._wire.failure(decoder.error_line), self._response)

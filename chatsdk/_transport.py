@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import inspect
+import ipaddress
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ from ._config import (
     Settings,
     Timeout,
     asked_wait,
+    check_base_url,
     check_header_value,
     without_query,
 )
@@ -54,6 +56,7 @@ from .errors import (
     StreamError,
     ValidationError,
     excerpt,
+    printable,
     status_error_class,
 )
 from .models import ChatSessionToken
@@ -299,32 +302,15 @@ class Transport:
         return self._session
 
     def _proxy_for(self, url: str) -> str | None:
-        """The proxy for ``url``: ``proxy=``, else (with ``trust_env``) ``HTTP_PROXY`` /
-        ``HTTPS_PROXY`` unless ``NO_PROXY`` names its host, as requests and httpx read them;
-        looked up once per server."""
+        """The proxy for ``url``: ``proxy=``, else (with ``trust_env``) the environment's
+        (:func:`_environment_proxy`), looked up once per server."""
         s = self.settings
         if s.proxy is not None or not s.trust_env:
             return s.proxy
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         if key not in self._proxies:
-            proxies = urllib.request.getproxies_environment()
-            proxy = proxies.get(parts.scheme)
-            if proxy and urllib.request.proxy_bypass(parts.netloc):
-                proxy = None
-            if proxy and "://" not in proxy:
-                proxy = f"http://{proxy}"  # "host:port", read as requests and httpx read it
-            if proxy and urlsplit(proxy).scheme.lower() not in ("http", "https"):
-                # aiohttp would speak HTTP to it (a SOCKS proxy, say) and fail obscurely;
-                # going around it would send the traffic where the user said not to.
-                # The URL is not shown: it may hold a password.
-                raise ValidationError(
-                    f"the {parts.scheme.upper()}_PROXY environment variable names a "
-                    f"{urlsplit(proxy).scheme} proxy; chatsdk speaks only to "
-                    "http:// and https:// proxies: name one, exclude this host with NO_PROXY, "
-                    "or pass trust_env=False (or an http_session= with a SOCKS connector)"
-                )
-            self._proxies[key] = proxy or None
+            self._proxies[key] = _environment_proxy(parts.scheme, parts.netloc)
         return self._proxies[key]
 
     def per_call(
@@ -761,6 +747,52 @@ class Transport:
 _ESCAPE: Final = re.compile("%[0-9A-F]{2}")
 
 
+def _environment_proxy(scheme: str, netloc: str) -> str | None:
+    """The proxy the environment names for a URL, as curl, requests and httpx read it:
+    ``HTTP_PROXY`` or ``HTTPS_PROXY`` by its scheme, else ``ALL_PROXY``; none for a host
+    ``NO_PROXY`` names; ``host:port`` is an HTTP proxy. Raises :class:`ValidationError`,
+    never showing the URL (it may hold a password), for one that is not a valid URL or is
+    not an HTTP proxy (SOCKS: aiohttp would speak HTTP to it, and going around it would
+    send the traffic where the user said not to)."""
+    proxies = urllib.request.getproxies_environment()
+    variable, proxy = f"{scheme.upper()}_PROXY", proxies.get(scheme)
+    if not proxy:
+        variable, proxy = "ALL_PROXY", proxies.get("all")
+    if not proxy or _no_proxy_for(netloc, proxies.get("no", "")):
+        return None
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"
+    kind = proxy.partition("://")[0].lower()
+    if kind not in ("http", "https"):
+        raise ValidationError(
+            f"the {variable} environment variable names a {kind[:20]} proxy; chatsdk speaks "
+            "only to http:// and https:// proxies: name one, exclude this host with "
+            "NO_PROXY, or pass trust_env=False (or an http_session= with a SOCKS connector)"
+        )
+    return check_base_url(f"the {variable} environment variable", proxy, credentials=True)
+
+
+def _no_proxy_for(netloc: str, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` names the host of ``netloc``: as urllib reads it (``*``, names,
+    ``.domains``, ``host:port``) and, as curl and requests do, an address range in CIDR
+    notation (``10.0.0.0/8``) or an IPv6 address with or without its brackets."""
+    # urllib's own reading of NO_PROXY (present since Python 2, absent from typeshed).
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if bypass(netloc, {"no": no_proxy}):
+        return True
+    try:
+        address = ipaddress.ip_address(urlsplit(f"//{netloc}").hostname or "")
+    except ValueError:  # a name, not an address: urllib's rules were all there is
+        return False
+    for entry in no_proxy.split(","):
+        try:
+            if address in ipaddress.ip_network(entry.strip().strip("[]"), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def _credentials_of(url: str) -> set[str]:
     """The secrets a URL's userinfo makes: its password, and ``user:password`` as it goes
     in a ``Basic`` authorization header (RFC 7617), plain and base64-encoded."""
@@ -1098,9 +1130,13 @@ def redact(text: str, secrets: Collection[str]) -> str:
     """``text`` with every secret replaced by ``***`` (longest first, so none half-shows),
     and every copy of one's start that a server cut short (at least its first
     ``_SECRET_PREFIX`` characters)."""
-    for secret in sorted(secrets, key=len, reverse=True):
+    ordered = sorted(secrets, key=len, reverse=True)
+    for secret in ordered:
         if secret in text:
             text = text.replace(secret, "***")
+    # Then the cut copies, once no whole copy is left: masking a longer form's start
+    # first (a key's %XX-escaped form) would leave the rest of a plain copy showing.
+    for secret in ordered:
         start = secret[:_SECRET_PREFIX]
         if len(start) == _SECRET_PREFIX and start in text:
             text = _without_cut_copies(text, secret)
@@ -1200,24 +1236,24 @@ def message_of(body: Any, default: str = "no details", nested: bool = False) -> 
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, str) and error.strip():
-            return excerpt(error, 300)
+            return printable(error, 300)
         if isinstance(error, dict) and "message" not in body:
             body = error
         message = body.get("message")
         if isinstance(message, str):
-            return excerpt(message, 300)
+            return printable(message, 300)
         if isinstance(message, dict) and not nested:
             return message_of(message, default, nested=True)
         detail = body.get("detail")
         if isinstance(detail, str):
-            return excerpt(detail, 300)
+            return printable(detail, 300)
         if isinstance(detail, list):
             parts = []
             for item in detail[:5]:
                 if isinstance(item, dict):
                     loc = ".".join(str(p) for p in item.get("loc", []))
                     parts.append(f"{loc}: {item.get('msg', '')}")
-            return "; ".join(parts) or "invalid request"
+            return printable("; ".join(parts), 300) or "invalid request"
     if isinstance(body, str) and body.strip():
-        return excerpt(body.strip(), 300)
+        return printable(body.strip(), 300)
     return default

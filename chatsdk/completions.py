@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
-from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, json_body
+from ._config import NOT_GIVEN, NotGiven, RetryPolicy, Timeout, json_body, json_value
 from ._streaming import EventStream
 from ._transport import DECODE_ERRORS, Transport, message_of
 from .errors import APIError, ValidationError
@@ -258,7 +258,13 @@ class _CompletionsWire:
             if not chunk.choices and chunk.usage is None and chunk.error is None:
                 return [UnknownEvent(event=event, data=data)]
         else:
-            chunk = _chunk(data)
+            try:
+                chunk = _chunk(data)
+            except DECODE_ERRORS:
+                if data.lstrip().startswith("[") and '"error"' in data:
+                    # Gemini's endpoint wraps its error object in a one-item list.
+                    raise error_event(data) from None
+                raise
         if chunk.error is not None:
             raise _error_of(chunk.error)
         if chunk.object == "error":
@@ -671,6 +677,8 @@ def error_event(data: str | bytes, what: str = "failed mid-answer") -> APIError:
         body = msgspec.json.decode(data)
     except (msgspec.DecodeError, ValueError, RecursionError):
         body = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]  # Gemini's endpoint: [{"error": {...}}]
     if isinstance(body, dict) and body.get("error") is not None:
         body = body["error"]
     return _error_of(body, what)
@@ -809,14 +817,16 @@ _NOT_JSON: Final = (
 
 
 def _as_dict(value: Any) -> Any:
-    # msgspec's hook for a type it cannot encode: any Mapping is a JSON object, and a
-    # subclass of str, int or float (numpy.float64, say) the value it stands for.
+    # msgspec's hook for a type it cannot encode: any Mapping is a JSON object; else as
+    # every request body has it (json_value).
     if isinstance(value, Mapping):
         return dict(value)
-    for kind in (str, int, float):
-        if isinstance(value, kind):
-            return kind(value)
-    raise ValidationError(f"{_NOT_JSON}: a value of type {type(value).__name__} is not")
+    try:
+        return json_value(value)
+    except ValidationError:
+        raise ValidationError(
+            f"{_NOT_JSON}: a value of type {type(value).__name__} is not"
+        ) from None
 
 
 def _convert(value: Any, kind: type[Any], where: str) -> Any:

@@ -38,7 +38,7 @@ No message built here ever contains a credential.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from multidict import CIMultiDict
 
@@ -67,13 +67,26 @@ EXCERPT_LIMIT = 512
 
 
 def excerpt(data: bytes | str | None, limit: int = EXCERPT_LIMIT) -> str:
-    """A bounded, printable excerpt of what a server sent."""
+    """A bounded excerpt of what a server sent: at most ``limit`` characters of it."""
     if data is None:
         return ""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     if len(text) > limit:
         return text[:limit] + f"... [{len(text) - limit} more characters]"
     return text
+
+
+# Control characters as escapes: a server's text quoted in an error message cannot
+# start a fake log line (CR, LF) nor drive a terminal (ESC); tab is kept.
+_ESCAPED: Final = {
+    code: repr(chr(code))[1:-1] for code in [*range(0x20), *range(0x7F, 0xA0)] if code != 0x09
+}
+
+
+def printable(data: bytes | str | None, limit: int = EXCERPT_LIMIT) -> str:
+    """:func:`excerpt`, its control characters (but tab) written as escapes (``\\n``,
+    ``\\x1b``): for a server's text quoted in an error message."""
+    return excerpt(data, limit).translate(_ESCAPED)
 
 
 class ChatSDKError(Exception):

@@ -54,6 +54,23 @@ async def test_tokens_create_returns_a_jwt_bound_to_the_origin(client: chatsdk.C
     assert tok.client_token not in repr(tok) and tok.client_token not in str(tok)
 
 
+async def test_subclasses_of_str_and_int_are_sent_as_their_values(
+    client: chatsdk.ChatClient,
+) -> None:
+    # numpy.str_, numpy.float64 and the like: a bare TypeError on chat_results and tokens.
+    class Text(str):
+        def __str__(self) -> str:
+            return "<not this>"
+
+    class Whole(int):
+        pass
+
+    tok = await client.tokens.create(embed_origin=Text(ORIGIN), expires_after=Whole(120))
+    assert (tok.embed_origin, tok.expires_after) == (ORIGIN, 120)
+    result = await client.chat.create(integration_id=Text("docs"), messages=Text("How?"))
+    assert result.text
+
+
 async def test_tokens_revoke_is_idempotent(client: chatsdk.ChatClient) -> None:
     tok = await client.tokens.create(embed_origin=ORIGIN)
     await client.tokens.revoke(tok.client_token)
@@ -851,6 +868,37 @@ async def test_a_key_echoed_url_encoded_is_masked_in_either_case_of_hex(case: st
             with pytest.raises(chatsdk.AuthenticationError) as info:
                 await client.chat.completions.create(model="m", messages="q")
     assert echoed not in str(info.value) and "***" in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["status", "error chunk"])
+async def test_a_key_echoed_with_json_escapes_is_masked_whole(where: str) -> None:
+    # PHP's json_encode writes "/" as "\/": once parsed, the key's escaped form (longer,
+    # masked first) had cut the plain copy short, and its tail showed.
+    key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    said = '{"error":{"message":"invalid key ' + key.replace("/", "\\/") + '"}}'
+    if where == "status":
+        reply = Reply(status=400, body=said)
+    else:
+        reply = Reply(body=f"data: {said}\n\n", content_type="text/event-stream")
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(key, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.APIError) as info:
+                await client.chat.completions.create(model="m", messages="q")
+    shown = f"{info.value} {info.value.body!r}"
+    assert "K7MDENG" not in shown and "EXAMPLEKEY" not in shown
+    assert "invalid key ***" in str(info.value)
+
+
+async def test_a_servers_control_characters_are_escaped_in_the_message() -> None:
+    # A server's CR LF started a fake log line, and its ESC drove the terminal.
+    said = {"error": {"message": "denied\r\nINFO all good\u001b[2J"}}
+    reply = Reply(status=403, body=msgspec.json.encode(said))
+    async with ScriptedServer([reply]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.PermissionDeniedError) as info:
+                await client.chat.completions.create(model="m", messages="q")
+    assert "denied\\r\\nINFO all good\\x1b[2J" in str(info.value)
+    assert info.value.body == said  # the body itself is as the server sent it
 
 
 async def test_the_pool_of_a_client_dropped_while_its_stream_was_read_closes_at_its_end() -> None:

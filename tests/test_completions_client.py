@@ -1496,6 +1496,26 @@ async def test_an_error_object_with_a_detail_list_says_what_the_detail_says(stre
         await run([reply], stream=stream)
 
 
+async def test_an_error_line_then_silence_is_the_servers_error_not_a_timeout() -> None:
+    failure = {"message": "the model crashed"}
+    body = events(chunk("Hi"), done=False) + b"error: " + json.dumps(failure).encode() + b"\n\n"
+    reply = sse_reply(body, pieces=[body, b""], delay=5)  # then nothing for 5 s
+    async with ScriptedServer([reply]) as srv:
+        timeout = chatsdk.Timeout(connect=2, read=0.5, idle=0.5, total=10)
+        async with client_for(srv.url, timeout=timeout) as client:
+            with pytest.raises(chatsdk.APIError, match="the model crashed") as info:
+                await client.chat.completions.create(model="m", messages="q")
+    assert not isinstance(info.value, chatsdk.APITimeoutError)
+
+
+async def test_an_error_in_a_one_item_list_mid_stream_is_the_servers_error() -> None:
+    # Gemini's endpoint wraps its error object in a list: that was a StreamError.
+    said = [{"error": {"code": 429, "message": "Resource has been exhausted"}}]
+    body = events(chunk("a"), b"data: " + json.dumps(said).encode() + b"\n\n")
+    with pytest.raises(chatsdk.APIError, match="Resource has been exhausted"):
+        await run([sse_reply(body)])
+
+
 @pytest.mark.parametrize("done", [True, False], ids=["[DONE]", "end"])
 async def test_an_error_line_echoing_the_key_never_shows_it(done: bool) -> None:
     said = {"message": f"bad key {KEY}"}

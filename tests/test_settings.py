@@ -87,6 +87,60 @@ async def test_a_socks_proxy_variable_is_refused_without_showing_it(
     assert "PROXY-SECRET" not in str(info.value)
 
 
+async def test_all_proxy_is_the_proxy_for_every_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    # curl's and requests' fallback: it was ignored, so the traffic went direct.
+    async with forward_proxy() as (proxy, lines):
+        monkeypatch.setenv("ALL_PROXY", proxy)
+        async with chatsdk.ChatClient(KEY, base_url="http://chat.example.invalid") as client:
+            assert await ask(client) == "via proxy"
+    assert len(lines) == 1
+
+
+@pytest.mark.parametrize("no_proxy", ["127.0.0.0/8", "10.0.0.0/8, 127.0.0.1/32"])
+async def test_no_proxy_takes_address_ranges_and_bare_ipv6(
+    monkeypatch: pytest.MonkeyPatch, no_proxy: str
+) -> None:
+    # As curl and requests read NO_PROXY; urllib alone sent these hosts through the proxy.
+    reply = Reply(body=COMPLETION, content_type="text/event-stream")
+    async with forward_proxy() as (proxy, lines), ScriptedServer([reply]) as direct:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        async with chatsdk.ChatClient(KEY, base_url=direct.url) as client:
+            assert await ask(client) == "via proxy"
+    assert lines == [] and len(direct.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("netloc", "no_proxy", "bypassed"),
+    [
+        ("[::1]:8080", "::1", True),
+        ("[::1]:8080", "[::1]", True),
+        ("[2001:db8::5]", "2001:db8::/32", True),
+        ("[2001:db9::5]", "2001:db8::/32", False),
+        ("10.1.2.3:443", "10.0.0.0/8", True),
+        ("11.1.2.3", "10.0.0.0/8, nonsense/x", False),
+    ],
+)
+def test_no_proxy_address_rules(netloc: str, no_proxy: str, bypassed: bool) -> None:
+    from chatsdk._transport import _no_proxy_for
+
+    assert _no_proxy_for(netloc, no_proxy) is bypassed
+
+
+@pytest.mark.parametrize(
+    "value", ["http://user:PROXY-SECRET@[::1", "http://user:PROXY-SECRET@127.0.0.1:99999"]
+)
+async def test_a_malformed_proxy_variable_is_a_validation_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # A bare ValueError from urlsplit, or an InvalidURL connection error that was retried.
+    monkeypatch.setenv("HTTP_PROXY", value)
+    async with chatsdk.ChatClient(KEY, base_url="http://chat.example.invalid") as client:
+        with pytest.raises(chatsdk.ValidationError, match="HTTP_PROXY") as info:
+            await ask(client)
+    assert "PROXY-SECRET" not in str(info.value)
+
+
 async def test_no_proxy_and_trust_env_false_go_direct(monkeypatch: pytest.MonkeyPatch) -> None:
     reply = Reply(body=COMPLETION, content_type="text/event-stream")
     async with forward_proxy() as (proxy, lines), ScriptedServer([reply]) as direct:
