@@ -454,9 +454,14 @@ class SSEDecoder:
 
     @property
     def error_line(self) -> str | None:
-        """The value of the latest ``error`` field line, None before any. WHATWG ignores
-        that field name (no event carries it); llama.cpp's server reports a failure
-        mid-answer with one, so the caller can say what the server said."""
+        """The value of the latest ``error`` field line, None before any; at the end of a
+        body, the line it ends on too, though no line end ends it. WHATWG ignores that
+        field name (no event carries it); llama.cpp's server reports a failure mid-answer
+        with one, so the caller can say what the server said."""
+        if self._partial and self._partial[0].startswith("error"):
+            name, colon, value = "".join(self._partial).partition(":")
+            if name == "error" and colon:
+                return value[1:] if value[:1] == " " else value
         return self._error_line
 
     @property

@@ -1457,7 +1457,9 @@ async def test_a_message_beside_the_delta_is_not_read_as_text() -> None:
     assert texts(got) == ["Hel", "lo"]
 
 
-@pytest.mark.parametrize("ending", ["nothing", "[DONE]", "a drop", "a drop, resumable"])
+@pytest.mark.parametrize(
+    "ending", ["nothing", "nothing, not even a line end", "[DONE]", "a drop", "a drop, resumable"]
+)
 async def test_an_error_line_ending_the_body_is_the_servers_api_error(ending: str) -> None:
     # llama.cpp's server ends a failed answer with `error: {...}` (no data), then `data:
     # [DONE]` (older builds' OpenAI routes), nothing, or a dropped connection: that was a
@@ -1466,6 +1468,8 @@ async def test_an_error_line_ending_the_body_is_the_servers_api_error(ending: st
     body = events(chunk("Hi"), done=False) + b"error: " + json.dumps(failure).encode() + b"\n\n"
     if ending == "[DONE]":
         body += DONE
+    elif ending == "nothing, not even a line end":
+        body = body[:-2]
     drop = ending.startswith("a drop")
     headers = {"Content-Location": "/resume/1"} if ending.endswith("resumable") else {}
     reply = sse_reply(body, pieces=[body] if drop else None, abort=drop, headers=headers)
