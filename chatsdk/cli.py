@@ -623,9 +623,13 @@ class _Output:
             self._at_line_start = text.endswith("\n")
 
     def line(self, value: Any) -> None:
-        """One JSON object on a line of its own (``--json`` only)."""
+        """One JSON object on a line of its own (``--json`` only); ASCII, its other
+        characters as ``\\u`` escapes, where stdout's encoding is not UTF-8."""
         if self.json:
-            self.out.write(msgspec.json.encode(value).decode() + "\n")
+            line = msgspec.json.encode(value).decode()
+            if not _utf8(self.out):
+                line = json.dumps(json.loads(line), separators=(",", ":"))
+            self.out.write(line + "\n")
             self.out.flush()
 
     def end(self, sources: Sequence[str], session: str | None = None) -> None:
@@ -640,7 +644,7 @@ class _Output:
             # The server's titles and URLs, on the user's terminal: shown, not obeyed.
             self.err.write("sources:\n" + "".join(_shown(line) + "\n" for line in sources))
         if session:
-            self.err.write(f"session: {session}\n")
+            self.err.write(f"session: {_shown(session)}\n")
         self.err.flush()
 
 
@@ -982,8 +986,28 @@ def _fail(message: str, secrets: Sequence[str]) -> None:
     sys.stderr.flush()
 
 
+def _utf8(stream: TextIO) -> bool:
+    return (getattr(stream, "encoding", None) or "").lower().replace("-", "") in ("utf8", "")
+
+
+def _standard_streams() -> None:
+    """Standard streams a shell closed (``<&-``, ``>&-``) read as empty and written to
+    nowhere; text a terminal's encoding cannot hold (``PYTHONIOENCODING=ascii``, a
+    Latin-1 terminal) written as escapes (``\\xe9``), not an error that loses the answer."""
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - for the process's life
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
+        elif not _utf8(stream) and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(OSError, ValueError):
+                stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``chatsdk`` command with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    _standard_streams()
     parser = build_parser()
     args = argparse.Namespace()
     try:

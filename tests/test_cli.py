@@ -1117,14 +1117,16 @@ def test_the_script_reads_no_variable_itself(proxy: tuple[str, list[Seen]]) -> N
 
 
 @contextlib.contextmanager
-def answering_400(body: bytes) -> Iterator[str]:
-    """A loopback server answering every request 400 with ``body``."""
+def answering_400(
+    body: bytes, status: int = 400, content_type: str = "text/plain"
+) -> Iterator[str]:
+    """A loopback server answering every request ``status`` (400) with ``body``."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(400)
-            self.send_header("Content-Type", "text/plain")
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -1157,10 +1159,49 @@ def test_a_server_s_error_text_cannot_drive_the_terminal_nor_show_a_cut_key(
     assert long_key[:8] not in err
 
 
+NON_ASCII_ANSWER = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"h\xc3\xa9llo \xe2\x9c\x93"}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_answer_the_terminal_cannot_encode_is_written_escaped(as_json: bool) -> None:
+    # PYTHONIOENCODING=ascii (or a Latin-1 terminal): an UnicodeEncodeError lost the answer.
+    with answering_400(NON_ASCII_ANSWER, 200, "text/event-stream") as url:
+        argv = ["chat", *(["--json"] if as_json else []), "hi"]
+        done = chatsdk_script(url, *argv, env={"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0, done.stderr
+    if as_json:
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        assert lines[0]["data"]["choices"][0]["delta"]["content"] == "h\u00e9llo \u2713"
+        assert done.stdout.isascii()
+    else:
+        assert done.stdout == "h\\xe9llo \\u2713\n"
+
+
+def test_closed_standard_streams_are_no_crash() -> None:
+    # `<&-`, `>&-`, `2>&-`: an AttributeError on None, exit 1 after the answer.
+    with answering_400(NON_ASCII_ANSWER, 200, "text/event-stream") as url:
+        for redirect in ("<&- >&-", "2>&-", "<&-"):
+            done = subprocess.run(
+                ["bash", "-c", f"{VENV_BIN / 'chatsdk'} chat hi {redirect}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**subprocess_env(), "CHATSDK_BASE_URL": url, "CHATSDK_API_KEY": KEY},
+            )
+            assert done.returncode == 0, (redirect, done.stderr)
+            assert "error" not in done.stderr
+
+
 def test_sources_from_a_server_are_shown_not_obeyed_by_the_terminal() -> None:
     from chatsdk.cli import _Output
 
     out, err = io.StringIO(), io.StringIO()
-    _Output(out, err, as_json=False).end(["  [1] T\x1b]0;pwned\x07\u202eX - https://e.example/"])
+    _Output(out, err, as_json=False).end(
+        ["  [1] T\x1b]0;pwned\x07\u202eX - https://e.example/"], session="sid\x1b]0;x\x07\r\n"
+    )
+    assert "\\x1b]0;x\\x07\\x0d\\x0a" in err.getvalue()  # the session id too
     assert "\x1b" not in err.getvalue() and "\u202e" not in err.getvalue()
     assert "\\x1b]0;pwned\\x07\\u202eX - https://e.example/" in err.getvalue()
