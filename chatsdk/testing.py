@@ -13,9 +13,9 @@ tests can use, with no conftest.py:
 - ``@pytest.mark.chat_faults(**fields)``: the server of this test starts with
   ``Faults(**fields)``, e.g. ``@pytest.mark.chat_faults(drop_after_events=3, drop_times=1)``.
 
-The plugin costs nothing to a project that does not use it: no server starts and nothing
-beyond this module is imported until one of its fixtures is requested (``-p no:chatsdk``
-turns it off). ``import chatsdk`` does not import it.
+No server starts until one of its fixtures is requested; loading the plugin imports the
+``chatsdk`` package (this module's parent), and with it aiohttp and msgspec (``-p
+no:chatsdk`` turns it off). ``import chatsdk`` does not import it.
 """
 
 from __future__ import annotations
