@@ -1034,11 +1034,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         # The reader went away (`chatsdk chat ... | head`): stop quietly, and keep Python
-        # from complaining again when it flushes stdout at exit.
+        # from complaining again when it flushes stdout at exit. The status is a process
+        # stopped by SIGPIPE's (128 + 13), as `yes | head` leaves: no API error happened.
         with contextlib.suppress(OSError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return 141  # 128 + SIGPIPE (13); a literal: Windows has no signal.SIGPIPE
     except OSError as exc:
         _fail(str(exc) or type(exc).__name__, _secrets(args))
         return 1

@@ -1180,6 +1180,26 @@ def test_an_answer_the_terminal_cannot_encode_is_written_escaped(as_json: bool) 
         assert done.stdout == "h\\xe9llo \\u2713\n"
 
 
+def test_a_reader_going_away_is_sigpipes_status_and_no_noise() -> None:
+    # `chatsdk chat ... | head`: exit 1, the status of an API error, broke pipefail scripts.
+    chunk = b'data: {"choices":[{"index":0,"delta":{"content":"word "}}]}\n\n'
+    body = chunk * 20_000 + NON_ASCII_ANSWER
+    with answering_400(body, 200, "text/event-stream") as url:
+        done = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"{VENV_BIN / 'chatsdk'} chat --json hi | head -c 10; exit ${{PIPESTATUS[0]}}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**subprocess_env(), "CHATSDK_BASE_URL": url, "CHATSDK_API_KEY": KEY},
+        )
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
+
+
 def test_closed_standard_streams_are_no_crash() -> None:
     # `<&-`, `>&-`, `2>&-`: an AttributeError on None, exit 1 after the answer.
     with answering_400(NON_ASCII_ANSWER, 200, "text/event-stream") as url:
