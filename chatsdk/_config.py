@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
@@ -245,23 +246,41 @@ def json_value(value: Any) -> Any:
     raise ValidationError(f"a value of type {type(value).__name__} is not JSON-serialisable")
 
 
+# One encoder per enc_hook: a Decimal is sent as the number it is (msgspec's default is
+# a string, which a server checking types refuses for temperature or top_p).
+_ENCODERS: dict[Callable[[Any], Any], msgspec.json.Encoder] = {}
+
+
 def json_body(value: object, enc_hook: Callable[[Any], Any] = json_value) -> bytes:
-    """``value`` encoded as a JSON request body (``enc_hook``: msgspec's, for other types).
+    """``value`` encoded as a JSON request body (``enc_hook``: msgspec's, for other types;
+    a ``Decimal`` as a number).
 
     Raises :class:`ValidationError` for text no UTF-8 holds (a lone surrogate), without
-    echoing it, for a value JSON has no form for, and for a float NaN or infinity
-    anywhere in it, naming where: JSON has no such numbers (RFC 8259 §6), and msgspec
-    would send ``null`` in their place."""
+    echoing it, for a value JSON has no form for, and for a NaN or an infinity (float or
+    Decimal) anywhere in it, naming where: JSON has no such numbers (RFC 8259 §6)."""
+    encoder = _ENCODERS.get(enc_hook)
+    if encoder is None:
+        encoder = _ENCODERS[enc_hook] = msgspec.json.Encoder(
+            enc_hook=enc_hook, decimal_format="number"
+        )
     try:
-        body = msgspec.json.encode(value, enc_hook=enc_hook)
+        body = encoder.encode(value)
     except UnicodeEncodeError:
         raise ValidationError(f"the request {_UNSENDABLE}") from None
+    except ValueError:  # a Decimal NaN or infinity, which no number format holds
+        if (where := _non_finite_at(value)) is None:
+            raise
+        raise _not_a_number(where) from None
     if b"null" in body and (where := _non_finite_at(value)) is not None:
-        raise ValidationError(
-            f"the request holds a number JSON cannot carry (NaN or an infinity) at "
-            f"{where[:120]}: it would be sent as null"
-        )
+        raise _not_a_number(where)  # a float's: msgspec writes null
     return body
+
+
+def _not_a_number(where: str) -> ValidationError:
+    return ValidationError(
+        f"the request holds a number JSON cannot carry (NaN or an infinity) at "
+        f"{where[:120]}: it cannot be sent as a number"
+    )
 
 
 def _non_finite_at(value: object) -> str | None:
@@ -269,8 +288,8 @@ def _non_finite_at(value: object) -> str | None:
     stack: list[tuple[str, object]] = [("", value)]
     while stack:
         path, item = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
+        if isinstance(item, float | Decimal):
+            if not (math.isfinite(item) if isinstance(item, float) else item.is_finite()):
                 return path or "its top level"
         elif isinstance(item, Mapping):
             stack += [(f"{path}.{key}" if path else str(key), v) for key, v in item.items()]

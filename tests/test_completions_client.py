@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -907,6 +908,7 @@ BAD_ARGUMENTS: dict[str, dict[str, Any]] = {
     "NaN in extra_body": {"extra_body": {"top_p": float("nan")}},
     "infinity in a message": {"messages": [{"role": "user", "content": "x", "w": float("inf")}]},
     "NaN in a set": {"extra_body": {"s": {float("nan")}}},
+    "a Decimal NaN": {"extra_body": {"top_p": Decimal("NaN")}},
     "NaN in a tool": {
         "tools": [{"type": "function", "function": {"name": "f", "x": [float("-inf")]}}]
     },
@@ -926,11 +928,12 @@ async def test_options_and_numbers_are_sent_as_given() -> None:
     _, _, _, srv = await run(
         [sse_reply(ANSWER)],
         stream_options=options,
-        extra_body={"top_p": Float(0.5), "user": Text("u1")},
+        extra_body={"top_p": Float(0.5), "user": Text("u1"), "min_p": Decimal("0.05")},
     )
     sent = json.loads(srv.seen[0].body)
     assert sent["stream_options"] == options
     assert (sent["top_p"], sent["user"]) == (0.5, "u1")
+    assert sent["min_p"] == 0.05  # a number, not msgspec's default string "0.05"
 
 
 def test_a_non_finite_number_is_refused_naming_where_it_is() -> None:
