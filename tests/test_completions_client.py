@@ -936,11 +936,12 @@ async def test_options_and_numbers_are_sent_as_given() -> None:
     assert sent["min_p"] == 0.05  # a number, not msgspec's default string "0.05"
 
 
-def test_a_non_finite_number_is_refused_naming_where_it_is() -> None:
+@pytest.mark.parametrize("value", [math.nan, Decimal("-Infinity")], ids=["float", "Decimal"])
+def test_a_non_finite_number_is_refused_naming_where_it_is(value: Any) -> None:
     client = chatsdk.ChatClient(KEY, base_url="http://127.0.0.1:9")
     with pytest.raises(chatsdk.ValidationError, match=r"NaN.* at messages\[0\]\.meta\.w"):
         client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "x", "meta": {"w": math.nan}}]
+            model="m", messages=[{"role": "user", "content": "x", "meta": {"w": value}}]
         )
 
 
