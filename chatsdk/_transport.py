@@ -595,6 +595,7 @@ class Transport:
                 delay: float | None = retries.backoff(attempt)
                 retryable = not _past(deadline) and not exc._final
             else:
+                _fail_reader_on_framing_error(response)
                 status = response.status
                 log.debug("%s -> %d (attempt %d)", doing, status, attempt + 1)
                 if status < 300 or (retried_400_ok and status == 400 and attempt > 0):
@@ -846,6 +847,50 @@ _CLOSING: set[asyncio.Task[None]] = set()
 DRAIN_WAIT: Final = 0.25
 
 
+def _fail_reader_on_framing_error(response: aiohttp.ClientResponse) -> None:
+    """Make a body that HTTP cannot frame fail its reader at once, not at a timeout.
+
+    aiohttp 3.14's C parser, on an invalid chunk size (or any error it finds in a body),
+    records the error on the connection and closes it, but neither wakes the body's
+    reader nor ends the body, so a read would wait for ``read`` or ``idle`` and then
+    report a timeout. When that connection is lost with the body neither ended nor
+    failed, the body fails with aiohttp's own error for it (``ClientPayloadError``,
+    caused by the parser's ``HttpProcessingError``), as its pure-Python parser does:
+    :func:`mapped_errors` makes that a :class:`StreamError`, never retried nor resumed."""
+    connection = response.connection
+    protocol = None if connection is None else connection.protocol
+    lost = None if protocol is None else protocol.closed
+    if protocol is None or lost is None:
+        return  # no connection, or one already lost: aiohttp ended the body then
+
+    def failed(future: asyncio.Future[None]) -> None:
+        error = protocol.exception()
+        content = response.content
+        if error is None or content.is_eof() or content.exception() is not None:
+            return
+        reason = str(getattr(error, "message", error)).strip().splitlines()[0].rstrip(": ")
+        failure = aiohttp.ClientPayloadError(f"the response body cannot be framed: {reason}")
+        failure.__cause__ = error
+        content.set_exception(failure)
+
+    def ended() -> None:
+        # A body read to its end no longer needs the hook; nor does the pooled
+        # connection, which would otherwise hold one per answer it carried.
+        lost.remove_done_callback(failed)
+
+    lost.add_done_callback(failed)
+    response.content.on_eof(ended)
+    # asyncio logs an error for a future whose exception (a link lost to a reset, say)
+    # nobody retrieved: the future asked for above is retrieved, once per connection.
+    lost.remove_done_callback(_retrieved)
+    lost.add_done_callback(_retrieved)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _malformed(exc: BaseException) -> bool:
     """Whether an aiohttp failure is an answer HTTP cannot parse (framing, a content
     encoding that does not decode, headers over aiohttp's limits), not a broken link."""
@@ -947,8 +992,9 @@ async def within_read(wait: Awaitable[_T], timeout: Timeout, until: float | None
     """``wait`` (a wait for bytes from the server), ended by ``until`` (a ``loop.time()``;
     its ``TimeoutError`` as it comes) or by ``timeout.read``, whichever is first: the
     latter is an :class:`APITimeoutError` naming ``doing``. aiohttp's own read timer is
-    not enough: it stops after a body its C parser cannot frame, and is not armed again
-    after a 1xx answer. One timer either way."""
+    not enough: it is not armed again after a 1xx answer, and it stops after a body its
+    C parser cannot frame (which :func:`_fail_reader_on_framing_error` ends at once).
+    One timer either way."""
     loop = asyncio.get_running_loop()
     read_by = None if timeout.read is None else loop.time() + timeout.read
     try:
@@ -1065,8 +1111,7 @@ async def read_at_most(
     """The whole body; :class:`APIResponseValidationError` once it passes ``cap`` bytes
     (nothing more is read). ``limit``: the size the error names, when ``cap`` is what is
     left of it after bytes already read. Each read waits at most ``timeout.read``
-    (:class:`APITimeoutError` naming ``doing``): aiohttp's own timer stops after a body
-    its C parser cannot frame."""
+    (:class:`APITimeoutError` naming ``doing``), as :func:`within_read` says."""
     parts: list[bytes] = []
     size = 0
     while True:

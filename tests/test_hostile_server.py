@@ -24,6 +24,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import multidict
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -620,12 +621,11 @@ STREAM_FAILURES: dict[str, tuple[Handler, type[Exception], int]] = {
         chatsdk.APIConnectionError,
         2,
     ),
-    # aiohttp 3.14's C parser never wakes a body reader after an invalid chunk size, and
-    # drops its read timer too: chatsdk's own bound on a read ends the wait (read, 1 s
-    # here). Its pure-Python parser raises at once: a StreamError.
+    # A StreamError at once with either of aiohttp's parsers (its C parser alone would
+    # leave the reader waiting: see test_a_body_that_cannot_be_framed_fails_at_once).
     "invalid chunk size": (
         scripted(SSE_HEAD, chunk(CHUNK), PAUSE, b"zz\r\n" + CHUNK, PAUSE, "close"),
-        (chatsdk.APITimeoutError, chatsdk.StreamError),  # type: ignore[dict-item]
+        chatsdk.StreamError,
         1,
     ),
     "body shorter than Content-Length": (
@@ -1115,15 +1115,26 @@ async def test_a_proxys_echo_of_its_credentials_in_a_refused_connect_is_not_chai
     assert encoded not in shown and password not in shown
 
 
-READ_BOUND: dict[str, tuple[Handler, Callable[[chatsdk.ChatClient], Awaitable[Any]]]] = {
-    # After an invalid chunk size aiohttp's C parser never wakes the reader (its
-    # pure-Python parser raises at once); after a 1xx it does not arm its read timer
-    # again. With idle=None each of these waited for ever, read=1 or not.
-    "a stream after an invalid chunk size": (
+Call = Callable[[chatsdk.ChatClient], Awaitable[Any]]
+
+UNFRAMED: dict[str, tuple[Handler, Call]] = {
+    # aiohttp 3.14's C parser, after an invalid chunk size, closes the connection but
+    # neither wakes the body's reader nor keeps its read timer (its pure-Python parser
+    # raises at once): the wait used to end only at chatsdk's own read bound.
+    "a stream": (
         scripted(SSE_HEAD, chunk(CHUNK), PAUSE, b"zz\r\n" + CHUNK),
         lambda client: client.chat.create(integration_id="docs", messages="q"),
     ),
-    "a whole answer after an invalid chunk size": (
+    "a completions stream": (
+        scripted(
+            SSE_HEAD,
+            chunk(b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'),
+            PAUSE,
+            b"zz\r\n",
+        ),
+        lambda client: client.chat.completions.create(model="m", messages="q"),
+    ),
+    "a whole answer": (
         scripted(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n",
@@ -1133,6 +1144,102 @@ READ_BOUND: dict[str, tuple[Handler, Callable[[chatsdk.ChatClient], Awaitable[An
         ),
         lambda client: client.chat.completions.create(model="m", messages="q", stream=False),
     ),
+    "an error answer": (
+        scripted(
+            b"HTTP/1.1 500 Oops\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            chunk(b'{"error": '),
+            PAUSE,
+            b"zz\r\n",
+        ),
+        lambda client: client.chat.completions.create(model="m", messages="q", stream=False),
+    ),
+}
+
+
+async def _drain(result: Any) -> None:
+    if hasattr(result, "__aiter__"):
+        async for _ in result:
+            pass
+    else:
+        await result
+
+
+@pytest.mark.parametrize("name", list(UNFRAMED))
+async def test_a_body_that_cannot_be_framed_fails_at_once(name: str) -> None:
+    handler, call = UNFRAMED[name]
+    async with raw_server(handler) as url:
+        # Long waits allowed: the error must not wait for any of them.
+        timeout = chatsdk.Timeout(connect=2, read=30, idle=30)
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
+            began = time.monotonic()
+            with pytest.raises(chatsdk.ChatSDKError) as info:
+                async with asyncio.timeout(10):
+                    await _drain(call(client))
+    assert time.monotonic() - began < 2
+    if name == "an error answer":  # the status is what the server said
+        assert isinstance(info.value, chatsdk.InternalServerError), repr(info.value)
+    else:
+        assert isinstance(info.value, chatsdk.StreamError), repr(info.value)
+        assert "chunk size" in str(info.value)
+
+
+async def test_a_kept_alive_connection_holds_no_answer_it_carried() -> None:
+    # The framing check (above) hooks each answer to its connection until the answer's
+    # body ends (here written in two pieces, so it is not whole with the headers): a
+    # connection carrying a hundred answers keeps none of them alive.
+    answer = (
+        b'{"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices":'
+        b' [{"index": 0, "message": {"role": "assistant", "content": "hi"},'
+        b' "finish_reason": "stop"}]}'
+    )
+    async with ScriptedServer([Reply(pieces=[answer[:20], answer[20:]], delay=0.005)]) as server:
+        async with chatsdk.ChatClient(KEY, base_url=server.url, retries=0) as client:
+
+            async def ask() -> None:
+                await client.chat.completions.create(model="m", messages="q", stream=False)
+
+            for _ in range(5):
+                await ask()
+            gc.collect()
+            before = sum(isinstance(o, aiohttp.ClientResponse) for o in gc.get_objects())
+            for _ in range(100):
+                await ask()
+            gc.collect()
+            after = sum(isinstance(o, aiohttp.ClientResponse) for o in gc.get_objects())
+    assert len({seen.peer for seen in server.seen}) == 1  # one connection carried them all
+    assert after <= before + 2
+
+
+async def test_a_pooled_connection_reset_while_idle_logs_nothing() -> None:
+    # The framing check asks aiohttp for the connection's "closed" future, which a reset
+    # fails: asyncio would log that exception as never retrieved once it is collected.
+    body = b'{"id": "c", "choices": [{"index": 0, "message": '
+    body += b'{"role": "assistant", "content": "hi"}}]}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    logged: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: logged.append(context))
+    try:
+        answer_then_reset = scripted(head % len(body) + body[:10], PAUSE, body[10:], PAUSE, "reset")
+        async with raw_server(answer_then_reset) as url:
+            async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+                for _ in range(2):  # the second drops the first's connection from the pool
+                    answer = await client.chat.completions.create(
+                        model="m", messages="q", stream=False
+                    )
+                    assert answer.text == "hi"
+                    await asyncio.sleep(3 * PAUSE)  # the pooled connection is reset meanwhile
+                gc.collect()
+                await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert not logged, logged
+
+
+READ_BOUND: dict[str, tuple[Handler, Call]] = {
+    # After a 1xx answer aiohttp does not arm its read timer again. With idle=None each
+    # of these waited for ever, read=1 or not.
     "103 Early Hints, then silence": (
         scripted(b"HTTP/1.1 103 Early Hints\r\n\r\n"),
         lambda client: client.chat.completions.create(model="m", messages="q"),
@@ -1151,7 +1258,7 @@ async def test_every_wait_for_bytes_is_bounded_by_read_when_idle_is_off(name: st
         timeout = chatsdk.Timeout(connect=2, read=1, idle=None)
         async with chatsdk.ChatClient(KEY, base_url=url, retries=0, timeout=timeout) as client:
             began = time.monotonic()
-            with pytest.raises((chatsdk.APITimeoutError, chatsdk.StreamError)) as info:
+            with pytest.raises(chatsdk.APITimeoutError) as info:
                 async with asyncio.timeout(10):
                     await call(client)
     assert time.monotonic() - began < 3
