@@ -16,6 +16,7 @@ pointing at the async :class:`~chatsdk.ChatClient`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import os
 import selectors
@@ -23,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import CancelledError, Future
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from functools import partial
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeAlias, TypeVar
@@ -37,7 +38,7 @@ from ._config import Settings
 from ._streaming import CLOSED_BY_CLIENT, EventStream
 from .chat import Chat
 from .completions import Completions
-from .errors import APIConnectionError, StreamError, ValidationError
+from .errors import APIConnectionError, ChatSDKError, StreamError, ValidationError
 from .models import (
     ChatCompletionResult,
     ChatEvent,
@@ -132,6 +133,26 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_runners)
 
 
+def _note_exit() -> None:
+    # Run at interpreter exit, just before the clients left open are closed (see _Handle).
+    for runner in list(_RUNNERS):
+        runner.exiting = True
+
+
+@contextmanager
+def _exit_at_exit(runner: _Runner) -> Iterator[None]:
+    """Around a call: when the interpreter exit closed the client under a thread still
+    using it (a daemon thread: Python joins the others before its exit functions run),
+    that thread gets ``SystemExit``, which ends it silently as the interpreter will,
+    rather than an error whose traceback ``threading`` would print at every exit."""
+    try:
+        yield
+    except ChatSDKError as exc:
+        if runner.exiting and threading.current_thread() is not threading.main_thread():
+            raise SystemExit("the interpreter is exiting: chatsdk closed the client") from exc
+        raise
+
+
 class _Done:
     """Marks the end of a stream across the thread hop (StopAsyncIteration stays inside)."""
 
@@ -161,6 +182,7 @@ class _Runner:
         self.portal, self.loop = ready.result()
         self.closed = False
         self.forked = False  # this is a child process's copy: the loop thread is gone
+        self.exiting = False  # the interpreter is exiting: see _exit_at_exit
         self._lock = threading.Lock()
         self._loop_thread = self.portal.call(threading.get_ident)
         self.streams: weakref.WeakSet[EventStream[Any, Any]] = weakref.WeakSet()
@@ -187,6 +209,10 @@ class _Runner:
         If the caller is interrupted while waiting (Ctrl-C), the task is cancelled
         rather than left running behind its back.
         """
+        with _exit_at_exit(self):
+            return self._call(func)
+
+    def _call(self, func: Callable[[], Awaitable[T]]) -> T:
         _refuse_running_loop()
         if self.forked:
             raise ValidationError(_FORKED_MESSAGE)
@@ -262,6 +288,10 @@ class _Handle:
         self.close = weakref.finalize(
             self, runner.shutdown, partial(_close_all, client, runner.streams)
         )
+        # Exit functions run last registered first: registered again after the finalizer
+        # (whose exit function weakref registers once), _note_exit runs before it.
+        atexit.unregister(_note_exit)
+        atexit.register(_note_exit)
 
 
 class SyncChatStream(Generic[EventT, ResultT]):
@@ -372,14 +402,15 @@ class SyncChatStream(Generic[EventT, ResultT]):
         return self._call(self._stream.final_result)
 
     def _call(self, func: Callable[[], Awaitable[T]]) -> T:
-        if self._runner.closed:
-            self._raise_if_closed_under_way()
-        try:
-            return self._runner.call(func)
-        except (APIConnectionError, ValidationError):
-            if self._runner.closed:  # the client was closed meanwhile
+        with _exit_at_exit(self._runner):
+            if self._runner.closed:
                 self._raise_if_closed_under_way()
-            raise
+            try:
+                return self._runner.call(func)
+            except (APIConnectionError, ValidationError):
+                if self._runner.closed:  # the client was closed meanwhile
+                    self._raise_if_closed_under_way()
+                raise
 
     def _raise_if_closed_under_way(self) -> None:
         # The client is closed: a stream it closed while under way says so, as the async

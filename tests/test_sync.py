@@ -600,3 +600,59 @@ def test_settings_are_shown_as_resolved(server: ReferenceServer) -> None:
     with SyncChatClient(KEY, project=PROJECT, base_url=server.base_url) as client:
         assert client.settings.completions_base_url == server.base_url
         assert KEY not in repr(client.settings)
+
+
+AT_EXIT = """
+import atexit, sys, threading
+import chatsdk
+
+
+def after():  # runs after the client is closed (registered before it was made)
+    try:
+        client.tokens.create(embed_origin="https://docs.example.com")
+    except chatsdk.ValidationError as exc:
+        print("main thread:", type(exc).__name__, flush=True)  # an error stays one here
+
+
+atexit.register(after)
+client = chatsdk.SyncChatClient(sys.argv[1], project=sys.argv[2], base_url=sys.argv[3], retries=0)
+reading = threading.Event()
+
+
+def read(api):
+    stream = (
+        client.chat.create(integration_id="docs", messages="q")
+        if api == "chat"
+        else client.chat.completions.create(model="m", messages="q")
+    )
+    try:
+        for _ in stream:
+            reading.set()
+    except SystemExit as exc:
+        print(f"{api} thread: SystemExit ({exc}) from {type(exc.__cause__).__name__}", flush=True)
+        raise
+
+
+for api in ("chat", "completions"):
+    threading.Thread(target=read, args=(api,), daemon=True).start()
+reading.wait(10)
+print("main exits", flush=True)
+"""
+
+
+@pytest.mark.usefixtures("slow_streams")
+def test_daemon_threads_reading_at_exit_end_silently(server: ReferenceServer) -> None:
+    # The client left open is closed at exit, under threads still reading it: each
+    # printed a StreamError traceback at every exit. Python joins non-daemon threads
+    # before its exit functions run, so only daemon threads meet this.
+    done = subprocess.run(
+        [sys.executable, "-c", AT_EXIT, KEY, PROJECT, server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr, done.stderr
+    for api in ("chat", "completions"):
+        assert f"{api} thread: SystemExit (the interpreter is exiting" in done.stdout
+    assert "main thread: ValidationError" in done.stdout, done.stdout
