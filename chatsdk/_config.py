@@ -328,7 +328,7 @@ def check_base_url(name: str, url: str, *, credentials: bool = False) -> str:
         raise ValidationError(
             f"{name} must not contain credentials (user:password@); pass api_key=... instead"
         )
-    if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL.search(url):
+    if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(url):
         shown = "" if "@" in url else f", got {url!r}"
         raise ValidationError(f"{name} must be an absolute http:// or https:// URL{shown}")
     if parts.query or parts.fragment or url.endswith(("?", "#")):

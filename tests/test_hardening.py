@@ -102,6 +102,7 @@ def test_credentials_in_base_url_are_refused_and_not_echoed(url: str) -> None:
         "127.0.0.1:9",
         "ftp://127.0.0.1",
         "http://",
+        "http://:8080",  # no host: aiohttp's InvalidURL at the first call
         "http://[::1",  # urlsplit's ValueError
         "http://127.0.0.1:99999",
         "http://127.0.0.1:port",

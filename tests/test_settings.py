@@ -128,7 +128,15 @@ def test_no_proxy_address_rules(netloc: str, no_proxy: str, bypassed: bool) -> N
 
 
 @pytest.mark.parametrize(
-    "value", ["http://user:PROXY-SECRET@[::1", "http://user:PROXY-SECRET@127.0.0.1:99999"]
+    "value",
+    [
+        "http://user:PROXY-SECRET@[::1",
+        "http://user:PROXY-SECRET@127.0.0.1:99999",
+        # No host: an InvalidURL connection error (as an APIConnectionError).
+        ":",
+        "http://:8080",
+        "http://user:PROXY-SECRET@:8080",
+    ],
 )
 async def test_a_malformed_proxy_variable_is_a_validation_error(
     monkeypatch: pytest.MonkeyPatch, value: str
