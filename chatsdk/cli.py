@@ -38,7 +38,6 @@ import sqlite3
 import sys
 import textwrap
 import typing
-import unicodedata
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, NoReturn, TextIO, TypeVar
 
@@ -50,7 +49,7 @@ from ._config import Settings, Timeout
 from ._streaming import EventStream
 from ._transport import MIN_SECRET_LENGTH, redact
 from .completions import INKEEP_TOOLS
-from .errors import ChatSDKError, ValidationError
+from .errors import ChatSDKError, ValidationError, escaped
 from .models import (
     AIAnnotations,
     ChatCompletionChunk,
@@ -642,9 +641,9 @@ class _Output:
             self._at_line_start = True
         if sources:
             # The server's titles and URLs, on the user's terminal: shown, not obeyed.
-            self.err.write("sources:\n" + "".join(_shown(line) + "\n" for line in sources))
+            self.err.write("sources:\n" + "".join(escaped(line) + "\n" for line in sources))
         if session:
-            self.err.write(f"session: {_shown(session)}\n")
+            self.err.write(f"session: {escaped(session)}\n")
         self.err.flush()
 
 
@@ -969,20 +968,9 @@ def _in_cli_terms(message: str, args: argparse.Namespace) -> str:
     return message
 
 
-def _shown(text: str) -> str:
-    """A server's text as the terminal should show it, not obey it: control characters
-    (ESC drives the terminal) and format characters (U+202E reorders the line) escaped."""
-    return "".join(
-        (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
-        if unicodedata.category(char) in ("Cc", "Cf")
-        else char
-        for char in text
-    )
-
-
 def _fail(message: str, secrets: Sequence[str]) -> None:
     line = " ".join(_redact(message, secrets).split())  # one line, whatever the message
-    sys.stderr.write(f"{PROG}: error: {_shown(line)}\n")
+    sys.stderr.write(f"{PROG}: error: {escaped(line)}\n")
     sys.stderr.flush()
 
 

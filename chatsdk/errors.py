@@ -37,6 +37,7 @@ No message built here ever contains a credential.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -76,17 +77,28 @@ def excerpt(data: bytes | str | None, limit: int = EXCERPT_LIMIT) -> str:
     return text
 
 
-# Control characters as escapes: a server's text quoted in an error message cannot
-# start a fake log line (CR, LF) nor drive a terminal (ESC); tab is kept.
-_ESCAPED: Final = {
-    code: repr(chr(code))[1:-1] for code in [*range(0x20), *range(0x7F, 0xA0)] if code != 0x09
-}
+# Characters a terminal or a log reader obeys rather than shows: controls (CR and LF
+# start a fake log line, ESC drives a terminal), formats (U+202E reorders a line) and the
+# Unicode line and paragraph separators.
+_UNSHOWN: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def escaped(text: str) -> str:
+    """``text`` with the characters a terminal or a log would obey written as Python
+    escapes (``\\r``, ``\\x1b``, ``\\u202e``): Unicode categories Cc (tab aside), Cf, Zl
+    and Zp. For a server's text shown to a person: quoted in an error message, or printed
+    by the CLI."""
+    if text.isprintable():  # the usual case: nothing to escape
+        return text
+    return "".join(
+        repr(char)[1:-1] if char != "\t" and unicodedata.category(char) in _UNSHOWN else char
+        for char in text
+    )
 
 
 def printable(data: bytes | str | None, limit: int = EXCERPT_LIMIT) -> str:
-    """:func:`excerpt`, its control characters (but tab) written as escapes (``\\n``,
-    ``\\x1b``): for a server's text quoted in an error message."""
-    return excerpt(data, limit).translate(_ESCAPED)
+    """:func:`excerpt`, :func:`escaped`: for a server's text quoted in an error message."""
+    return escaped(excerpt(data, limit))
 
 
 class ChatSDKError(Exception):

@@ -890,14 +890,15 @@ async def test_a_key_echoed_with_json_escapes_is_masked_whole(where: str) -> Non
 
 
 async def test_a_servers_control_characters_are_escaped_in_the_message() -> None:
-    # A server's CR LF started a fake log line, and its ESC drove the terminal.
-    said = {"error": {"message": "denied\r\nINFO all good\u001b[2J"}}
+    # A server's CR LF started a fake log line, and its ESC drove the terminal; U+2028
+    # ends a line in some log readers, U+202E reorders the rest of it.
+    said = {"error": {"message": "denied\r\nINFO all good\u001b[2J\u2028\u202e!kO"}}
     reply = Reply(status=403, body=msgspec.json.encode(said))
     async with ScriptedServer([reply]) as srv:
         async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
             with pytest.raises(chatsdk.PermissionDeniedError) as info:
                 await client.chat.completions.create(model="m", messages="q")
-    assert "denied\\r\\nINFO all good\\x1b[2J" in str(info.value)
+    assert "denied\\r\\nINFO all good\\x1b[2J\\u2028\\u202e!kO" in str(info.value)
     assert info.value.body == said  # the body itself is as the server sent it
 
 
