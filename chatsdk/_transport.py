@@ -55,6 +55,7 @@ from .errors import (
     ChatSDKError,
     StreamError,
     ValidationError,
+    error_layers,
     excerpt,
     printable,
     status_error_class,
@@ -1270,34 +1271,25 @@ def _safe_cause(exc: BaseException, secrets: Collection[str]) -> BaseException |
     return exc
 
 
-def message_of(body: Any, default: str = "no details", nested: bool = False) -> str:
-    """The human message in an error body: ServiceError ``message``, OpenAI's
-    ``{"error": {"message": ...}}`` (or ``{"error": "..."}``), 422 ``detail``, or text;
-    in a one-item list too (Gemini's OpenAI endpoint answers ``[{"error": {...}}]``), and
-    a ``message`` that is itself such a body (Mistral's 422: ``{"message": {"detail":
-    [...]}}``), one level deep."""
-    if isinstance(body, list) and len(body) == 1:
-        body = body[0]
-    if isinstance(body, dict):
-        error = body.get("error")
+def message_of(body: Any, default: str = "no details") -> str:
+    """The human message in an error body: in the first of its :func:`error_layers` that
+    has one, a string ``error`` (``{"error": "..."}``), ServiceError's or OpenAI's
+    ``message``, or a 422 ``detail`` (a string, or ``loc``/``msg`` items); or the body
+    itself when it is text."""
+    for layer in error_layers(body):
+        error, message, detail = layer.get("error"), layer.get("message"), layer.get("detail")
         if isinstance(error, str) and error.strip():
             return printable(error, 300)
-        if isinstance(error, dict) and "message" not in body:
-            body = error
-        message = body.get("message")
         if isinstance(message, str):
             return printable(message, 300)
-        if isinstance(message, dict) and not nested:
-            return message_of(message, default, nested=True)
-        detail = body.get("detail")
         if isinstance(detail, str):
             return printable(detail, 300)
         if isinstance(detail, list):
-            parts = []
-            for item in detail[:5]:
-                if isinstance(item, dict):
-                    loc = ".".join(str(p) for p in item.get("loc", []))
-                    parts.append(f"{loc}: {item.get('msg', '')}")
+            parts = [
+                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg', '')}"
+                for item in detail[:5]
+                if isinstance(item, dict)
+            ]
             return printable("; ".join(parts), 300) or "invalid request"
     if isinstance(body, str) and body.strip():
         return printable(body.strip(), 300)

@@ -38,7 +38,7 @@ No message built here ever contains a credential.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from multidict import CIMultiDict
@@ -94,6 +94,22 @@ def escaped(text: str) -> str:
         repr(char)[1:-1] if char != "\t" and unicodedata.category(char) in _UNSHOWN else char
         for char in text
     )
+
+
+def error_layers(body: Any) -> Iterator[dict[str, Any]]:
+    """The objects of an error body where its fields are looked for, outermost first,
+    three at most: the body (or the one item of a one-item list, as Gemini's OpenAI
+    endpoint answers ``[{"error": {...}}]``), then its ``message`` if that is an object
+    (Mistral's 422 ``{"message": {"detail": [...]}}``), else its ``error`` if that is
+    one (OpenAI's ``{"error": {"message": ...}}``), and so on."""
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
+    for _ in range(3):
+        if not isinstance(body, dict):
+            return
+        yield body
+        message = body.get("message")
+        body = message if isinstance(message, dict) else body.get("error")
 
 
 def printable(data: bytes | str | None, limit: int = EXCERPT_LIMIT) -> str:
@@ -260,16 +276,11 @@ class UnprocessableEntityError(APIStatusError):
     @property
     def detail(self) -> list[Any]:
         """The server's ``detail`` list (``loc``, ``msg``, ``type`` items), or ``[]``:
-        the body's own, or its ``message``'s or ``error``'s, two levels down at most
-        (Mistral's ``{"message": {"detail": [...]}}``)."""
-        place = self.body
-        for _ in range(3):  # the body, then its message (or error), then that one's
-            if not isinstance(place, dict):
-                break
-            if isinstance(place.get("detail"), list):
-                return list(place["detail"])
-            message = place.get("message")
-            place = message if isinstance(message, dict) else place.get("error")
+        the first of :func:`error_layers` that has one (Mistral's ``{"message": {"detail":
+        [...]}}``)."""
+        for layer in error_layers(self.body):
+            if isinstance(layer.get("detail"), list):
+                return list(layer["detail"])
         return []
 
 

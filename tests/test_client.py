@@ -797,6 +797,10 @@ async def test_an_error_body_in_a_one_item_list_gives_its_message() -> None:
         ("message", "application/json"),
         ("message", "text/plain"),  # a proxy's label: the body is JSON all the same
         ("error.message", "application/json"),
+        # A one-item list (as Gemini wraps its errors): the message found the detail in
+        # it, but UnprocessableEntityError.detail did not look inside.
+        ("[].message", "application/json"),
+        ("[]", "application/json"),
     ],
 )
 async def test_mistrals_422_with_the_detail_inside_its_message_gives_the_detail(
@@ -804,9 +808,9 @@ async def test_mistrals_422_with_the_detail_inside_its_message_gives_the_detail(
 ) -> None:
     # Mistral nests FastAPI's detail list in "message": the error said "no details".
     item = {"type": "missing", "loc": ["body", "model"], "msg": "Field required", "input": None}
-    said: dict[str, Any] = {"detail": [item]}
+    said: Any = {"detail": [item]}
     for key in reversed(wrapped.split(".")):
-        said = {"object": "error", key: said, "type": "invalid_request"}
+        said = [said] if key == "[]" else {"object": "error", key: said, "type": "invalid"}
     reply = Reply(status=422, body=msgspec.json.encode(said), content_type=content_type)
     async with ScriptedServer([reply]) as srv:
         async with chatsdk.ChatClient("a-key-12345", base_url=srv.url, retries=0) as client:
