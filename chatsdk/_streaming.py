@@ -36,7 +36,7 @@ from typing import Any, Final, Generic, Protocol, Self, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._config import RetryPolicy, Timeout, check_header_value
 from ._transport import (
@@ -50,6 +50,7 @@ from ._transport import (
     mapped_errors,
     read_at_most,
     scrubbed,
+    scrubbed_headers,
     within_read,
 )
 from .errors import (
@@ -184,6 +185,7 @@ class EventStream(Generic[EventT, ResultT]):
         self._max_event_size = transport.settings.max_event_size
         self._max_line_size = transport.settings.max_line_size
         self._response: aiohttp.ClientResponse | None = None
+        self._headers: CIMultiDictProxy[str] | None = None  # the last response's, as sent
         self._decoder: SSEDecoder | None = None
         self._carry = b""  # bytes read while deciding what the body is, not yet decoded
         self._broken: APIConnectionError | None = None  # a drop while those were read
@@ -226,6 +228,23 @@ class EventStream(Generic[EventT, ResultT]):
     def text_stream(self) -> AsyncIterator[str]:
         """The answer's text pieces as they arrive (each a non-empty ``str``)."""
         return self._texts()
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str] | None:
+        """The HTTP headers of the response the answer is read from (after a resume, the
+        resumed connection's), looked up in any case (``stream.headers["x-ratelimit-
+        remaining-tokens"]``), every secret the call sent masked; ``None`` until the
+        stream has started (its first event read, or the stream awaited)."""
+        if self._headers is None:
+            return None
+        return CIMultiDictProxy(scrubbed_headers(self._headers, self._secrets))
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's ``X-Request-Id`` for this answer (quote it when you report a
+        problem), from :attr:`headers`; ``None`` before they came, or without one."""
+        headers = self.headers
+        return None if headers is None else headers.get("X-Request-Id")
 
     async def _texts(self) -> AsyncIterator[str]:
         text = self._wire.text
@@ -467,6 +486,7 @@ class EventStream(Generic[EventT, ResultT]):
         event stream, anything else a typed error carrying an excerpt.
         """
         self._response = response
+        self._headers = response.headers
         head, broke = await self._read_head(response, wait_until)
         self._carry = head
         kind = _body_kind(response.content_type, head)

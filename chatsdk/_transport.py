@@ -938,9 +938,7 @@ def scrubbed(error: _E, secrets: Collection[str]) -> _E:
             setattr(error, name, _redact_value(getattr(error, name), secrets))
     headers = getattr(error, "headers", None)
     if isinstance(headers, Mapping) and headers:
-        error.headers = CIMultiDict(  # type: ignore[attr-defined]
-            (redact(str(k), secrets), redact(str(v), secrets)) for k, v in headers.items()
-        )
+        error.headers = scrubbed_headers(headers, secrets)  # type: ignore[attr-defined]
     return error
 
 
@@ -1161,9 +1159,15 @@ async def _status_error(
         status=response.status,
         body=body,
         request_id=redact(response.headers.get("X-Request-Id") or "", secrets) or None,
-        headers=CIMultiDict(
-            (redact(k, secrets), redact(v, secrets)) for k, v in response.headers.items()
-        ),
+        headers=scrubbed_headers(response.headers, secrets),
+    )
+
+
+def scrubbed_headers(headers: Mapping[str, str], secrets: Collection[str]) -> CIMultiDict[str]:
+    """A copy of response headers with every secret a call sent masked (:func:`redact`):
+    a proxy may echo the request's ``Authorization`` into one."""
+    return CIMultiDict(
+        (redact(str(k), secrets), redact(str(v), secrets)) for k, v in headers.items()
     )
 
 

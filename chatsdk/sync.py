@@ -32,6 +32,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeAlias, TypeVar
 import anyio
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal
+from multidict import CIMultiDictProxy
 
 from ._client import ChatClient
 from ._config import Settings
@@ -332,6 +333,17 @@ class SyncChatStream(Generic[EventT, ResultT]):
     def replays_dropped(self) -> int:
         """Events a resumed connection sent again, not delivered twice."""
         return self._stream.replays_dropped
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str] | None:
+        """The answer's HTTP response headers, secrets masked (``None`` until it started):
+        see :attr:`chatsdk.ChatStream.headers`."""
+        return self._stream.headers
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's ``X-Request-Id`` for this answer (``None`` before or without one)."""
+        return self._stream.request_id
 
     @property
     def text_stream(self) -> Iterator[str]:

@@ -1836,3 +1836,54 @@ async def test_a_refusal_after_the_finish_needs_done() -> None:
             with pytest.raises(chatsdk.StreamError):
                 async with asyncio.timeout(10):
                     await client.chat.completions.create(model="m", messages="q")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_the_answers_response_headers_and_request_id_are_on_the_stream(stream: bool) -> None:
+    # Rate-limit headers and the request id of a successful answer (OpenAI's
+    # x-ratelimit-*, x-request-id) were only on errors.
+    headers = {
+        "X-Request-Id": "req_123",
+        "x-ratelimit-remaining-tokens": "9000",
+        "X-Echo": f"Bearer {KEY}",  # a proxy echoing the request's Authorization
+    }
+    if stream:
+        reply = sse_reply(
+            events(chunk("hi", role="assistant"), chunk(finish="stop")), headers=headers
+        )
+    else:
+        whole = {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+        }
+        reply = Reply(body=json.dumps(whole).encode(), headers=headers)
+    async with ScriptedServer([reply]) as srv:
+        async with client_for(srv.url) as client:
+            answer = client.chat.completions.create(model="m", messages="q", stream=stream)
+            assert answer.headers is None and answer.request_id is None  # not sent yet
+            async for _ in answer:
+                break
+            assert answer.headers is not None
+            assert answer.request_id == "req_123"
+            assert answer.headers["X-RATELIMIT-REMAINING-TOKENS"] == "9000"
+            assert KEY not in repr(answer.headers) and answer.headers["x-echo"] == "Bearer ***"
+            await answer.aclose()
+
+
+def test_the_sync_stream_has_the_response_headers_too() -> None:
+    reply = sse_reply(events(chunk("hi"), chunk(finish="stop")), headers={"X-Request-Id": "r9"})
+
+    async def serve() -> None:
+        async with ScriptedServer([reply]) as srv:
+            await asyncio.to_thread(use, srv.url)
+
+    def use(url: str) -> None:
+        with chatsdk.SyncChatClient(KEY, base_url=url, retries=0) as client:
+            with client.chat.completions.create(model="m", messages="q") as answer:
+                assert "".join(answer.text_stream) == "hi"
+                assert answer.request_id == "r9" and answer.headers is not None
+
+    asyncio.run(serve())

@@ -79,7 +79,8 @@ CLIENT_MODULES = sorted(
     if path.name not in ("cli.py", "_demo.py", "testing.py", "__main__.py")
 )
 # Raised by the iteration protocols and module __getattr__, or for the impossible.
-PROTOCOL = {"StopIteration", "StopAsyncIteration", "AttributeError", "AssertionError"}
+# SystemExit: a daemon thread's call when interpreter exit closed its client (sync.py).
+PROTOCOL = {"StopIteration", "StopAsyncIteration", "AttributeError", "AssertionError", "SystemExit"}
 ERRORS = {
     name
     for name, value in vars(chatsdk.errors).items()
