@@ -34,7 +34,11 @@ from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import aiohttp
 import msgspec
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
 from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError
+from aiohttp.tracing import Trace
 from multidict import CIMultiDict
 
 from ._config import (
@@ -293,7 +297,7 @@ class Transport:
         if self._session is None or self._session.closed:
             # Created lazily so that a client can be built outside a running loop.
             s = self.settings
-            connector = aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=300)
+            connector = _Connector(limit=s.max_connections, ttl_dns_cache=300)
             # No trust_env: aiohttp would read the environment (and ~/.netrc) on every
             # request, which halved the rate of a thousand short streams; the proxy is
             # looked up once per server instead (_proxy_for).
@@ -846,6 +850,37 @@ _CLOSING: set[asyncio.Task[None]] = set()
 # How long a finished answer's connection waits for the rest of its body (a chunked
 # body's last chunk, usually just behind the end marker) before it is closed, not pooled.
 DRAIN_WAIT: Final = 0.25
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connection pool, except that a kept-alive connection the server wrote
+    to while it sat idle in the pool is closed, never handed to the next call.
+
+    aiohttp keeps such bytes and reads them as the next request's answer: a server or
+    proxy writing an answer twice, or a ``408`` before closing an idle connection, would
+    answer a call with what another call got, or fail a call the server never saw (RFC
+    9112 §9.8: a server may close an idle connection; the client must not take what came
+    before its request as the answer to it)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # The connections handed out before: the ones that come back from the pool.
+        self._handed_out: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        while True:
+            connection = await super().connect(req, traces, timeout)
+            protocol = connection.protocol
+            if protocol is None or protocol not in self._handed_out:
+                if protocol is not None:
+                    self._handed_out.add(protocol)
+                return connection
+            if not protocol.should_close:  # nothing came while it was idle
+                return connection
+            log.debug("dropped a pooled connection the server wrote to while it was idle")
+            connection.close()
 
 
 def _fail_reader_on_framing_error(response: aiohttp.ClientResponse) -> None:

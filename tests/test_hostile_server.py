@@ -1237,6 +1237,48 @@ async def test_a_pooled_connection_reset_while_idle_logs_nothing() -> None:
     assert not logged, logged
 
 
+def _answer(text: str) -> bytes:
+    chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}
+    body = b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+    return head % len(body) + body
+
+
+@pytest.mark.parametrize(
+    "idle_bytes",
+    [
+        _answer("an answer nobody asked for"),  # a server or proxy answering twice
+        # An idle timeout announced before the close (some servers do, RFC 9110 §15.5.9).
+        b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    ],
+    ids=["a second answer", "408 then close"],
+)
+async def test_what_a_server_writes_on_an_idle_connection_answers_no_call(
+    idle_bytes: bytes,
+) -> None:
+    # aiohttp kept those bytes and read them as the next request's answer: one caller got
+    # what was written after another's answer, or a 408 for a call the server never saw.
+    asked: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_head(reader)
+            asked.append(json.loads(request.partition(b"\r\n\r\n")[2])["messages"][0]["content"])
+            writer.write(_answer(f"to {asked[-1]}"))
+            await writer.drain()
+            await asyncio.sleep(PAUSE)
+            writer.write(idle_bytes)
+            await writer.drain()
+
+    async with raw_server(handle) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            first = await client.chat.completions.create(model="m", messages="Alice")
+            await asyncio.sleep(3 * PAUSE)  # the idle bytes come meanwhile
+            second = await client.chat.completions.create(model="m", messages="Bob")
+    assert (first.text, second.text) == ("to Alice", "to Bob")
+    assert asked == ["Alice", "Bob"]
+
+
 READ_BOUND: dict[str, tuple[Handler, Call]] = {
     # After a 1xx answer aiohttp does not arm its read timer again. With idle=None each
     # of these waited for ever, read=1 or not.
