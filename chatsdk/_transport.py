@@ -37,7 +37,7 @@ import msgspec
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
-from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError
+from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
 from aiohttp.tracing import Trace
 from multidict import CIMultiDict
 
@@ -1089,21 +1089,30 @@ def _would_pass(deadline: float | None, delay: float) -> bool:
     return deadline is not None and asyncio.get_running_loop().time() + delay >= deadline
 
 
+def _parser_words(text: str) -> str:
+    """aiohttp's words for what it could not parse, on one line, without the internal
+    status it gives every such error (``400, message:``), the server's bytes it quotes
+    shown, not obeyed."""
+    return printable(" ".join(re.sub(r"\b400, message:", "", text).split()), 300)
+
+
 def _describe(exc: BaseException) -> str:
     """A short description of an aiohttp error that cannot contain a URL's query or headers."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
-    if isinstance(exc, HttpProcessingError):
-        return f"invalid response ({exc.message or type(exc).__name__})"
+    if isinstance(exc, HttpProcessingError | aiohttp.ClientResponseError):
+        # A parser's error (its status, 400, is aiohttp's, not the server's); a
+        # ClientResponseError's own message would include the request URL.
+        words = exc.message or type(exc).__name__
+        if isinstance(exc, TransferEncodingError) and "chunk" not in words.lower():
+            words = f"invalid chunked framing: {words}"
+        return f"invalid response ({_parser_words(words)})"
     if isinstance(exc, aiohttp.ClientPayloadError):
         if _malformed(exc):
-            return f"the response body could not be read ({exc})"
+            return f"the response body could not be read ({_parser_words(str(exc))})"
         return "the response body was cut off"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # Its own message includes the request URL; keep only the status and reason.
-        return f"invalid response ({exc.status} {exc.message})"
     if isinstance(exc, aiohttp.ClientOSError):
         # A connection of the pool the server had closed, a reset: the OS's words.
         reason = exc.strerror or ""
@@ -1117,7 +1126,7 @@ async def read_capped(
     response: aiohttp.ClientResponse, cap: int, timeout: float = ERROR_BODY_TIMEOUT
 ) -> bytes:
     """Up to ``cap`` bytes of a body, for an error report, waiting at most ``timeout``
-    seconds; a broken or slow read keeps what came."""
+    seconds; a broken, unframable or slow read keeps what came."""
     parts: list[bytes] = []
     size = 0
     try:
@@ -1128,7 +1137,7 @@ async def read_capped(
                     break
                 parts.append(data)
                 size += len(data)
-    except (aiohttp.ClientError, TimeoutError):
+    except (aiohttp.ClientError, HttpProcessingError, TimeoutError):
         pass
     return b"".join(parts)
 
