@@ -29,6 +29,8 @@ import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from errno import ECONNRESET, EPIPE
 from typing import Any, Final, Literal, Protocol, TypeAlias, TypeVar
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
@@ -578,6 +580,7 @@ class Transport:
             asked = "Retry-After"
             if self._closed:  # closed while this call waited (auth, a retry's backoff)
                 raise APIConnectionError(f"{doing}: the client was closed during the call")
+            _REUSED.set(False)  # set by _Connector.connect
             try:
                 with mapped_errors(doing, timeout, deadline, secrets):
                     response = await within_read(
@@ -596,6 +599,14 @@ class Transport:
                         doing,
                     )
             except APIConnectionError as exc:
+                if exc._unanswered and _REUSED.get():
+                    # The keep-alive race: the server closed a kept-alive connection as
+                    # idle while the request went out on it. Sent again at once, on the
+                    # next connection, whatever the retry policy says (RFC 9112 §9.3.1),
+                    # as browsers do; the same Idempotency-Key makes it safe. Each such
+                    # failure uses up one pooled connection, so this ends.
+                    log.debug("%s: a kept-alive connection was closed under it; sent again", doing)
+                    continue
                 error = exc
                 delay: float | None = retries.backoff(attempt)
                 retryable = not _past(deadline) and not exc._final
@@ -840,6 +851,9 @@ def mapped_errors(
             raise StreamError(message) from _safe_cause(exc, secrets)
         error = APIConnectionError(message)
         error._final = malformed or isinstance(exc, aiohttp.ClientConnectorCertificateError)
+        error._unanswered = isinstance(exc, aiohttp.ServerDisconnectedError) or (
+            isinstance(exc, aiohttp.ClientOSError) and exc.errno in (ECONNRESET, EPIPE)
+        )
         raise error from _safe_cause(exc, secrets)
 
 
@@ -850,6 +864,11 @@ _CLOSING: set[asyncio.Task[None]] = set()
 # How long a finished answer's connection waits for the rest of its body (a chunked
 # body's last chunk, usually just behind the end marker) before it is closed, not pooled.
 DRAIN_WAIT: Final = 0.25
+
+
+# Whether the request under way went out on a kept-alive connection from the pool (set
+# in the calling task's context by _Connector.connect, read by Transport.send).
+_REUSED: ContextVar[bool] = ContextVar("chatsdk_reused_connection", default=False)
 
 
 class _Connector(aiohttp.TCPConnector):
@@ -878,6 +897,7 @@ class _Connector(aiohttp.TCPConnector):
                     self._handed_out.add(protocol)
                 return connection
             if not protocol.should_close:  # nothing came while it was idle
+                _REUSED.set(True)
                 return connection
             log.debug("dropped a pooled connection the server wrote to while it was idle")
             connection.close()

@@ -140,6 +140,8 @@ class APIConnectionError(ChatSDKError):
     # True when trying again would meet the same failure (a certificate that does not
     # verify, an answer HTTP cannot parse): such a failure is not retried.
     _final = False
+    # True when the connection closed (or was reset) before any answer came.
+    _unanswered = False
 
 
 class APITimeoutError(APIConnectionError):

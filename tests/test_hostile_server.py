@@ -1285,6 +1285,53 @@ async def test_what_a_server_writes_on_an_idle_connection_answers_no_call(
     assert asked == ["Alice", "Bob"]
 
 
+async def test_a_kept_alive_connection_closed_under_a_request_is_sent_again_at_once() -> None:
+    # The keep-alive race (uvicorn closes a connection idle for 5 s): the server closes
+    # a pooled connection just as a request goes out on it. With retries=0 the call
+    # failed ("closed the connection without answering"); with retries it waited a
+    # backoff. Here every connection's second request meets its close.
+    keys: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for n in range(2):
+            request = await read_head(reader)
+            head = request.partition(b"\r\n\r\n")[0].decode().lower()
+            keys.append(head.partition("idempotency-key: ")[2].partition("\r\n")[0])
+            if n == 1:
+                writer.close()  # as the request arrives: no answer
+                return
+            writer.write(_answer("hi"))
+            await writer.drain()
+
+    async with raw_server(handle) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            began = time.monotonic()
+            for _ in range(3):
+                answer = await client.chat.completions.create(model="m", messages="q")
+                assert answer.text == "hi"
+            assert time.monotonic() - began < 1  # no backoff
+    # Calls 2 and 3 each went out twice (a kept-alive connection, then a fresh one),
+    # with one Idempotency-Key per call.
+    assert len(keys) == 5 and keys[1] == keys[2] and keys[3] == keys[4], keys
+    assert len(set(keys)) == 3
+
+
+async def test_a_fresh_connection_closed_without_an_answer_is_not_sent_again() -> None:
+    # The resend is for kept-alive connections alone: retries=0 is otherwise kept.
+    seen: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        seen.append(1)
+        writer.close()
+
+    async with raw_server(handle) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            with pytest.raises(chatsdk.APIConnectionError, match="without answering"):
+                await client.chat.completions.create(model="m", messages="q")
+    assert seen == [1]
+
+
 READ_BOUND: dict[str, tuple[Handler, Call]] = {
     # After a 1xx answer aiohttp does not arm its read timer again. With idle=None each
     # of these waited for ever, read=1 or not.
