@@ -143,8 +143,9 @@ class RetryPolicy:
         return cls(max_retries=value)
 
     def is_retryable_status(self, status: int) -> bool:
-        """Whether a response with this status may be retried."""
-        return status in RETRYABLE_STATUSES or status >= 500
+        """Whether a response with this status may be retried: 408, 409, 429 and 5xx
+        (not 600 or more, which no server failure is: RFC 9110 §15 stops at 599)."""
+        return status in RETRYABLE_STATUSES or 500 <= status < 600
 
     def backoff(self, attempt: int) -> float:
         """The wait before retry number ``attempt`` (0 for the first retry), with jitter."""

@@ -1212,12 +1212,15 @@ async def _status_error(
     body = _redact_value(body, secrets)
     cls = status_error_class(response.status)
     said = message_of(body)
-    if 300 <= response.status < 400:
+    location = response.headers.get("Location")
+    if 300 <= response.status < 400 and location is not None:
         # Never followed: the credentials would go wherever the server points.
         said = (
-            f"a redirect to {response.headers.get('Location', '(no Location)')}, not "
-            "followed (chatsdk sends credentials only where base_url says: point it there)"
+            f"a redirect to {location}, not followed (chatsdk sends credentials only "
+            "where base_url says: point it there)"
         )
+    elif 300 <= response.status < 400:  # 304 Not Modified: chatsdk asked for no such thing
+        said = f"a {response.status} answer with no Location: nothing to follow, and no answer"
     return cls(
         redact(f"{response.reason or 'error'} from {doing}: {said}", secrets),
         status=response.status,

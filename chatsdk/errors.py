@@ -306,8 +306,9 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 
 
 def status_error_class(status: int) -> type[APIStatusError]:
-    """The most specific :class:`APIStatusError` subclass for an HTTP status."""
-    if status >= 500:
+    """The most specific :class:`APIStatusError` subclass for an HTTP status (a status
+    outside 100-599, which RFC 9110 §15 does not define, is a plain ``APIStatusError``)."""
+    if 500 <= status < 600:
         return InternalServerError
     return _BY_STATUS.get(status, APIStatusError)
 

@@ -974,6 +974,27 @@ async def test_a_redirect_is_an_error_that_names_where_it_points(status: int, ca
     assert info.value.headers["Location"] == "https://sso.example/login"
 
 
+async def test_a_3xx_without_a_location_is_not_called_a_redirect() -> None:
+    # A 304 Not Modified was "a redirect to (no Location)".
+    async with ScriptedServer([Reply(status=304)]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=0) as client:
+            with pytest.raises(chatsdk.APIStatusError) as info:
+                await client.chat.completions.create(model="m", messages="q")
+    assert info.value.status == 304 and "redirect" not in str(info.value)
+    assert "304 answer with no Location" in str(info.value)
+
+
+@pytest.mark.parametrize("status", [600, 999])
+async def test_a_status_past_599_is_no_server_failure_and_is_not_retried(status: int) -> None:
+    # RFC 9110 stops at 599: 600 and 999 were InternalServerError, retried as a 5xx.
+    async with ScriptedServer([Reply(status=status, body=b'{"error": "odd"}')]) as srv:
+        async with chatsdk.ChatClient(KEY, base_url=srv.url, retries=FAST) as client:
+            with pytest.raises(chatsdk.APIStatusError) as info:
+                await client.chat.completions.create(model="m", messages="q")
+    assert type(info.value) is chatsdk.APIStatusError and info.value.status == status
+    assert len(srv.seen) == 1
+
+
 async def through_a_proxy(
     handle: Handler, base_url: str, user: str, password: str
 ) -> chatsdk.ChatSDKError:
