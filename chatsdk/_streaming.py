@@ -487,6 +487,9 @@ class EventStream(Generic[EventT, ResultT]):
         """
         self._response = response
         self._headers = response.headers
+        # The token the request went out with, known now: a provider's is fetched (or
+        # refreshed after a 401) inside the call, after this stream was made.
+        self._secrets |= self._transport.secrets()
         head, broke = await self._read_head(response, wait_until)
         self._carry = head
         kind = _body_kind(response.content_type, head)

@@ -553,6 +553,7 @@ class Transport:
         doing = redact(f"{method} {without_query(url)}", secrets)
         attempt = 0
         refreshed_token: str | None = None
+        resent = resending = False  # the keep-alive race's one resend: done, under way
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
@@ -581,6 +582,8 @@ class Transport:
             if self._closed:  # closed while this call waited (auth, a retry's backoff)
                 raise APIConnectionError(f"{doing}: the client was closed during the call")
             _REUSED.set(False)  # set by _Connector.connect
+            _FRESH.set(resending)
+            resending = False
             try:
                 with mapped_errors(doing, timeout, deadline, secrets):
                     response = await within_read(
@@ -599,13 +602,13 @@ class Transport:
                         doing,
                     )
             except APIConnectionError as exc:
-                if exc._unanswered and _REUSED.get():
+                if exc._unanswered and _REUSED.get() and not resent:
                     # The keep-alive race: the server closed a kept-alive connection as
-                    # idle while the request went out on it. Sent again at once, on the
-                    # next connection, whatever the retry policy says (RFC 9112 §9.3.1),
-                    # as browsers do; the same Idempotency-Key makes it safe. Each such
-                    # failure uses up one pooled connection, so this ends.
+                    # idle while the request went out on it. Sent again once, at once, on
+                    # a new connection, whatever the retry policy says (RFC 9112 §9.3.1),
+                    # as browsers do; the same Idempotency-Key makes it safe.
                     log.debug("%s: a kept-alive connection was closed under it; sent again", doing)
+                    resent = resending = True
                     continue
                 error = exc
                 delay: float | None = retries.backoff(attempt)
@@ -867,8 +870,10 @@ DRAIN_WAIT: Final = 0.25
 
 
 # Whether the request under way went out on a kept-alive connection from the pool (set
-# in the calling task's context by _Connector.connect, read by Transport.send).
+# in the calling task's context by _Connector.connect, read by Transport.send); and
+# whether it must go out on a new connection (set by Transport.send for its resend).
 _REUSED: ContextVar[bool] = ContextVar("chatsdk_reused_connection", default=False)
+_FRESH: ContextVar[bool] = ContextVar("chatsdk_fresh_connection", default=False)
 
 
 class _Connector(aiohttp.TCPConnector):
@@ -896,11 +901,17 @@ class _Connector(aiohttp.TCPConnector):
                 if protocol is not None:
                     self._handed_out.add(protocol)
                 return connection
-            if not protocol.should_close:  # nothing came while it was idle
+            if _FRESH.get():
+                # A resend after the keep-alive race (Transport.send): the pool's other
+                # connections are as old as the one the server closed, so likely closed
+                # as well; the resend goes out on a new one.
+                connection.close()
+            elif protocol.should_close:  # the server wrote to it while it was idle
+                log.debug("dropped a pooled connection the server wrote to while it was idle")
+                connection.close()
+            else:
                 _REUSED.set(True)
                 return connection
-            log.debug("dropped a pooled connection the server wrote to while it was idle")
-            connection.close()
 
 
 def _fail_reader_on_framing_error(response: aiohttp.ClientResponse) -> None:

@@ -1887,3 +1887,27 @@ def test_the_sync_stream_has_the_response_headers_too() -> None:
                 assert answer.request_id == "r9" and answer.headers is not None
 
     asyncio.run(serve())
+
+
+@pytest.mark.parametrize("provider", ["sync", "async"])
+async def test_a_providers_token_is_masked_in_what_the_stream_shows(provider: str) -> None:
+    # The stream took the secrets to mask when it was made, before the provider gave its
+    # token: headers and a mid-stream error echoing that token showed it.
+    token = "tok-SECRET-abcdefghijklmnop"
+
+    async def fetch_async() -> str:
+        return token
+
+    fetch: Any = (lambda: token) if provider == "sync" else fetch_async
+    said = {"error": {"message": f"quota for {token} exceeded"}}
+    body = events(chunk("hi"), b"data: " + json.dumps(said).encode() + b"\n\n", done=False)
+    reply = sse_reply(body, headers={"X-Echo": f"Bearer {token}", "X-Request-Id": f"r-{token}"})
+    async with ScriptedServer([reply]) as srv:
+        async with client_for(srv.url, session_token=fetch, project="p") as client:
+            answer = client.chat.completions.create(model="m", messages="q")
+            with pytest.raises(chatsdk.APIError) as info:
+                async for _ in answer:
+                    pass
+    shown = f"{answer.headers!r} {answer.request_id} {info.value} {info.value.body!r}"
+    assert token not in shown and token[:12] not in shown, shown
+    assert answer.request_id == "r-***"

@@ -22,6 +22,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -1335,6 +1336,34 @@ async def test_a_kept_alive_connection_closed_under_a_request_is_sent_again_at_o
     # with one Idempotency-Key per call.
     assert len(keys) == 5 and keys[1] == keys[2] and keys[3] == keys[4], keys
     assert len(set(keys)) == 3
+
+
+async def test_the_keep_alive_race_resends_once_on_a_new_connection() -> None:
+    # Four kept-alive connections, each closed under its next request (a server that
+    # closed every idle connection at once): the call was sent again on each pooled
+    # connection in turn, five times with retries=0. Once, on a new connection, is the rule.
+    asked: list[str] = []
+    all_warm = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_head(reader)
+        asked.append(json.loads(request.partition(b"\r\n\r\n")[2])["messages"][0]["content"])
+        if len(asked) >= 4:
+            all_warm.set()
+        await all_warm.wait()  # four calls at once: four connections
+        writer.write(_answer(f"to {asked[-1]}"))
+        await writer.drain()
+        request = await read_head(reader)
+        asked.append(json.loads(request.partition(b"\r\n\r\n")[2])["messages"][0]["content"])
+        writer.close()  # a request on a kept-alive connection meets its close
+
+    async with raw_server(handle) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0, max_connections=4) as client:
+            ask = partial(client.chat.completions.create, model="m")
+            await asyncio.gather(*(ask(messages="warm") for _ in range(4)))
+            answer = await ask(messages="the question")
+    assert answer.text == "to the question"
+    assert asked.count("the question") == 2, asked  # sent, then resent on a new connection
 
 
 async def test_a_fresh_connection_closed_without_an_answer_is_not_sent_again() -> None:
