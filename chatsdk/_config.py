@@ -333,11 +333,9 @@ def check_base_url(name: str, url: str, *, credentials: bool = False) -> str:
         shown = "" if "@" in url else f", got {url!r}"
         raise ValidationError(f"{name} must be an absolute http:// or https:// URL{shown}")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
-        # Not shown: a query may hold a key (Azure's ``api-key=``).
-        shown = without_query(url)
-        raise ValidationError(
-            f"{name} must not have a query or fragment, got {shown!r} followed by one"
-        )
+        # Not shown: a query may hold a key (Azure's ``api-key=``), userinfo a password.
+        shown = "" if "@" in url else f", got {without_query(url)!r} followed by one"
+        raise ValidationError(f"{name} must not have a query or fragment{shown}")
     return url.rstrip("/")
 
 

@@ -62,6 +62,7 @@ from .errors import (
     StreamError,
     ValidationError,
     error_layers,
+    escaped,
     excerpt,
     printable,
     status_error_class,
@@ -1227,13 +1228,13 @@ async def _status_error(
     if 300 <= response.status < 400 and location is not None:
         # Never followed: the credentials would go wherever the server points.
         said = (
-            f"a redirect to {location}, not followed (chatsdk sends credentials only "
-            "where base_url says: point it there)"
+            f"a redirect to {escaped(location)}, not followed (chatsdk sends credentials "
+            "only where base_url says: point it there)"
         )
     elif 300 <= response.status < 400:  # 304 Not Modified: chatsdk asked for no such thing
         said = f"a {response.status} answer with no Location: nothing to follow, and no answer"
     return cls(
-        redact(f"{response.reason or 'error'} from {doing}: {said}", secrets),
+        redact(f"{escaped(response.reason or 'error')} from {doing}: {said}", secrets),
         status=response.status,
         body=body,
         request_id=redact(response.headers.get("X-Request-Id") or "", secrets) or None,

@@ -78,15 +78,16 @@ def excerpt(data: bytes | str | None, limit: int = EXCERPT_LIMIT) -> str:
 
 
 # Characters a terminal or a log reader obeys rather than shows: controls (CR and LF
-# start a fake log line, ESC drives a terminal), formats (U+202E reorders a line) and the
-# Unicode line and paragraph separators.
-_UNSHOWN: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# start a fake log line, ESC drives a terminal), formats (U+202E reorders a line), the
+# Unicode line and paragraph separators, and lone surrogates (bytes that were not UTF-8,
+# which a terminal's surrogateescape would write out raw).
+_UNSHOWN: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
 def escaped(text: str) -> str:
     """``text`` with the characters a terminal or a log would obey written as Python
-    escapes (``\\r``, ``\\x1b``, ``\\u202e``): Unicode categories Cc (tab aside), Cf, Zl
-    and Zp. For a server's text shown to a person: quoted in an error message, or printed
+    escapes (``\\r``, ``\\x1b``, ``\\u202e``): Unicode categories Cc (tab aside), Cf, Zl,
+    Zp and Cs. For a server's text shown to a person: quoted in an error message, or printed
     by the CLI."""
     if text.isprintable():  # the usual case: nothing to escape
         return text

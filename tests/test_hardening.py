@@ -985,3 +985,19 @@ def test_rich_repr_of_a_token_masks_it() -> None:
         client_token="a-client-token-xyz", embed_origin=ORIGIN, expires_after=60, status="active"
     )
     assert "a-client-token-xyz" not in repr(list(token.__rich_repr__()))
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://u:pa55w0rd@p:3128?x=1", "http://u:pa55w0rd@p:3128/#f", "HTTP://u:pa55w0rd@p?"]
+)
+@pytest.mark.parametrize("where", ["argument", "CHATSDK_PROXY"])
+def test_a_proxy_with_a_query_is_refused_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, proxy: str, where: str
+) -> None:
+    # The query check quoted the URL, userinfo and all.
+    kwargs: dict[str, Any] = {"proxy": proxy} if where == "argument" else {}
+    if where == "CHATSDK_PROXY":
+        monkeypatch.setenv("CHATSDK_PROXY", proxy)
+    with pytest.raises(chatsdk.ValidationError, match="query or fragment") as info:
+        chatsdk.ChatClient("k" * 12, base_url="http://127.0.0.1:9", **kwargs)
+    assert "pa55w0rd" not in str(info.value)

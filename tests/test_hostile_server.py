@@ -975,6 +975,28 @@ async def test_a_redirect_is_an_error_that_names_where_it_points(status: int, ca
     assert info.value.headers["Location"] == "https://sso.example/login"
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 400 Bad \xe2\x80\xae\x1b[2J\x1b]0;pwned\x07 \xae\xff phrase\r\n",
+        b"HTTP/1.1 302 Found\r\nLocation: http://evil/\xe2\x80\xae\x1b[2Jx\xff\r\n",
+    ],
+    ids=["reason phrase", "Location"],
+)
+async def test_a_reason_phrase_and_a_location_are_shown_not_obeyed(head: bytes) -> None:
+    # Both reached the message raw: ESC, BEL, U+202E and bytes that are not UTF-8 (lone
+    # surrogates, which a terminal's surrogateescape writes out as they came).
+    answer = head + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    async with raw_server(scripted(answer, "close")) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            with pytest.raises(chatsdk.APIStatusError) as info:
+                await client.chat.completions.create(model="m", messages="q")
+    message = str(info.value)
+    assert "\x1b" not in message and "\x07" not in message and "\u202e" not in message
+    assert not any("\ud800" <= char <= "\udfff" for char in message), repr(message)
+    assert "\\x1b[2J" in message and "\\u202e" in message  # shown
+
+
 async def test_a_3xx_without_a_location_is_not_called_a_redirect() -> None:
     # A 304 Not Modified was "a redirect to (no Location)".
     async with ScriptedServer([Reply(status=304)]) as srv:
