@@ -312,7 +312,8 @@ def check_base_url(name: str, url: str, *, credentials: bool = False) -> str:
         raise ValidationError(f"{name} must be a string URL, got {type(url).__name__}")
     try:
         parts = urlsplit(url)  # ValueError: a malformed IPv6 literal
-        parts.port  # noqa: B018 - ValueError: a non-numeric or out-of-range port
+        if parts.port == 0:  # ValueError too: no server listens on port 0
+            raise ValueError(url)
         # UnicodeError (a ValueError): a host no resolver can encode, such as "a..b" or
         # a label over 63 characters; it would otherwise surface untyped at connect time.
         (parts.hostname or "").encode("idna")

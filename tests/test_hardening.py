@@ -105,6 +105,7 @@ def test_credentials_in_base_url_are_refused_and_not_echoed(url: str) -> None:
         "http://:8080",  # no host: aiohttp's InvalidURL at the first call
         "http://[::1",  # urlsplit's ValueError
         "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",  # a connect error at the first call
         "http://127.0.0.1:port",
         "http://a..b",  # the resolver's UnicodeError, at connect time
         "http://" + "a" * 64 + ".example",
