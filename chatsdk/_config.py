@@ -312,15 +312,14 @@ def check_base_url(name: str, url: str, *, credentials: bool = False) -> str:
         raise ValidationError(f"{name} must be a string URL, got {type(url).__name__}")
     try:
         parts = urlsplit(url)  # ValueError: a malformed IPv6 literal
-        if parts.port == 0:  # ValueError too: no server listens on port 0
-            raise ValueError(url)
+        port = parts.port  # ValueError: a non-numeric or out-of-range port
         # UnicodeError (a ValueError): a host no resolver can encode, such as "a..b" or
         # a label over 63 characters; it would otherwise surface untyped at connect time.
         (parts.hostname or "").encode("idna")
     except ValueError:
         valid = False
     else:
-        valid = not any(ch.isspace() for ch in url)
+        valid = port != 0 and not any(ch.isspace() for ch in url)  # none listens on 0
     if not valid:
         shown = "" if "@" in url else f": {url!r}"  # never echo what may be a password
         raise ValidationError(f"{name} is not a valid URL{shown}")
