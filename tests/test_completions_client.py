@@ -1852,14 +1852,7 @@ async def test_the_answers_response_headers_and_request_id_are_on_the_stream(str
             events(chunk("hi", role="assistant"), chunk(finish="stop")), headers=headers
         )
     else:
-        whole = {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
-        }
-        reply = Reply(body=json.dumps(whole).encode(), headers=headers)
+        reply = Reply(body=json.dumps(COMPLETION).encode(), headers=headers)
     async with ScriptedServer([reply]) as srv:
         async with client_for(srv.url) as client:
             answer = client.chat.completions.create(model="m", messages="q", stream=stream)
