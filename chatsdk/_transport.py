@@ -666,7 +666,8 @@ class Transport:
             if why:
                 error.args = (f"{error} (not retried: {why})",)
             if why or not retryable or attempt >= retries.max_retries:
-                raise _gave_up(error, attempt + 1, loop.time() - started)
+                # The keep-alive race's resend went out too: counted among the attempts.
+                raise _gave_up(error, attempt + 1 + resent, loop.time() - started)
             assert delay is not None
             log.info(
                 "%s failed (%s); retry %d of %d in %.2f s",

@@ -1388,6 +1388,23 @@ async def test_the_keep_alive_race_resends_once_on_a_new_connection() -> None:
     assert asked.count("the question") == 2, asked  # sent, then resent on a new connection
 
 
+async def test_a_call_failing_after_the_resend_counts_it_among_its_attempts() -> None:
+    # A request that makes the server close: sent twice (the resend), and the error said
+    # nothing of the second send.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while b"poison" not in await read_head(reader):
+            writer.write(_answer("fine"))
+            await writer.drain()
+        writer.close()
+
+    async with raw_server(handle) as url:
+        async with chatsdk.ChatClient(KEY, base_url=url, retries=0) as client:
+            await client.chat.completions.create(model="m", messages="warm")
+            with pytest.raises(chatsdk.APIConnectionError) as info:
+                await client.chat.completions.create(model="m", messages="poison")
+    assert "gave up after 2 attempts" in str(info.value)
+
+
 async def test_a_fresh_connection_closed_without_an_answer_is_not_sent_again() -> None:
     # The resend is for kept-alive connections alone: retries=0 is otherwise kept.
     seen: list[int] = []
