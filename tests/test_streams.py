@@ -245,6 +245,21 @@ def strip(event: chatsdk.ChatEvent) -> object:
     return event
 
 
+async def test_after_a_resume_the_headers_are_the_resumed_connections(
+    client: chatsdk.ChatClient, server: ReferenceServer
+) -> None:
+    # docs/streaming.md: stream.headers and request_id follow the resume.
+    server.faults = Faults(drop_after_events=2, drop_times=1)
+    stream = start(client)
+    first = None
+    async for _ in stream:
+        if first is None:
+            first = stream.request_id
+    assert stream.resumes == 1 and first is not None
+    assert stream.request_id is not None and stream.request_id != first
+    assert stream.headers is not None and stream.headers["X-Request-Id"] == stream.request_id
+
+
 async def test_resume_honours_the_servers_retry_field(
     client: chatsdk.ChatClient, server: ReferenceServer
 ) -> None:
